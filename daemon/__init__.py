@@ -1,0 +1,1 @@
+"""robovid-watch: the service that turns finished episode folders into chunk videos."""

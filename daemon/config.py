@@ -1,0 +1,100 @@
+"""Configuration from ``ROBOVID_*`` environment variables, validated once at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from robovid.errors import InvalidEncoderOptionError
+from robovid.settings import EncoderSettings
+
+EXIT_CONFIG = 78
+"""EX_CONFIG: systemd's unit has RestartPreventExitStatus=78, so a bad value does not restart-loop."""
+
+
+class ConfigError(Exception):
+    """A ``ROBOVID_*`` variable has a bad value; the message names it and the allowed values."""
+
+
+class Settings(BaseSettings):
+    """Every knob of robovid-watch. Documented with defaults in ``systemd/robovid.env``."""
+
+    model_config = SettingsConfigDict(env_prefix="ROBOVID_", extra="ignore", case_sensitive=False)
+
+    root: Path = Path("/var/lib/robovid")
+    vcodec: Literal["libsvtav1", "h264", "hevc"] = "libsvtav1"
+    pix_fmt: Literal["yuv420p", "yuv444p"] = "yuv420p"
+    g: int = Field(2, ge=1, le=10_000)
+    crf: int = Field(30, ge=0, le=63)
+    preset: str = ""
+    fast_decode: int = Field(0, ge=0, le=2)
+    encoder_threads: int = Field(0, ge=0, le=256)
+    fps: int = Field(30, ge=1, le=1000)
+    video_file_size_mb: float = Field(200.0, gt=0)
+    chunk_size: int = Field(1000, ge=1)
+    workers: int = Field(2, ge=1, le=64)
+    complete_marker: str = ".complete"
+    settle_s: float = Field(0.0, ge=0)
+    rescan_s: float = Field(30.0, gt=0)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    min_free_mb: int = Field(1024, ge=0)
+    backlog_warn_s: float = Field(600.0, gt=0)
+    min_psnr_db: float = Field(20.0, ge=0, le=100)
+
+    @field_validator("complete_marker")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        if not value or "/" in value or value in (".", ".."):
+            raise ValueError("must be a plain file name such as '.complete'")
+        return value
+
+    @field_validator("root")
+    @classmethod
+    def _existing_dir(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"'{value}' is not an existing directory; create it or point ROBOVID_ROOT elsewhere")
+        return value.absolute()
+
+    @model_validator(mode="after")
+    def _encoder_settings_valid(self) -> Settings:
+        try:
+            self.encoder_settings()
+        except InvalidEncoderOptionError as error:
+            raise ValueError(str(error)) from error
+        return self
+
+    def encoder_settings(self) -> EncoderSettings:
+        """The library's encoder settings for these variables."""
+        preset: int | str | None = self.preset.strip() or None
+        if isinstance(preset, str) and preset.isdigit():
+            preset = int(preset)
+        return EncoderSettings(
+            vcodec=self.vcodec,
+            pix_fmt=self.pix_fmt,
+            g=self.g,
+            crf=self.crf,
+            preset=preset,
+            fast_decode=self.fast_decode,
+            threads=self.encoder_threads,
+        )
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment; ConfigError naming every bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from error
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = [str(part) for part in item.get("loc", ()) if part]
+        variable = f"ROBOVID_{location[0].upper()}" if location else "ROBOVID_* (encoder settings)"
+        message = item.get("msg", "invalid").removeprefix("Value error, ")
+        lines.append(f"{variable}={item.get('input')!r}: {message}")
+    return "Invalid configuration, nothing was touched:\n  " + "\n  ".join(lines)

@@ -1,0 +1,118 @@
+"""Stages 1-2: discover episode folders and wait until they are complete.
+
+The full scan is the source of truth; watchdog events are only hints that make the
+service look sooner (the kernel drops inotify events on overflow, and watchdog's
+dispatcher thread dies on a handler exception, so the handler only enqueues).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from robovid.layout import images_dir, parse_episode_dir
+
+
+@dataclass(frozen=True, order=True)
+class EpisodeRef:
+    """One episode folder of one camera."""
+
+    episode: int
+    camera: str
+    path: Path
+
+
+def scan(root: Path) -> Iterator[EpisodeRef]:
+    """Every ``images/{camera}/episode-NNNNNN`` folder under ``root`` (symlinks reported as found)."""
+    base = images_dir(root)
+    try:
+        cameras = list(os.scandir(base))
+    except FileNotFoundError:
+        return
+    for camera in cameras:
+        if camera.name.startswith(".") or not camera.is_dir():
+            continue
+        try:
+            episodes = list(os.scandir(camera.path))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in episodes:
+            index = parse_episode_dir(entry.name)
+            if index is not None and entry.is_dir():
+                yield EpisodeRef(index, camera.name, Path(entry.path))
+
+
+def ref_from_path(root: Path, path: str) -> EpisodeRef | None:
+    """The episode a changed path belongs to, if any."""
+    try:
+        parts = Path(path).relative_to(images_dir(root)).parts
+    except ValueError:
+        return None
+    if len(parts) < 2:
+        return None
+    index = parse_episode_dir(parts[1])
+    if index is None:
+        return None
+    return EpisodeRef(index, parts[0], images_dir(root) / parts[0] / parts[1])
+
+
+def is_complete(ref: EpisodeRef, marker: str, settle_s: float, now: float | None = None) -> bool:
+    """The marker is there, or (when ``settle_s`` > 0) nothing in the folder changed for ``settle_s``."""
+    if os.path.lexists(ref.path / marker):
+        return True
+    if settle_s <= 0:
+        return False
+    try:
+        newest = os.stat(ref.path).st_mtime
+        with os.scandir(ref.path) as entries:
+            count = 0
+            for entry in entries:
+                count += 1
+                newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    except FileNotFoundError:
+        return False
+    return count > 0 and (now if now is not None else time.time()) - newest >= settle_s
+
+
+def folder_signature(path: Path) -> str:
+    """A digest of a folder's entries (names, sizes, mtimes): changes when anything in it changes."""
+    digest = hashlib.sha1()
+    try:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            digest.update(
+                f"{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_mode}\n".encode(errors="surrogateescape")
+            )
+    except FileNotFoundError:
+        return "missing"
+    return digest.hexdigest()
+
+
+class _Hints(FileSystemEventHandler):
+    """Puts every event's path on a queue, nothing else (it runs on watchdog's thread)."""
+
+    def __init__(self, hints: queue.SimpleQueue[str]) -> None:
+        self._hints = hints
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self._hints.put(os.fsdecode(event.src_path))
+
+
+def start_observer(root: Path, hints: queue.SimpleQueue[str]) -> BaseObserver:
+    """Watch ``images/`` recursively; events become hints on ``hints``."""
+    observer = Observer()
+    observer.schedule(_Hints(hints), str(images_dir(root)), recursive=True)
+    observer.daemon = True
+    observer.start()
+    return observer

@@ -1,0 +1,61 @@
+"""``robovid-watch``: the service's entry point (systemd runs this)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+
+import structlog
+
+from .config import EXIT_CONFIG, ConfigError, load_settings
+from .logs import configure_logging
+from .service import ObserverDiedError, Service
+from .state import EXIT_LOCKED, RootLockedError
+
+USAGE = """usage: robovid-watch
+
+Watch ROBOVID_ROOT/images for finished episode folders, encode each into the camera's
+chunk video under ROBOVID_ROOT/videos, record it in ROBOVID_ROOT/meta/robovid/segments,
+then delete its PNGs. Configured only by ROBOVID_* environment variables; see
+systemd/robovid.env for every variable, its default and allowed values.
+
+Exit codes: 0 stopped, 1 error (systemd restarts), 75 another instance holds the root,
+78 bad configuration (systemd does not restart).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        print(USAGE, file=sys.stdout if args[0] in ("-h", "--help") else sys.stderr)
+        return 0 if args[0] in ("-h", "--help") else 64
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"robovid-watch: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_format)
+    log = structlog.get_logger("robovid_watch")
+    service = Service(settings)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return service.run()
+    except RootLockedError as error:
+        log.error("root_locked", detail=str(error))
+        return EXIT_LOCKED
+    except ObserverDiedError as error:
+        log.error("observer_died", detail=str(error))
+        return 1
+    except Exception as error:
+        log.exception("crashed", detail=str(error))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""The service loop: recover, scan, schedule episodes onto workers, report, stop cleanly.
+
+Threads: the main thread owns all scheduling state; ``workers`` threads run
+:func:`robovid_watch.stages.process_episode`; watchdog's observer thread only puts
+paths on a queue. A signal handler only sets ``stop``; workers check it between
+stages (and the encoder between frames), so nothing is interrupted mid-append.
+"""
+
+from __future__ import annotations
+
+import errno
+import queue
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import structlog
+
+from robovid.errors import EpisodeError, VerificationError, VideoFormatError
+from robovid.layout import images_dir, is_inside, read_fps
+from robovid.metadata import SegmentStore
+
+from .config import Settings
+from .discover import EpisodeRef, folder_signature, is_complete, ref_from_path, scan, start_observer
+from .notify import sd_notify
+from .stages import Context, Outcome, process_episode, recover_intents
+from .state import Failure, RootState
+
+log = structlog.get_logger("robovid_watch")
+
+TICK_S = 1.0
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+class ObserverDiedError(RuntimeError):
+    """watchdog's observer thread stopped; the service exits non-zero so systemd restarts it."""
+
+
+@dataclass
+class Counters:
+    """What this run did (for the final log event and for `robovid process`)."""
+
+    done: int = 0
+    cleaned: int = 0
+    failed: int = 0
+    deferred: int = 0
+    history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=10_000))
+    """(wall time, recorded seconds processed) per finished episode."""
+
+
+class Service:
+    """One robovid-watch run on one root."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        once: bool = False,
+        watch: bool = True,
+        on_progress: Callable[[EpisodeRef, str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.root = settings.root
+        self.once = once
+        self.watch = watch and not once
+        self.on_progress = on_progress
+        self.stop = threading.Event()
+        self.state = RootState(self.root)
+        self.counters = Counters()
+        self._hints: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._candidates: dict[tuple[str, int], EpisodeRef] = {}
+        self._in_flight: dict[tuple[str, int], Future[Outcome]] = {}
+        self._completed: queue.SimpleQueue[tuple[EpisodeRef, Future[Outcome]]] = queue.SimpleQueue()
+        self._paused_for_space = False
+        self._backlog_samples: deque[tuple[float, int]] = deque()
+        self._last_backlog_warning = 0.0
+        self._parked: set[tuple[str, int]] = set()
+        """Failed or duplicate episodes not looked at again until a hint or a rescan touches them."""
+
+    # lifecycle -------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until stopped (or, with ``once``, until nothing is left to do). Returns an exit code."""
+        self.state.prepare()
+        self.state.acquire_lock()
+        try:
+            return self._run_locked()
+        finally:
+            self.state.release_lock()
+
+    def _run_locked(self) -> int:
+        ctx = self._context()
+        removed = self.state.clear_temp_files()
+        recover_intents(ctx)
+        images_dir(self.root).mkdir(parents=True, exist_ok=True)
+        observer = start_observer(self.root, self._hints) if self.watch else None
+        log.info("started", root=str(self.root), fps=ctx.fps, workers=self.settings.workers, stale_temp_removed=removed)
+        self._rescan()
+        sd_notify("READY=1")
+        next_rescan = time.monotonic() + self.settings.rescan_s
+        with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="robovid-worker") as pool:
+            try:
+                while not self.stop.is_set():
+                    self._drain_hints()
+                    self._collect_finished()
+                    self._schedule(ctx, pool)
+                    sd_notify("WATCHDOG=1")
+                    self._watch_backlog()
+                    if observer is not None and not observer.is_alive():
+                        raise ObserverDiedError(
+                            "The file watcher (watchdog observer) died; exiting so systemd restarts robovid-watch."
+                        )
+                    if self.once and not self._in_flight and not self._ready_exists():
+                        break
+                    if time.monotonic() >= next_rescan:
+                        self._rescan()
+                        next_rescan = time.monotonic() + self.settings.rescan_s
+                    self._wait(TICK_S)
+            finally:
+                sd_notify("STOPPING=1")
+                self.stop.set()
+                if observer is not None:
+                    observer.stop()
+                pool.shutdown(wait=True, cancel_futures=True)
+                self._collect_finished()
+        log.info("stopped", episodes_done=self.counters.done, failed=self.counters.failed)
+        return 0
+
+    def request_stop(self) -> None:
+        """Ask the service to stop; safe from a signal handler."""
+        self.stop.set()
+        self._hints.put("")
+
+    def _context(self) -> Context:
+        return Context(
+            root=self.root,
+            state=self.state,
+            store=SegmentStore(self.root),
+            encoder=self.settings.encoder_settings(),
+            fps=read_fps(self.root, self.settings.fps),
+            file_size_limit_bytes=int(self.settings.video_file_size_mb * 1024 * 1024),
+            files_per_chunk=self.settings.chunk_size,
+            min_psnr_db=self.settings.min_psnr_db,
+            stop=self.stop,
+            done=SegmentStore(self.root).keys(),
+        )
+
+    # discovery -------------------------------------------------------------------------
+    def _wait(self, timeout: float) -> None:
+        try:
+            path = self._hints.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._hint(path)
+
+    def _drain_hints(self) -> None:
+        while True:
+            try:
+                self._hint(self._hints.get_nowait())
+            except queue.Empty:
+                return
+
+    def _hint(self, path: str) -> None:
+        ref = ref_from_path(self.root, path) if path else None
+        if ref is not None:
+            self._candidates.setdefault((ref.camera, ref.episode), ref)
+            self._parked.discard((ref.camera, ref.episode))
+
+    def _rescan(self) -> None:
+        self._parked.clear()
+        for ref in scan(self.root):
+            self._candidates.setdefault((ref.camera, ref.episode), ref)
+
+    def _ready_exists(self) -> bool:
+        return any(self._is_ready(ref) for ref in self._candidates.values())
+
+    def _is_ready(self, ref: EpisodeRef) -> bool:
+        key = (ref.camera, ref.episode)
+        if key in self._in_flight or key in self._parked or not ref.path.exists():
+            return False
+        if not is_complete(ref, self.settings.complete_marker, self.settings.settle_s):
+            return False
+        failure = self.state.failure(*key)
+        if failure is not None and failure.signature == folder_signature(ref.path):
+            self._parked.add(key)
+            return False
+        return True
+
+    # scheduling ------------------------------------------------------------------------
+    def _schedule(self, ctx: Context, pool: ThreadPoolExecutor) -> None:
+        for key, ref in sorted(self._candidates.items(), key=lambda item: (item[1].episode, item[1].camera)):
+            if len(self._in_flight) >= self.settings.workers or self.stop.is_set():
+                return
+            if not ref.path.exists():
+                del self._candidates[key]
+                continue
+            if not self._is_ready(ref) or not self._space_ok():
+                continue
+            if key in ctx.done and self.state.intent(*key) is None:
+                self._report_duplicate(ref)
+                continue
+            if not is_inside(ref.path, self.root):
+                self._fail(ref, f"{ref.path} leaves the recording root through a symlink.", "UnsafePathError")
+                continue
+            future = pool.submit(self._run_one, ctx, ref)
+            self._in_flight[key] = future
+            future.add_done_callback(self._completion_callback(ref))
+
+    def _completion_callback(self, ref: EpisodeRef) -> Callable[[Future[Outcome]], None]:
+        return lambda future: self._completed.put((ref, future))
+
+    def _run_one(self, ctx: Context, ref: EpisodeRef) -> Outcome:
+        bound = log.bind(camera=ref.camera, episode=ref.episode)
+        bound.info("episode_started", path=str(ref.path))
+        return process_episode(ctx, ref)
+
+    def _collect_finished(self) -> None:
+        while True:
+            try:
+                ref, future = self._completed.get_nowait()
+            except queue.Empty:
+                return
+            key = (ref.camera, ref.episode)
+            self._in_flight.pop(key, None)
+            self._finish(ref, future)
+
+    def _finish(self, ref: EpisodeRef, future: Future[Outcome]) -> None:
+        key = (ref.camera, ref.episode)
+        error = future.exception() if not future.cancelled() else None
+        if future.cancelled():
+            return
+        if error is None:
+            outcome = future.result()
+            self._candidates.pop(key, None)
+            self.state.clear_failure(*key)
+            self._log_outcome(ref, outcome)
+            return
+        if isinstance(error, InterruptedError):
+            log.info("episode_abandoned", camera=ref.camera, episode=ref.episode, reason="stop requested; PNGs kept")
+        elif isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            self.counters.deferred += 1
+            self._paused_for_space = True
+            log.error(
+                "disk_full",
+                camera=ref.camera,
+                episode=ref.episode,
+                path=str(ref.path),
+                detail=str(error),
+                action=f"free space on {self.root}; robovid resumes by itself once {self.settings.min_free_mb} MB are free",
+            )
+        elif isinstance(error, (EpisodeError, VerificationError, VideoFormatError)):
+            self._fail(ref, str(error), type(error).__name__)
+        else:
+            self._fail(ref, f"unexpected {type(error).__name__}: {error}", type(error).__name__, exc=error)
+        if self.on_progress is not None:
+            self.on_progress(ref, "failed")
+
+    def _log_outcome(self, ref: EpisodeRef, outcome: Outcome) -> None:
+        if outcome.status == "done":
+            self.counters.done += 1
+            self.counters.history.append((time.time(), outcome.frames / max(1, self.settings.fps)))
+            log.info(
+                "episode_done",
+                camera=ref.camera,
+                episode=ref.episode,
+                frames=outcome.frames,
+                video_bytes=outcome.video_bytes,
+                source_bytes=outcome.source_bytes,
+                compression_ratio=round(outcome.source_bytes / max(1, outcome.video_bytes), 1),
+                **{k: round(v, 3) for k, v in outcome.timings.items()},
+            )
+        else:
+            self.counters.cleaned += 1
+            log.info("episode_cleaned", camera=ref.camera, episode=ref.episode)
+        if self.on_progress is not None:
+            self.on_progress(ref, outcome.status)
+
+    def _fail(self, ref: EpisodeRef, reason: str, error_type: str, exc: BaseException | None = None) -> None:
+        self.counters.failed += 1
+        self._parked.add((ref.camera, ref.episode))
+        failure = Failure(
+            ref.camera, ref.episode, str(ref.path), reason, error_type, folder_signature(ref.path), time.time()
+        )
+        self.state.record_failure(failure)
+        log.error(
+            "episode_failed",
+            camera=ref.camera,
+            episode=ref.episode,
+            path=str(ref.path),
+            reason=reason,
+            error_type=error_type,
+            action="the PNGs were kept; fix or replace the frames (any change to the folder retries it), "
+            "or move the folder out of images/",
+            exc_info=exc,
+        )
+
+    def _report_duplicate(self, ref: EpisodeRef) -> None:
+        self._fail(
+            ref,
+            f"episode {ref.episode} of camera {ref.camera!r} is already in the video metadata; this folder was "
+            "recorded again with the same index and is not deleted",
+            "DuplicateEpisodeError",
+        )
+
+    # health ----------------------------------------------------------------------------
+    def _space_ok(self) -> bool:
+        free_mb = shutil.disk_usage(self.root).free / (1024 * 1024)
+        ok = free_mb >= self.settings.min_free_mb
+        if ok and self._paused_for_space:
+            log.info("disk_space_back", free_mb=round(free_mb))
+        if not ok and not self._paused_for_space:
+            log.error(
+                "disk_low",
+                free_mb=round(free_mb),
+                min_free_mb=self.settings.min_free_mb,
+                action="no new episode is started until space is freed (ROBOVID_MIN_FREE_MB)",
+            )
+        self._paused_for_space = not ok
+        return ok
+
+    def _watch_backlog(self) -> None:
+        now = time.monotonic()
+        backlog = sum(1 for ref in self._candidates.values() if ref.path.exists())
+        self._backlog_samples.append((now, backlog))
+        window = self.settings.backlog_warn_s
+        while self._backlog_samples and now - self._backlog_samples[0][0] > window:
+            self._backlog_samples.popleft()
+        oldest_t, oldest = self._backlog_samples[0]
+        growing = now - oldest_t >= window * 0.9 and backlog > oldest and min(b for _, b in self._backlog_samples) > 0
+        if growing and now - self._last_backlog_warning > window:
+            self._last_backlog_warning = now
+            log.warning(
+                "backlog_growing",
+                backlog_episodes=backlog,
+                window_s=window,
+                action="robovid is not keeping up with the recorder: lower the preset, raise ROBOVID_WORKERS, "
+                "or give the service more CPU",
+            )

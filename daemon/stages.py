@@ -1,0 +1,295 @@
+"""Stages 3-7 for one episode: encode -> verify -> append -> commit -> clean.
+
+Read :func:`process_episode` top to bottom. The order is the safety argument:
+
+1. encode into ``.robovid/tmp`` (same filesystem), fsynced;
+2. verify the temp video against the PNGs (frame count, every frame decodes, PSNR);
+3. write the journal intent (durable), then append to the chunk (crash-safe on its own);
+4. commit the metadata row (durable);
+5. only then delete the PNGs, and last the intent.
+
+A crash between any two steps is resolved at restart by :func:`recover_intents`:
+no row and the chunk unchanged -> the episode is redone from its PNGs; no row but the
+chunk holds the append -> the row is committed from the chunk's own timestamps; row
+present -> cleaning is finished. No step deletes a PNG that is not in a committed row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk
+from robovid.encode import EncodeResult, encode_frames
+from robovid.errors import MismatchedVideosError
+from robovid.frames import list_episode_frames
+from robovid.layout import ChunkLocation, chunk_path, images_dir, list_chunks
+from robovid.metadata import SegmentStore
+from robovid.probe import get_video_info
+from robovid.settings import EncoderSettings
+from robovid.verify import check_segment_decodes, verify_video
+
+from .discover import EpisodeRef
+from .state import Intent, RootState
+
+log = structlog.get_logger("robovid_watch")
+
+VERIFY_SAMPLES = 8
+"""Frames compared to their PNG by PSNR, besides the first and the last."""
+
+
+@dataclass
+class Context:
+    """Everything the stages share."""
+
+    root: Path
+    state: RootState
+    store: SegmentStore
+    encoder: EncoderSettings
+    fps: int
+    file_size_limit_bytes: int
+    files_per_chunk: int
+    min_psnr_db: float
+    stop: threading.Event
+    done: set[tuple[str, int]] = field(default_factory=set)
+    _camera_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def camera_lock(self, camera: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._camera_locks.setdefault(camera, threading.Lock())
+
+
+@dataclass
+class Outcome:
+    """What processing one episode did, for the service's log event and counters."""
+
+    status: str
+    """"done", "cleaned" (finished an earlier commit) or "abandoned" (stop requested)."""
+    frames: int = 0
+    video_bytes: int = 0
+    source_bytes: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def process_episode(ctx: Context, ref: EpisodeRef) -> Outcome:
+    """Turn one complete episode folder into a committed segment, then free its PNGs."""
+    key = (ref.camera, ref.episode)
+    if key in ctx.done:
+        clean(ctx, ref, ctx.state.intent(*key))
+        return Outcome("cleaned")
+    frames = list_episode_frames(ref.path, ctx.root)
+    timings: dict[str, float] = {}
+    temp = ctx.state.temp_video(ref.camera, ref.episode)
+    try:
+        result = _timed(timings, "encode_s", encode, ctx, frames, temp)
+        verify_report = _timed(
+            timings, "verify_s", verify_video, temp, len(frames), result.kept_frames, ctx.min_psnr_db
+        )
+        row = _row(ctx, ref, result, temp, timings, verify_report.min_psnr_db)
+        with ctx.camera_lock(ref.camera):
+            segment = _timed(timings, "append_s", append, ctx, ref, temp, len(frames), row)
+            commit(ctx, ref, segment, row | {"append_s": timings["append_s"]})
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    clean(ctx, ref, ctx.state.intent(*key), frames)
+    return Outcome("done", len(frames), result.size_bytes, row["source_bytes"], timings)
+
+
+def encode(ctx: Context, frames: list[Path], temp: Path) -> EncodeResult:
+    """Stage 3: encode the PNGs into a temp video on the root's filesystem."""
+    keep = _sample_indices(len(frames))
+    return encode_frames(frames, temp, ctx.fps, ctx.encoder, keep=keep, stop=ctx.stop)
+
+
+def _sample_indices(num_frames: int) -> set[int]:
+    step = max(1, num_frames // (VERIFY_SAMPLES + 1))
+    return {0, num_frames - 1, *range(step, num_frames - 1, step)}
+
+
+def append(ctx: Context, ref: EpisodeRef, temp: Path, num_frames: int, row: dict[str, Any]) -> VideoSegment:
+    """Stage 5: journal the intent, append to the camera's current chunk file, check it reads back."""
+    recover_intents(ctx, camera=ref.camera)
+    location = current_chunk(ctx, ref.camera, temp.stat().st_size)
+    for _attempt in range(2):
+        path = location.path(ctx.root, ref.camera)
+        before = count_frames(path) if path.exists() else 0
+        intent = Intent(ref.camera, ref.episode, location.chunk_index, location.file_index, before, num_frames, row)
+        ctx.state.write_intent(intent)
+        try:
+            segment = append_video(path, temp)
+            break
+        except MismatchedVideosError as error:
+            ctx.state.clear_intent(ref.camera, ref.episode)
+            log.warning("chunk_settings_changed", chunk=str(path), detail=str(error), action="starting a new file")
+            location = location.next(ctx.files_per_chunk)
+        except BaseException:
+            _undo_partial_append(ctx, ref, path)
+            raise
+    else:
+        raise MismatchedVideosError(f"{ref.path}: could not start a chunk file for this episode.")
+    check_segment_decodes(segment)
+    return segment
+
+
+def _undo_partial_append(ctx: Context, ref: EpisodeRef, path: Path) -> None:
+    """After a failed append (disk full, I/O error): drop its uncommitted tail, forget the intent."""
+    intent = ctx.state.intent(ref.camera, ref.episode)
+    with contextlib.suppress(OSError):
+        if path.exists():
+            recover_chunk(path)
+        if intent is not None and (count_frames(path) if path.exists() else 0) == intent.frames_before:
+            ctx.state.clear_intent(ref.camera, ref.episode)
+
+
+def current_chunk(ctx: Context, camera: str, incoming_bytes: int) -> ChunkLocation:
+    """The file to append to: the camera's last one, or the next when this would pass the size limit."""
+    chunks = list_chunks(ctx.root, camera)
+    if not chunks:
+        return ChunkLocation(0, 0)
+    last = chunks[-1]
+    size = last.path(ctx.root, camera).stat().st_size
+    if size > 0 and size + incoming_bytes > ctx.file_size_limit_bytes:
+        return last.next(ctx.files_per_chunk)
+    return last
+
+
+def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: dict[str, Any]) -> None:
+    """Stage 6: the durable metadata row; after this the episode is done."""
+    location = _location_of(ctx, ref.camera, segment.path)
+    ctx.store.commit([_with_location(row, location, segment)])
+    ctx.done.add((ref.camera, ref.episode))
+
+
+def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None, frames: list[Path] | None = None) -> None:
+    """Stage 7: delete the PNGs and the marker, the folder, empty parents; then the intent."""
+    if intent is None and frames is None:
+        return  # a committed episode whose folder reappeared: the service reports it, never deletes it
+    directory = ref.path
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.name.endswith(".png") or entry.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+    _remove_empty_dirs(directory, stop_at=images_dir(ctx.root))
+    if intent is not None:
+        ctx.state.clear_intent(ref.camera, ref.episode)
+
+
+def _remove_empty_dirs(directory: Path, stop_at: Path) -> None:
+    current = directory
+    while current != stop_at and stop_at in current.parents:
+        try:
+            current.rmdir()
+        except OSError:
+            break
+        current = current.parent
+    with contextlib.suppress(OSError):
+        from robovid.durable import fsync_dir
+
+        fsync_dir(current if current.exists() else stop_at)
+
+
+def recover_intents(ctx: Context, camera: str | None = None) -> None:
+    """Finish or undo every journaled append left by a crash (see the module docstring)."""
+    for intent in ctx.state.intents():
+        if camera is not None and intent.camera != camera:
+            continue
+        key = (intent.camera, intent.episode)
+        if key in ctx.done:
+            continue  # committed; the folder is cleaned when discovered (or is already gone)
+        path = chunk_path(ctx.root, intent.camera, intent.chunk_index, intent.file_index)
+        frames_now = count_frames(path) if path.exists() else 0
+        if frames_now == intent.frames_before + intent.num_frames:
+            segment = read_segment(path, intent.frames_before, intent.num_frames)
+            commit(ctx, _ref_of(ctx, intent), segment, intent.row)
+            log.info("recovered_commit", camera=intent.camera, episode=intent.episode, chunk=str(path))
+        else:
+            if frames_now != intent.frames_before:
+                log.error(
+                    "journal_inconsistent",
+                    camera=intent.camera,
+                    episode=intent.episode,
+                    chunk=str(path),
+                    frames_now=frames_now,
+                    frames_expected=[intent.frames_before, intent.frames_before + intent.num_frames],
+                    action="episode will be encoded again from its PNGs",
+                )
+            ctx.state.clear_intent(intent.camera, intent.episode)
+
+
+def _ref_of(ctx: Context, intent: Intent) -> EpisodeRef:
+    return EpisodeRef(
+        intent.episode, intent.camera, images_dir(ctx.root) / intent.camera / f"episode-{intent.episode:06d}"
+    )
+
+
+def _location_of(ctx: Context, camera: str, path: Path) -> ChunkLocation:
+    for location in list_chunks(ctx.root, camera):
+        if location.path(ctx.root, camera) == path:
+            return location
+    raise FileNotFoundError(f"{path} is not a chunk file of camera {camera!r}.")
+
+
+def _with_location(row: dict[str, Any], location: ChunkLocation, segment: VideoSegment) -> dict[str, Any]:
+    return row | {
+        "chunk_index": location.chunk_index,
+        "file_index": location.file_index,
+        "from_timestamp": segment.from_timestamp,
+        "to_timestamp": segment.to_timestamp,
+        "first_frame": segment.first_frame,
+        "committed_at": datetime.now(UTC),
+    }
+
+
+def _row(
+    ctx: Context, ref: EpisodeRef, result: EncodeResult, temp: Path, timings: dict[str, float], min_psnr: float
+) -> dict[str, Any]:
+    info = get_video_info(temp)
+    source_bytes = sum(p.stat().st_size for p in ref.path.glob("frame-*.png"))
+    return {
+        "episode_index": ref.episode,
+        "video_key": ref.camera,
+        "num_frames": result.num_frames,
+        "fps": ctx.fps,
+        **{k: info.get(k) for k in _INFO_KEYS},
+        "video.preset": None if info.get("video.preset") is None else str(info.get("video.preset")),
+        "video_bytes": result.size_bytes,
+        "source_bytes": source_bytes,
+        "encode_s": timings.get("encode_s"),
+        "verify_s": timings.get("verify_s"),
+        "append_s": None,
+        "min_psnr_db": None if min_psnr != min_psnr else min_psnr,
+    }
+
+
+_INFO_KEYS = (
+    "video.height",
+    "video.width",
+    "video.codec",
+    "video.pix_fmt",
+    "video.fps",
+    "video.channels",
+    "video.is_depth_map",
+    "has_audio",
+    "video.g",
+    "video.crf",
+    "video.fast_decode",
+)
+
+
+def _timed(timings: dict[str, float], name: str, func: Any, *args: Any) -> Any:
+    started = time.perf_counter()
+    try:
+        return func(*args)
+    finally:
+        timings[name] = time.perf_counter() - started

@@ -1,0 +1,177 @@
+"""The service's own state under ``{root}/.robovid/``: the root lock, the journal, failures, temp encodes.
+
+Journal: one small JSON intent per episode being appended, written durably *before*
+the chunk is touched and removed only after the PNGs are gone. With the segments
+table it tells a restarted service, for every episode, which side of each step a
+crash fell on (see :mod:`robovid_watch.recovery`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robovid.durable import fsync_dir, is_temp_path, unlink_durably, write_bytes_durably
+from robovid.layout import state_dir
+
+EXIT_LOCKED = 75
+"""EX_TEMPFAIL: another process holds the root; systemd may retry later."""
+
+
+class RootLockedError(Exception):
+    """Another robovid process is working on this root."""
+
+
+def camera_id(camera: str) -> str:
+    """A file-name-safe, stable id for a camera key (keys may hold spaces, quotes, newlines)."""
+    return hashlib.sha1(camera.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def _entry_name(camera: str, episode: int) -> str:
+    return f"{camera_id(camera)}--{episode:06d}.json"
+
+
+@dataclass
+class Intent:
+    """An append about to happen: enough to finish or undo it after a crash."""
+
+    camera: str
+    episode: int
+    chunk_index: int
+    file_index: int
+    frames_before: int
+    """Frames in the chunk file before this append (0 when it did not exist)."""
+    num_frames: int
+    row: dict[str, Any] = field(default_factory=dict)
+    """The metadata row, less its location in the chunk."""
+
+
+@dataclass
+class Failure:
+    """An episode that could not be processed, and the folder state it failed on."""
+
+    camera: str
+    episode: int
+    path: str
+    reason: str
+    error_type: str
+    signature: str
+    failed_at: float
+
+
+class RootState:
+    """Paths and records of the service's state directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = state_dir(root)
+        self.journal_dir = self.dir / "journal"
+        self.failed_dir = self.dir / "failed"
+        self.tmp_dir = self.dir / "tmp"
+        self._lock_fd: int | None = None
+
+    def prepare(self) -> None:
+        for directory in (self.dir, self.journal_dir, self.failed_dir, self.tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def acquire_lock(self) -> None:
+        """Take the root lock or raise RootLockedError naming the holder."""
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise RootLockedError(
+                    f"Another robovid process (pid {holder}) is processing {self.root}. "
+                    "Stop it first (systemctl stop robovid-watch), or use another root."
+                ) from error
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def clear_temp_files(self) -> int:
+        """Remove encodes and temp files left by a previous run; return how many."""
+        removed = [Path(e.path) for e in os.scandir(self.tmp_dir)]
+        for directory in (self.journal_dir, self.failed_dir):
+            removed += [Path(e.path) for e in os.scandir(directory) if is_temp_path(Path(e.path))]
+        unlink_durably(removed)
+        return len(removed)
+
+    def temp_video(self, camera: str, episode: int) -> Path:
+        return self.tmp_dir / f"{camera_id(camera)}--{episode:06d}.mp4"
+
+    # journal ---------------------------------------------------------------------------
+    def write_intent(self, intent: Intent) -> None:
+        write_bytes_durably(self.journal_dir / _entry_name(intent.camera, intent.episode), _json(asdict(intent)))
+
+    def intents(self) -> list[Intent]:
+        return [Intent(**data) for data in _read_all(self.journal_dir)]
+
+    def intent(self, camera: str, episode: int) -> Intent | None:
+        data = _read_json(self.journal_dir / _entry_name(camera, episode))
+        return Intent(**data) if data else None
+
+    def clear_intent(self, camera: str, episode: int) -> None:
+        unlink_durably([self.journal_dir / _entry_name(camera, episode)])
+
+    # failures --------------------------------------------------------------------------
+    def record_failure(self, failure: Failure) -> None:
+        write_bytes_durably(self.failed_dir / _entry_name(failure.camera, failure.episode), _json(asdict(failure)))
+
+    def failure(self, camera: str, episode: int) -> Failure | None:
+        data = _read_json(self.failed_dir / _entry_name(camera, episode))
+        return Failure(**data) if data else None
+
+    def failures(self) -> list[Failure]:
+        return [Failure(**data) for data in _read_all(self.failed_dir)]
+
+    def clear_failure(self, camera: str, episode: int) -> None:
+        path = self.failed_dir / _entry_name(camera, episode)
+        if path.exists():
+            unlink_durably([path])
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, ensure_ascii=True, default=str).encode()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_all(directory: Path) -> list[dict[str, Any]]:
+    out = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            if entry.name.endswith(".json") and not is_temp_path(Path(entry.path)):
+                data = _read_json(Path(entry.path))
+                if data is not None:
+                    out.append(data)
+    return out
+
+
+def now() -> float:
+    return time.time()
+
+
+__all__ = ["EXIT_LOCKED", "Failure", "Intent", "RootLockedError", "RootState", "camera_id", "fsync_dir", "now"]

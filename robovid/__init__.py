@@ -1,0 +1,1 @@
+"""robovid: PNG episodes to chunked video and back."""

@@ -1,0 +1,364 @@
+"""Append an encoded episode to a chunk MP4 without rewriting what is already there.
+
+Layout of a chunk after a few appends::
+
+    ftyp | mdat(ep 0) | free(old moov) | mdat(ep 1) | free(old moov) | mdat(ep 2) | moov
+
+An append writes the episode's samples as a new ``mdat`` and a merged ``moov``
+after the live ``moov``, fsyncs, then commits with one 4-byte write that renames
+the old ``moov`` to ``free`` and fsyncs again. Until that write, every reader
+(FFmpeg, PyAV, torchcodec) sees the old complete file, because the first ``moov``
+wins; after it, the new one. A crash in between leaves an uncommitted tail that
+the next append truncates. Bytes written per append: the episode's samples plus
+one ``moov`` (~9 bytes per frame in the chunk); old sample data is never touched.
+
+Episode boundaries are computed from the integer sample timestamps in the file,
+never by summing float durations.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from robovid import _mp4
+from robovid.durable import atomic_output, copy_range
+from robovid.errors import MismatchedVideosError, VideoFormatError
+
+_TAIL_TYPES = {b"mdat", b"moov", b"free"}
+
+
+@dataclass(frozen=True)
+class VideoSegment:
+    """Where one episode lies inside a chunk video file."""
+
+    path: Path
+    """The chunk file."""
+    from_timestamp: float
+    """Presentation time of the episode's first frame in the chunk, in seconds."""
+    to_timestamp: float
+    """End of the episode's last frame (``from_timestamp`` + its duration), in seconds."""
+    first_frame: int
+    """Index of the episode's first frame among all frames of the chunk."""
+    num_frames: int
+    """Frames of this episode."""
+    bytes_written: int = 0
+    """Bytes this append wrote to the chunk file (0 when only read back)."""
+
+
+@dataclass
+class Movie:
+    """The live ``moov`` of an MP4 file, parsed, plus where things lie in the file."""
+
+    path: Path
+    top: list[_mp4.TopBox]
+    moov_box: _mp4.TopBox
+    moov: _mp4.Box
+    table: _mp4.SampleTable
+    media_timescale: int
+    movie_timescale: int
+    edit_media_time: int
+
+    @property
+    def trak(self) -> _mp4.Box:
+        return video_trak(self.moov, str(self.path))
+
+    @property
+    def stbl(self) -> _mp4.Box:
+        where = str(self.path)
+        return self.trak.need(b"mdia", where).need(b"minf", where).need(b"stbl", where)
+
+    @property
+    def num_frames(self) -> int:
+        return self.table.num_samples
+
+    def data_extent(self) -> tuple[int, int]:
+        """First and one-past-last byte of the sample data the table points at."""
+        if self.table.num_samples == 0:
+            return (0, 0)
+        offsets = self.table.sample_offsets()
+        return int(offsets.min()), int((offsets + self.table.sizes).max())
+
+    def frame_start_ticks(self) -> np.ndarray:
+        """Presentation time of every frame in media ticks (decode order)."""
+        dts = np.concatenate(([0], np.cumsum(self.table.durations)[:-1]))
+        ctts = self.table.composition_offsets
+        pts = dts + (ctts if ctts is not None else 0)
+        return pts - self.edit_media_time
+
+    def segment(self, first_frame: int, num_frames: int, bytes_written: int = 0) -> VideoSegment:
+        """The segment of frames ``[first_frame, first_frame + num_frames)`` in decode order."""
+        if first_frame < 0 or num_frames < 1 or first_frame + num_frames > self.num_frames:
+            raise VideoFormatError(
+                f"{self.path}: frames {first_frame}..{first_frame + num_frames - 1} are not in this file "
+                f"({self.num_frames} frames)."
+            )
+        pts = self.frame_start_ticks()[first_frame : first_frame + num_frames]
+        start = int(pts.min())
+        end = start + int(self.table.durations[first_frame : first_frame + num_frames].sum())
+        scale = self.media_timescale
+        return VideoSegment(self.path, start / scale, end / scale, first_frame, num_frames, bytes_written)
+
+
+def video_trak(moov: _mp4.Box, where: str) -> _mp4.Box:
+    """The single video track of a movie; VideoFormatError for anything else."""
+    traks = [c for c in moov.children if c.type == b"trak"]
+    if len(traks) != 1:
+        raise VideoFormatError(
+            f"{where}: robovid appends to files with exactly one (video) track; this one has {len(traks)}."
+        )
+    hdlr = traks[0].need(b"mdia", where).need(b"hdlr", where).payload
+    if hdlr[8:12] != b"vide":
+        raise VideoFormatError(f"{where}: the only track is not a video track.")
+    return traks[0]
+
+
+def read_movie(path: Path, f: BinaryIO | None = None) -> Movie:
+    """Parse the live (first) ``moov`` of an MP4 file."""
+    where = str(path)
+    own = f is None
+    handle = open(path, "rb") if f is None else f  # noqa: SIM115 - closed below when we opened it
+    try:
+        size = os.fstat(handle.fileno()).st_size
+        top = _mp4.scan_top_level(handle, size, where)
+        moov_box = next((b for b in top if b.type == b"moov"), None)
+        if moov_box is None:
+            raise VideoFormatError(f"{where}: no 'moov' box; the file is not a finished MP4 (still being written?).")
+        handle.seek(moov_box.offset + moov_box.header_size)
+        body = handle.read(moov_box.size - moov_box.header_size)
+    finally:
+        if own:
+            handle.close()
+    moov = _mp4.Box(b"moov", children=_mp4.parse_boxes(body, where))
+    trak = video_trak(moov, where)
+    mdia = trak.need(b"mdia", where)
+    stbl = mdia.need(b"minf", where).need(b"stbl", where)
+    return Movie(
+        path=path,
+        top=top,
+        moov_box=moov_box,
+        moov=moov,
+        table=_mp4.read_sample_table(stbl, where),
+        media_timescale=_mp4.read_timescale(mdia.need(b"mdhd", where)),
+        movie_timescale=_mp4.read_timescale(moov.need(b"mvhd", where)),
+        edit_media_time=_mp4.read_edit_media_time(trak),
+    )
+
+
+def count_frames(path: Path | str) -> int:
+    """Frames in an MP4 file, read from its sample table (no decoding)."""
+    return read_movie(Path(path)).num_frames
+
+
+def read_segment(chunk_path: Path | str, first_frame: int, num_frames: int) -> VideoSegment:
+    """The segment of an already appended episode, from the chunk's own timestamps."""
+    return read_movie(Path(chunk_path)).segment(first_frame, num_frames)
+
+
+def append_video(chunk_path: Path | str, episode_video_path: Path | str) -> VideoSegment:
+    """Append one encoded episode to a chunk MP4 (created if absent) and say where it landed.
+
+    Stream copy: the episode's compressed samples are copied byte for byte. The chunk
+    and the episode must share codec configuration, size, pixel format and frame rate
+    (MismatchedVideosError otherwise, before anything is written). Crash-safe: after a
+    crash at any point, the chunk reads as either before or after this append. Two
+    processes appending to one chunk are serialized by an exclusive ``flock``.
+    """
+    chunk_path, episode_path = Path(chunk_path), Path(episode_video_path)
+    if not episode_path.is_file():
+        raise FileNotFoundError(f"Episode video not found: {episode_path}")
+    episode = read_movie(episode_path)
+    if episode.num_frames == 0:
+        raise VideoFormatError(f"{episode_path}: the episode video holds no frames.")
+    chunk_path.parent.mkdir(parents=True, exist_ok=True)
+    if not chunk_path.exists():
+        return _create_chunk(chunk_path, episode)
+    with open(chunk_path, "r+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        chunk = read_movie(chunk_path, f)
+        tail_start = _drop_uncommitted_tail(f, chunk)
+        check_compatible(chunk, episode)
+        return _append_after(f, chunk, episode, tail_start)
+
+
+def recover_chunk(chunk_path: Path | str) -> bool:
+    """Drop an uncommitted append left by a crash; True if anything was dropped."""
+    path = Path(chunk_path)
+    with open(path, "r+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        chunk = read_movie(path, f)
+        size_before = os.fstat(f.fileno()).st_size
+        return _drop_uncommitted_tail(f, chunk) < size_before
+
+
+def _drop_uncommitted_tail(f: BinaryIO, chunk: Movie) -> int:
+    """Truncate what follows the live movie (an interrupted append); return the new end."""
+    data_end = chunk.data_extent()[1]
+    referenced_end = max(chunk.moov_box.end, data_end)
+    # Everything the live moov needs ends at a box boundary at or after referenced_end.
+    tail_start = next((b.end for b in chunk.top if b.offset < referenced_end <= b.end), referenced_end)
+    size = os.fstat(f.fileno()).st_size
+    if size > tail_start:
+        foreign = [b.type for b in chunk.top if b.offset >= tail_start and b.type not in _TAIL_TYPES]
+        if foreign:
+            raise VideoFormatError(
+                f"{chunk.path}: unexpected boxes {foreign} after the movie; robovid will not truncate them. "
+                "Move this file aside so a new chunk file is started."
+            )
+        f.truncate(tail_start)
+        f.flush()
+        os.fsync(f.fileno())
+    return tail_start
+
+
+def _sample_entry_signature(movie: Movie) -> bytes:
+    """The codec configuration of the sample description, without the bitrate box."""
+    stsd = movie.stbl.need(b"stsd", str(movie.path)).payload
+    entry = stsd[8:]
+    entry_type = entry[4:8]
+    fixed = entry[8 : 8 + 78]  # visual sample entry fields: size, depth, compressor name
+    children = _mp4.parse_boxes(entry[8 + 78 :], str(movie.path))
+    return entry_type + fixed + b"".join(c.serialize() for c in children if c.type != b"btrt")
+
+
+def check_compatible(chunk: Movie, episode: Movie) -> None:
+    differences = []
+    if _sample_entry_signature(chunk) != _sample_entry_signature(episode):
+        differences.append("codec configuration, frame size or pixel format")
+    if chunk.media_timescale != episode.media_timescale:
+        differences.append(f"timescale ({chunk.media_timescale} vs {episode.media_timescale})")
+    if _frame_duration(chunk) != _frame_duration(episode):
+        differences.append(f"frame duration ({_frame_duration(chunk)} vs {_frame_duration(episode)} ticks)")
+    if chunk.edit_media_time != episode.edit_media_time:
+        differences.append("start delay (edit list)")
+    if differences:
+        raise MismatchedVideosError(
+            f"Cannot append {episode.path} to {chunk.path}: they differ in {', '.join(differences)}. "
+            "Encode the episode with the chunk's settings, or start a new chunk file."
+        )
+
+
+def _frame_duration(movie: Movie) -> int:
+    values, counts = np.unique(movie.table.durations, return_counts=True)
+    return int(values[np.argmax(counts)]) if values.shape[0] else 0
+
+
+def _relocated(movie: Movie, data_offset: int) -> _mp4.SampleTable:
+    """The movie's table with its chunk offsets moved to where its samples were copied."""
+    t = movie.table
+    offsets = t.chunk_offsets - movie.data_extent()[0] + data_offset
+    return _mp4.SampleTable(
+        t.durations,
+        t.composition_offsets,
+        t.sync_samples,
+        t.sizes,
+        offsets,
+        t.chunk_sample_counts,
+        t.sample_description_index,
+    )
+
+
+def _concat_tables(a: _mp4.SampleTable, b: _mp4.SampleTable) -> _mp4.SampleTable:
+    """The samples of ``a`` followed by those of ``b``."""
+    composition = None
+    if a.composition_offsets is not None or b.composition_offsets is not None:
+        composition = np.concatenate([_or_zeros(a.composition_offsets, a), _or_zeros(b.composition_offsets, b)])
+    sync = None
+    if a.sync_samples is not None or b.sync_samples is not None:
+        sync = np.concatenate([_or_all(a.sync_samples, a), _or_all(b.sync_samples, b) + a.num_samples])
+    return _mp4.SampleTable(
+        durations=np.concatenate([a.durations, b.durations]),
+        composition_offsets=composition,
+        sync_samples=sync,
+        sizes=np.concatenate([a.sizes, b.sizes]),
+        chunk_offsets=np.concatenate([a.chunk_offsets, b.chunk_offsets]),
+        chunk_sample_counts=np.concatenate([a.chunk_sample_counts, b.chunk_sample_counts]),
+        sample_description_index=a.sample_description_index,
+    )
+
+
+def _or_zeros(values: np.ndarray | None, table: _mp4.SampleTable) -> np.ndarray:
+    return values if values is not None else np.zeros(table.num_samples, np.int64)
+
+
+def _or_all(values: np.ndarray | None, table: _mp4.SampleTable) -> np.ndarray:
+    return values if values is not None else np.arange(1, table.num_samples + 1, dtype=np.int64)
+
+
+def _moov_bytes(template: Movie, table: _mp4.SampleTable) -> bytes:
+    """A copy of ``template``'s moov carrying ``table`` and durations that match it."""
+    where = str(template.path)
+    moov = _mp4.Box(b"moov", children=_mp4.parse_boxes(template.moov.serialize()[8:], where))
+    trak = video_trak(moov, where)
+    mdia = trak.need(b"mdia", where)
+    _mp4.write_sample_table(mdia.need(b"minf", where).need(b"stbl", where), table)
+    media_duration = int(table.durations.sum())
+    movie_duration = round(media_duration * template.movie_timescale / template.media_timescale)
+    _mp4.set_duration(mdia.need(b"mdhd", where), media_duration, 16, 24)
+    _mp4.set_duration(moov.need(b"mvhd", where), movie_duration, 16, 24)
+    _mp4.set_duration(trak.need(b"tkhd", where), movie_duration, 20, 28)
+    _mp4.set_edit_duration(trak, movie_duration)
+    return moov.serialize()
+
+
+def _mdat_header(payload_size: int) -> bytes:
+    if payload_size + 8 <= 0xFFFFFFFF:
+        return struct.pack(">I4s", payload_size + 8, b"mdat")
+    return struct.pack(">I4sQ", 1, b"mdat", payload_size + 16)
+
+
+def _write_samples(dst: BinaryIO, episode: Movie, position: int) -> int:
+    """Write the episode's sample data as one mdat at ``position``; return the data offset."""
+    start, end = episode.data_extent()
+    header = _mdat_header(end - start)
+    dst.seek(position)
+    dst.write(header)
+    with open(episode.path, "rb") as src:
+        copy_range(src, dst, start, end - start)
+    return position + len(header)
+
+
+def _append_after(f: BinaryIO, chunk: Movie, episode: Movie, position: int) -> VideoSegment:
+    data_offset = _write_samples(f, episode, position)
+    merged = _concat_tables(chunk.table, _relocated(episode, data_offset))
+    f.write(_moov_bytes(chunk, merged))
+    f.flush()
+    os.fsync(f.fileno())
+    end = f.tell()
+    # The commit point: the old moov becomes padding, the new one is the first moov.
+    f.seek(chunk.moov_box.offset + 4)
+    f.write(b"free")
+    f.flush()
+    os.fsync(f.fileno())
+    after = read_movie(chunk.path, f)
+    return after.segment(chunk.num_frames, episode.num_frames, bytes_written=end - position + 4)
+
+
+def _create_chunk(chunk_path: Path, episode: Movie) -> VideoSegment:
+    """Write a new chunk holding only this episode, published atomically."""
+    with atomic_output(chunk_path) as temp, open(temp, "w+b") as out:
+        write_movie(out, [episode])
+        written = out.tell()
+    return read_movie(chunk_path).segment(0, episode.num_frames, bytes_written=written)
+
+
+def write_movie(out: BinaryIO, movies: list[Movie]) -> None:
+    """Write ``movies`` back to back as one MP4: ftyp, one mdat each, one merged moov.
+
+    The caller has checked that they are compatible (:func:`check_compatible`).
+    """
+    ftyp = next((b for b in movies[0].top if b.type == b"ftyp"), None)
+    if ftyp is not None:
+        with open(movies[0].path, "rb") as src:
+            copy_range(src, out, ftyp.offset, ftyp.size)
+    tables = [_relocated(movie, _write_samples(out, movie, out.tell())) for movie in movies]
+    table = tables[0]
+    for more in tables[1:]:
+        table = _concat_tables(table, more)
+    out.write(_moov_bytes(movies[0], table))

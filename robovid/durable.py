@@ -1,0 +1,96 @@
+"""Durable file operations: the only way robovid publishes a file.
+
+A file becomes visible under its final name only by ``os.replace`` of a fully
+written and fsynced temp file that lives in the same directory (so the rename is
+atomic and never crosses a filesystem), followed by an fsync of the directory so
+the rename itself survives a power cut. Nothing here uses ``shutil.move``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+TEMP_MARK = ".robovid-tmp-"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the entries of ``directory`` (creations, renames, deletions) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path_for(final_path: Path) -> Path:
+    """A unique hidden temp name beside ``final_path`` (same directory, same filesystem)."""
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    return final_path.with_name(f".{final_path.name}{TEMP_MARK}{token}")
+
+
+def is_temp_path(path: Path) -> bool:
+    """True for a temp file left by :func:`temp_path_for` (for example after a crash)."""
+    return TEMP_MARK in path.name
+
+
+@contextlib.contextmanager
+def atomic_output(final_path: Path) -> Iterator[Path]:
+    """Yield a temp path; on success fsync it, rename it onto ``final_path``, fsync the dir.
+
+    On any exception the temp file is removed and ``final_path`` is untouched.
+    """
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path_for(final_path)
+    try:
+        yield temp
+        fsync_file(temp)
+        os.replace(temp, final_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        raise
+    fsync_dir(final_path.parent)
+
+
+def fsync_file(path: Path) -> None:
+    """fsync one file by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_durably(final_path: Path, data: bytes) -> None:
+    """Atomically replace ``final_path`` with ``data``, durable when this returns."""
+    with atomic_output(final_path) as temp, open(temp, "wb") as f:
+        f.write(data)
+
+
+def copy_range(src: BinaryIO, dst: BinaryIO, start: int, length: int, block: int = 1 << 20) -> None:
+    """Copy ``length`` bytes of ``src`` from ``start`` to the current position of ``dst``."""
+    src.seek(start)
+    remaining = length
+    while remaining:
+        chunk = src.read(min(block, remaining))
+        if not chunk:
+            raise EOFError(f"{getattr(src, 'name', 'input')}: ended {remaining} bytes early.")
+        dst.write(chunk)
+        remaining -= len(chunk)
+
+
+def unlink_durably(paths: list[Path]) -> None:
+    """Delete files, then fsync each directory they were in."""
+    dirs: set[Path] = set()
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        dirs.add(path.parent)
+    for directory in dirs:
+        if directory.exists():
+            fsync_dir(directory)

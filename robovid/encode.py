@@ -1,0 +1,249 @@
+"""Encode a folder of PNG frames into an MP4, with PNG decoding and encoding overlapped.
+
+A reader thread decodes PNGs and converts them to the encoder's pixel format while
+the encoder (its own native threads) compresses the previous frames; a small bounded
+queue between them keeps memory flat whatever the episode length. The output is
+written to a temp file beside the destination, fsynced and renamed into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import av
+import numpy as np
+import structlog
+
+from robovid.durable import atomic_output
+from robovid.errors import EmptyEpisodeError, FrameSizeError
+from robovid.frames import list_episode_frames, read_frame_rgb
+from robovid.settings import EncoderSettings, reference_compatible
+
+log = structlog.get_logger(__name__)
+
+PREFETCH_FRAMES = 8
+"""Decoded frames waiting for the encoder; bounds memory (8 x 2.7 MB at 1280x720)."""
+
+
+@dataclass
+class EncodeResult:
+    """What one encode produced and what it cost."""
+
+    video_path: Path
+    num_frames: int
+    width: int
+    height: int
+    size_bytes: int
+    encode_s: float
+    """Wall seconds from the first PNG read to the fsynced file."""
+    read_cpu_s: float
+    """CPU seconds the reader thread spent decoding and converting PNGs."""
+    kept_frames: dict[int, np.ndarray] = field(default_factory=dict)
+    """Source frames (RGB) kept for verification, by frame index."""
+
+
+def encode_video_frames(
+    imgs_dir: Path | str,
+    video_path: Path | str,
+    fps: int,
+    vcodec: str = "libsvtav1",
+    pix_fmt: str = "yuv420p",
+    g: int | None = 2,
+    crf: int | None = 30,
+    fast_decode: int = 0,
+    log_level: int | None = logging.ERROR,
+    overwrite: bool = False,
+    preset: int | str | None = None,
+) -> None:
+    """Encode ``imgs_dir/frame-XXXXXX.png`` into ``video_path`` (same signature as the reference).
+
+    Frames must run 0..N-1 with no gap and share one size. Raises
+    InvalidEncoderOptionError for an unsupported option (naming the supported
+    values) and an EpisodeError subclass for bad frames; the destination is then
+    untouched. An existing ``video_path`` is kept (with a warning) unless ``overwrite``.
+    """
+    video_path = Path(video_path)
+    settings = EncoderSettings(
+        vcodec=vcodec,
+        pix_fmt=reference_compatible(vcodec, pix_fmt),
+        g=g,
+        crf=crf,
+        preset=preset,
+        fast_decode=fast_decode,
+    )
+    if video_path.exists() and not overwrite:
+        log.warning("video_exists_skipping_encode", path=str(video_path))
+        return
+    if log_level is not None:
+        av.logging.set_level(_av_level(log_level))
+    encode_frames(list_episode_frames(Path(imgs_dir)), video_path, fps, settings)
+
+
+def _av_level(level: int) -> int:
+    """Map a :mod:`logging` level to the closest FFmpeg log level."""
+    if level >= logging.CRITICAL:
+        return int(av.logging.FATAL)
+    if level >= logging.ERROR:
+        return int(av.logging.ERROR)
+    if level >= logging.WARNING:
+        return int(av.logging.WARNING)
+    return int(av.logging.INFO)
+
+
+def encode_frames(
+    frame_paths: Sequence[Path],
+    video_path: Path,
+    fps: int,
+    settings: EncoderSettings,
+    keep: Collection[int] = (),
+    stop: threading.Event | None = None,
+) -> EncodeResult:
+    """Encode the given frames, in order, into ``video_path`` (published atomically).
+
+    ``keep`` names frame indices whose decoded RGB source is returned for
+    verification, so the caller never has to read those PNGs again. ``stop``, when
+    set, abandons the encode between frames (InterruptedError; nothing published).
+    """
+    if not frame_paths:
+        raise EmptyEpisodeError(f"No frames to encode for {video_path}.")
+    if not _is_int(fps) or fps < 1:
+        raise ValueError(f"Invalid fps ({fps!r}). It must be a whole number >= 1.")
+    started = time.perf_counter()
+    reader = _FrameReader(frame_paths, settings.pix_fmt, set(keep))
+    with atomic_output(video_path) as temp:
+        try:
+            first = reader.first_frame()
+            _check_encodable(first.width, first.height, settings, frame_paths[0])
+            _encode_stream(temp, first, reader, fps, settings, stop)
+        finally:
+            reader.close()
+    return EncodeResult(
+        video_path=video_path,
+        num_frames=len(frame_paths),
+        width=first.width,
+        height=first.height,
+        size_bytes=video_path.stat().st_size,
+        encode_s=time.perf_counter() - started,
+        read_cpu_s=reader.cpu_s,
+        kept_frames=reader.kept,
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_encodable(width: int, height: int, settings: EncoderSettings, path: Path) -> None:
+    if settings.pix_fmt == "yuv420p" and (width % 2 or height % 2):
+        raise FrameSizeError(
+            f"{path}: frame size {width}x{height} is odd; yuv420p needs an even width and height. "
+            "Crop or pad the frames in the recorder (or use vcodec='h264' with pix_fmt='yuv444p')."
+        )
+    if width < 16 or height < 16:
+        raise FrameSizeError(f"{path}: frame size {width}x{height} is too small to encode (16x16 at least).")
+
+
+def _encode_stream(
+    path: Path,
+    first: av.VideoFrame,
+    frames: _FrameReader,
+    fps: int,
+    settings: EncoderSettings,
+    stop: threading.Event | None,
+) -> None:
+    with av.open(str(path), "w", format="mp4") as container:
+        container.metadata["comment"] = settings.to_tag()
+        stream = cast(
+            av.video.stream.VideoStream,
+            container.add_stream(settings.encoder_name, rate=fps, options=settings.codec_options()),
+        )
+        stream.width, stream.height, stream.pix_fmt = first.width, first.height, settings.pix_fmt
+        for frame in frames:
+            if stop is not None and stop.is_set():
+                raise InterruptedError(f"Encoding of {path} abandoned: stop requested.")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+class _FrameReader:
+    """Decodes PNGs on a background thread, a few frames ahead of the encoder."""
+
+    def __init__(self, paths: Sequence[Path], pix_fmt: str, keep: set[int]) -> None:
+        self._paths = paths
+        self._pix_fmt = pix_fmt
+        self._keep = keep
+        self.kept: dict[int, np.ndarray] = {}
+        self.cpu_s = 0.0
+        self._queue: queue.Queue[av.VideoFrame | BaseException | None] = queue.Queue(PREFETCH_FRAMES)
+        self._closed = threading.Event()
+        self._first: av.VideoFrame | None = None
+        self._thread = threading.Thread(target=self._run, name="robovid-png-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.thread_time()
+        try:
+            size: tuple[int, int] | None = None
+            for index, path in enumerate(self._paths):
+                rgb = read_frame_rgb(path)
+                size = _check_size(rgb, size, path, self._paths[0])
+                if index in self._keep:
+                    self.kept[index] = rgb
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=self._pix_fmt)
+                if not self._put(frame):
+                    return
+            self._put(None)
+        except BaseException as error:  # handed to the encoder thread, which re-raises it
+            self._put(error)
+        finally:
+            self.cpu_s = time.thread_time() - started
+
+    def _put(self, item: av.VideoFrame | BaseException | None) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self) -> av.VideoFrame | None:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def first_frame(self) -> av.VideoFrame:
+        """The first frame (read once, then also yielded by iteration)."""
+        if self._first is None:
+            first = self._get()
+            if first is None:
+                raise EmptyEpisodeError(f"No frames could be read from {self._paths[0].parent}.")
+            self._first = first
+        return self._first
+
+    def __iter__(self) -> Iterator[av.VideoFrame]:
+        yield self.first_frame()
+        while (frame := self._get()) is not None:
+            yield frame
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+
+
+def _check_size(rgb: np.ndarray, size: tuple[int, int] | None, path: Path, first_path: Path) -> tuple[int, int]:
+    height, width = rgb.shape[:2]
+    if size is not None and size != (width, height):
+        raise FrameSizeError(
+            f"{path}: frame size {width}x{height} differs from {first_path.name} ({size[0]}x{size[1]}). "
+            "All frames of an episode must have one size; re-record the episode or fix the frames."
+        )
+    return (width, height)

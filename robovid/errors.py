@@ -1,0 +1,68 @@
+"""Every error robovid raises, under one base class.
+
+Each type also derives from the built-in it refines, so code written against the
+reference module (which raised ``ValueError``/``FileNotFoundError``) keeps working.
+Messages say what was wrong, where, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class RobovidError(Exception):
+    """Base class of every error robovid raises on purpose."""
+
+
+class FrameTimestampError(RobovidError, ValueError):
+    """A queried timestamp has no frame within the tolerance."""
+
+
+class InvalidEncoderOptionError(RobovidError, ValueError):
+    """An encoder option (codec, pixel format, g, crf, preset, ...) is not supported."""
+
+
+class BackendUnavailableError(RobovidError, ImportError):
+    """The requested decoding backend cannot be loaded on this machine."""
+
+
+class VideoFormatError(RobovidError, ValueError):
+    """A video file is not in a form robovid can read or append to."""
+
+
+class MismatchedVideosError(RobovidError, ValueError):
+    """Videos to be joined differ in codec, size, pixel format or frame rate."""
+
+
+class EpisodeError(RobovidError, ValueError):
+    """An episode folder cannot be turned into video; its PNGs are kept."""
+
+
+class EmptyEpisodeError(EpisodeError, FileNotFoundError):
+    """An episode folder holds no frames."""
+
+
+class FrameSequenceError(EpisodeError):
+    """Frame files are missing (a gap), duplicated or oddly named."""
+
+
+class CorruptFrameError(EpisodeError):
+    """A frame file cannot be decoded as an image."""
+
+
+class FrameSizeError(EpisodeError):
+    """Frames of one episode differ in size, or a size is not encodable."""
+
+
+class UnsafePathError(EpisodeError, PermissionError):
+    """A path leaves the recording root (for example through a symlink)."""
+
+
+class VerificationError(RobovidError):
+    """An encoded video does not match its source frames; nothing was deleted."""
+
+
+class FrameFormatError(EpisodeError):
+    """A frame decodes but its pixel format is one robovid refuses (16-bit, translucent alpha)."""
+
+
+class UnreadableFrameError(EpisodeError, PermissionError):
+    """A frame file or episode folder exists but robovid may not read it (permissions)."""

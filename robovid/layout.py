@@ -1,0 +1,109 @@
+"""Where things live under a recording root (LeRobot v3 names).
+
+- input:  ``{root}/images/{camera_key}/episode-{episode:06d}/frame-{frame:06d}.png``
+- output: ``{root}/videos/{camera_key}/chunk-{chunk:03d}/file-{file:03d}.mp4``
+- metadata: ``{root}/meta/robovid/segments/part-{n:06d}.parquet``
+- service state (journal, failures, lock, temp encodes): ``{root}/.robovid/``
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from robovid.errors import RobovidError
+
+EPISODE_DIR_RE = re.compile(r"episode-(\d{6,})")
+CHUNK_DIR_RE = re.compile(r"chunk-(\d{3,})")
+FILE_RE = re.compile(r"file-(\d{3,})\.mp4")
+
+
+class InfoJsonError(RobovidError, ValueError):
+    """``meta/info.json`` exists but cannot be used."""
+
+
+@dataclass(frozen=True, order=True)
+class ChunkLocation:
+    """One chunk file of a camera: ``chunk-{chunk_index:03d}/file-{file_index:03d}.mp4``."""
+
+    chunk_index: int
+    file_index: int
+
+    def path(self, root: Path, camera: str) -> Path:
+        return chunk_path(root, camera, self.chunk_index, self.file_index)
+
+    def next(self, files_per_chunk: int) -> ChunkLocation:
+        """The location after this one; a new chunk folder every ``files_per_chunk`` files."""
+        if self.file_index + 1 >= files_per_chunk:
+            return ChunkLocation(self.chunk_index + 1, 0)
+        return ChunkLocation(self.chunk_index, self.file_index + 1)
+
+
+def images_dir(root: Path) -> Path:
+    return root / "images"
+
+
+def episode_dir(root: Path, camera: str, episode_index: int) -> Path:
+    return root / "images" / camera / f"episode-{episode_index:06d}"
+
+
+def chunk_path(root: Path, camera: str, chunk_index: int, file_index: int) -> Path:
+    return root / "videos" / camera / f"chunk-{chunk_index:03d}" / f"file-{file_index:03d}.mp4"
+
+
+def segments_dir(root: Path) -> Path:
+    return root / "meta" / "robovid" / "segments"
+
+
+def state_dir(root: Path) -> Path:
+    return root / ".robovid"
+
+
+def parse_episode_dir(name: str) -> int | None:
+    """The episode index of an ``episode-NNNNNN`` folder name, else None."""
+    match = EPISODE_DIR_RE.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def list_chunks(root: Path, camera: str) -> list[ChunkLocation]:
+    """The camera's chunk files, in order (temp files and strays ignored)."""
+    found: list[ChunkLocation] = []
+    base = root / "videos" / camera
+    if not base.is_dir():
+        return found
+    for chunk_entry in os.scandir(base):
+        chunk_match = CHUNK_DIR_RE.fullmatch(chunk_entry.name)
+        if not chunk_match or not chunk_entry.is_dir(follow_symlinks=False):
+            continue
+        for file_entry in os.scandir(chunk_entry.path):
+            file_match = FILE_RE.fullmatch(file_entry.name)
+            if file_match and file_entry.is_file(follow_symlinks=False):
+                found.append(ChunkLocation(int(chunk_match.group(1)), int(file_match.group(1))))
+    return sorted(found)
+
+
+def read_fps(root: Path, default: int) -> int:
+    """``fps`` from ``meta/info.json`` when the file exists, else ``default``."""
+    info_path = root / "meta" / "info.json"
+    if not info_path.exists():
+        return default
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InfoJsonError(f"{info_path}: not readable JSON ({error}). Fix or remove it.") from error
+    fps = info.get("fps", default) if isinstance(info, dict) else None
+    if isinstance(fps, float) and fps.is_integer():
+        fps = int(fps)
+    if not isinstance(fps, int) or isinstance(fps, bool) or not 1 <= fps <= 1000:
+        raise InfoJsonError(f"{info_path}: 'fps' is {fps!r}; it must be a whole number from 1 to 1000.")
+    return fps
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """True when ``path`` resolves (through every symlink) to a place under ``root``."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)

@@ -1,0 +1,162 @@
+"""Encoder settings: validated once, turned into codec options in one place."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+from robovid.errors import InvalidEncoderOptionError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VCODECS = ("h264", "hevc", "libsvtav1")
+SUPPORTED_PIX_FMTS = ("yuv420p", "yuv444p")
+X26X_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
+CRF_RANGE = {"libsvtav1": (0, 63), "h264": (0, 51), "hevc": (0, 51)}
+DEFAULT_SVTAV1_PRESET = 12
+"""Chosen from benchmarks/README.md: ~2x faster than FFmpeg's default 8 at ~0.2 dB PSNR."""
+ENCODER_TAG = "robovid-encoder:"
+"""Prefix of the MP4 ``comment`` tag in which robovid records the settings it used."""
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How an episode is encoded. Build it once; it validates itself."""
+
+    vcodec: str = "libsvtav1"
+    pix_fmt: str = "yuv420p"
+    g: int | None = 2
+    """Keyframe interval in frames (``None``: the codec's default)."""
+    crf: int | None = 30
+    """Constant rate factor (``None``: the codec's default)."""
+    preset: int | str | None = None
+    """libsvtav1: 0-13 (``None``: robovid's default 12); h264/hevc: an x264 preset name."""
+    fast_decode: int = 0
+    """libsvtav1: 0-2 (``fast-decode``); h264/hevc: any value > 0 sets ``tune=fastdecode``."""
+    threads: int = 0
+    """Encoder threads (libsvtav1 ``lp``, x264/x265 ``threads``); 0 lets the encoder decide."""
+
+    def __post_init__(self) -> None:
+        _check_choice("vcodec", self.vcodec, SUPPORTED_VCODECS)
+        _check_choice("pix_fmt", self.pix_fmt, SUPPORTED_PIX_FMTS)
+        if self.pix_fmt == "yuv444p" and self.vcodec != "h264":
+            raise InvalidEncoderOptionError(
+                f"Invalid pix_fmt ('yuv444p') for vcodec {self.vcodec!r}: robovid encodes {self.vcodec} "
+                "as yuv420p only. Use pix_fmt='yuv420p', or vcodec='h264' for yuv444p."
+            )
+        if self.g is not None and (not _is_int(self.g) or self.g < 1):
+            raise InvalidEncoderOptionError(f"Invalid g ({self.g!r}). It must be a whole number >= 1, or None.")
+        low, high = CRF_RANGE[self.vcodec]
+        if self.crf is not None and (not _is_int(self.crf) or not low <= self.crf <= high):
+            raise InvalidEncoderOptionError(
+                f"Invalid crf ({self.crf!r}) for {self.vcodec}. It must be a whole number from {low} to {high}."
+            )
+        self._check_preset()
+        if not _is_int(self.fast_decode) or not 0 <= self.fast_decode <= 2:
+            raise InvalidEncoderOptionError(
+                f"Invalid fast_decode ({self.fast_decode!r}). Supported values are 0, 1, 2."
+            )
+        if not _is_int(self.threads) or self.threads < 0:
+            raise InvalidEncoderOptionError(f"Invalid threads ({self.threads!r}). It must be 0 (auto) or more.")
+
+    def _check_preset(self) -> None:
+        if self.preset is None:
+            return
+        if self.vcodec == "libsvtav1":
+            if not _is_int(self.preset) or not 0 <= int(self.preset) <= 13:
+                raise InvalidEncoderOptionError(
+                    f"Invalid preset ({self.preset!r}) for libsvtav1. It must be a whole number from 0 to 13."
+                )
+        elif self.preset not in X26X_PRESETS:
+            raise InvalidEncoderOptionError(
+                f"Invalid preset ({self.preset!r}) for {self.vcodec}. Supported values are {', '.join(X26X_PRESETS)}."
+            )
+
+    @property
+    def effective_preset(self) -> int | str | None:
+        """The preset actually passed to the encoder."""
+        if self.preset is None and self.vcodec == "libsvtav1":
+            return DEFAULT_SVTAV1_PRESET
+        return self.preset
+
+    @property
+    def encoder_name(self) -> str:
+        """The FFmpeg encoder that implements ``vcodec``."""
+        return {"h264": "libx264", "hevc": "libx265", "libsvtav1": "libsvtav1"}[self.vcodec]
+
+    def codec_options(self) -> dict[str, str]:
+        """FFmpeg options for the encoder.
+
+        h264/hevc are encoded without B-frames and with closed GOPs: every keyframe
+        is a clean random-access point and presentation order equals decode order,
+        so a seek to any frame returns that frame (libx265's default open GOPs
+        returned frames 1-2 late) and episodes can be appended by stream copy.
+        """
+        options: dict[str, str] = {}
+        if self.g is not None:
+            options["g"] = str(self.g)
+        if self.crf is not None:
+            options["crf"] = str(self.crf)
+        preset = self.effective_preset
+        if preset is not None:
+            options["preset"] = str(preset)
+        if self.vcodec == "libsvtav1":
+            params = [f"fast-decode={self.fast_decode}"] if self.fast_decode else []
+            if self.threads:
+                params.append(f"lp={self.threads}")
+            if params:
+                options["svtav1-params"] = ":".join(params)
+            return options
+        options["bf"] = "0"
+        if self.fast_decode:
+            options["tune"] = "fastdecode"
+        if self.threads:
+            options["threads"] = str(self.threads)
+        if self.vcodec == "hevc":
+            options["x265-params"] = "log-level=error:no-open-gop=1:bframes=0"
+        return options
+
+    def to_tag(self) -> str:
+        """The settings as the MP4 comment tag robovid writes."""
+        data = asdict(self) | {"preset": self.effective_preset}
+        return ENCODER_TAG + json.dumps(data, sort_keys=True)
+
+    @staticmethod
+    def from_tag(tag: str | None) -> dict[str, object] | None:
+        """Settings read back from a comment tag, or None when robovid did not write it."""
+        if not tag or not tag.startswith(ENCODER_TAG):
+            return None
+        try:
+            data = json.loads(tag[len(ENCODER_TAG) :])
+        except json.JSONDecodeError:
+            return None
+        return data if isinstance(data, dict) else None
+
+
+def reference_compatible(vcodec: str, pix_fmt: str) -> str:
+    """The reference silently switched yuv444p to yuv420p for libsvtav1/hevc; do it, but say so."""
+    if pix_fmt == "yuv444p" and vcodec in ("libsvtav1", "hevc"):
+        log.warning("Pixel format 'yuv444p' is not supported with %s; encoding as 'yuv420p'.", vcodec)
+        return "yuv420p"
+    return pix_fmt
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InvalidEncoderOptionError(f"Invalid {name} ({value!r}). Supported values are {', '.join(allowed)}.")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

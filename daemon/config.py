@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from robovid.errors import InvalidEncoderOptionError
@@ -58,14 +58,6 @@ class Settings(BaseSettings):
             raise ValueError(f"'{value}' is not an existing directory; create it or point ROBOVID_ROOT elsewhere")
         return value.absolute()
 
-    @model_validator(mode="after")
-    def _encoder_settings_valid(self) -> Settings:
-        try:
-            self.encoder_settings()
-        except InvalidEncoderOptionError as error:
-            raise ValueError(str(error)) from error
-        return self
-
     def encoder_settings(self) -> EncoderSettings:
         """The library's encoder settings for these variables."""
         preset: int | str | None = self.preset.strip() or None
@@ -85,9 +77,20 @@ class Settings(BaseSettings):
 def load_settings() -> Settings:
     """Read and validate the environment; ConfigError naming every bad variable."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as error:
         raise ConfigError(_describe(error)) from error
+    try:
+        settings.encoder_settings()
+    except InvalidEncoderOptionError as error:
+        field = _ENCODER_FIELDS.get(error.option, error.option)
+        value = getattr(settings, field, None)
+        raise ConfigError(f"{_HEADER}\n  ROBOVID_{field.upper()}={value!r}: {error}") from error
+    return settings
+
+
+_HEADER = "Invalid configuration, nothing was touched:"
+_ENCODER_FIELDS = {"threads": "encoder_threads"}
 
 
 def _describe(error: ValidationError) -> str:
@@ -97,4 +100,4 @@ def _describe(error: ValidationError) -> str:
         variable = f"ROBOVID_{location[0].upper()}" if location else "ROBOVID_* (encoder settings)"
         message = item.get("msg", "invalid").removeprefix("Value error, ")
         lines.append(f"{variable}={item.get('input')!r}: {message}")
-    return "Invalid configuration, nothing was touched:\n  " + "\n  ".join(lines)
+    return _HEADER + "\n  " + "\n  ".join(lines)

@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from robovid._faults import fault_point
 from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk
 from robovid.encode import EncodeResult, encode_frames
 from robovid.errors import MismatchedVideosError
@@ -91,13 +92,16 @@ def process_episode(ctx: Context, ref: EpisodeRef) -> Outcome:
     temp = ctx.state.temp_video(ref.camera, ref.episode)
     try:
         result = _timed(timings, "encode_s", encode, ctx, frames, temp)
+        fault_point("stage:after-encode")
         verify_report = _timed(
             timings, "verify_s", verify_video, temp, len(frames), result.kept_frames, ctx.min_psnr_db
         )
         row = _row(ctx, ref, result, temp, timings, verify_report.min_psnr_db)
         with ctx.camera_lock(ref.camera):
             segment = _timed(timings, "append_s", append, ctx, ref, temp, len(frames), row)
+            fault_point("stage:after-append")
             commit(ctx, ref, segment, row | {"append_s": timings["append_s"]})
+            fault_point("stage:after-commit")
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
@@ -125,6 +129,7 @@ def append(ctx: Context, ref: EpisodeRef, temp: Path, num_frames: int, row: dict
         before = count_frames(path) if path.exists() else 0
         intent = Intent(ref.camera, ref.episode, location.chunk_index, location.file_index, before, num_frames, row)
         ctx.state.write_intent(intent)
+        fault_point("stage:after-intent")
         try:
             segment = append_video(path, temp)
             break
@@ -180,7 +185,9 @@ def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None, frames: list[Pat
             if entry.name.endswith(".png") or entry.name.startswith("."):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
+                fault_point("clean:unlink")
     _remove_empty_dirs(directory, stop_at=images_dir(ctx.root))
+    fault_point("clean:before-clear-intent")
     if intent is not None:
         ctx.state.clear_intent(ref.camera, ref.episode)
 
@@ -208,6 +215,8 @@ def recover_intents(ctx: Context, camera: str | None = None) -> None:
         if key in ctx.done:
             continue  # committed; the folder is cleaned when discovered (or is already gone)
         path = chunk_path(ctx.root, intent.camera, intent.chunk_index, intent.file_index)
+        if path.exists() and recover_chunk(path):
+            log.info("dropped_uncommitted_append", chunk=str(path), camera=intent.camera, episode=intent.episode)
         frames_now = count_frames(path) if path.exists() else 0
         if frames_now == intent.frames_before + intent.num_frames:
             segment = read_segment(path, intent.frames_before, intent.num_frames)

@@ -28,6 +28,7 @@ from typing import BinaryIO
 import numpy as np
 
 from robovid import _mp4
+from robovid._faults import fault_point
 from robovid.durable import atomic_output, copy_range
 from robovid.errors import MismatchedVideosError, VideoFormatError
 
@@ -326,10 +327,13 @@ def _write_samples(dst: BinaryIO, episode: Movie, position: int) -> int:
 
 def _append_after(f: BinaryIO, chunk: Movie, episode: Movie, position: int) -> VideoSegment:
     data_offset = _write_samples(f, episode, position)
+    f.flush()
+    fault_point("append:after-mdat")
     merged = _concat_tables(chunk.table, _relocated(episode, data_offset))
     f.write(_moov_bytes(chunk, merged))
     f.flush()
     os.fsync(f.fileno())
+    fault_point("append:before-flip")
     end = f.tell()
     # The commit point: the old moov becomes padding, the new one is the first moov.
     f.seek(chunk.moov_box.offset + 4)

@@ -21,6 +21,7 @@ import av
 import numpy as np
 import structlog
 
+from robovid._faults import fault_point
 from robovid.durable import atomic_output
 from robovid.errors import EmptyEpisodeError, FrameSizeError
 from robovid.frames import list_episode_frames, read_frame_rgb
@@ -169,6 +170,7 @@ def _encode_stream(
             if stop is not None and stop.is_set():
                 raise InterruptedError(f"Encoding of {path} abandoned: stop requested.")
             container.mux(stream.encode(frame))
+            fault_point("encode:frame")
         container.mux(stream.encode(None))
 
 

@@ -19,6 +19,11 @@ class FrameTimestampError(RobovidError, ValueError):
 class InvalidEncoderOptionError(RobovidError, ValueError):
     """An encoder option (codec, pixel format, g, crf, preset, ...) is not supported."""
 
+    def __init__(self, message: str, option: str = "") -> None:
+        super().__init__(message)
+        self.option = option
+        """The option at fault (``vcodec``, ``crf``, ...)."""
+
 
 class BackendUnavailableError(RobovidError, ImportError):
     """The requested decoding backend cannot be loaded on this machine."""

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from robovid._faults import fault_point
 from robovid.durable import atomic_output
 from robovid.errors import RobovidError
 from robovid.layout import chunk_path, segments_dir
@@ -142,6 +143,7 @@ class SegmentStore:
             path = segments_dir(self.root) / f"part-{number:06d}.parquet"
             with atomic_output(path) as temp:
                 pq.write_table(table, temp, compression="zstd")
+                fault_point("commit:before-rename")
 
     def keys(self) -> set[tuple[str, int]]:
         """(video_key, episode_index) of every committed row."""

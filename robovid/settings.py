@@ -54,22 +54,26 @@ class EncoderSettings:
         if self.pix_fmt == "yuv444p" and self.vcodec != "h264":
             raise InvalidEncoderOptionError(
                 f"Invalid pix_fmt ('yuv444p') for vcodec {self.vcodec!r}: robovid encodes {self.vcodec} "
-                "as yuv420p only. Use pix_fmt='yuv420p', or vcodec='h264' for yuv444p."
+                "as yuv420p only. Use pix_fmt='yuv420p', or vcodec='h264' for yuv444p.",
+                "pix_fmt",
             )
         if self.g is not None and (not _is_int(self.g) or self.g < 1):
-            raise InvalidEncoderOptionError(f"Invalid g ({self.g!r}). It must be a whole number >= 1, or None.")
+            raise InvalidEncoderOptionError(f"Invalid g ({self.g!r}). It must be a whole number >= 1, or None.", "g")
         low, high = CRF_RANGE[self.vcodec]
         if self.crf is not None and (not _is_int(self.crf) or not low <= self.crf <= high):
             raise InvalidEncoderOptionError(
-                f"Invalid crf ({self.crf!r}) for {self.vcodec}. It must be a whole number from {low} to {high}."
+                f"Invalid crf ({self.crf!r}) for {self.vcodec}. It must be a whole number from {low} to {high}.",
+                "crf",
             )
         self._check_preset()
         if not _is_int(self.fast_decode) or not 0 <= self.fast_decode <= 2:
             raise InvalidEncoderOptionError(
-                f"Invalid fast_decode ({self.fast_decode!r}). Supported values are 0, 1, 2."
+                f"Invalid fast_decode ({self.fast_decode!r}). Supported values are 0, 1, 2.", "fast_decode"
             )
         if not _is_int(self.threads) or self.threads < 0:
-            raise InvalidEncoderOptionError(f"Invalid threads ({self.threads!r}). It must be 0 (auto) or more.")
+            raise InvalidEncoderOptionError(
+                f"Invalid threads ({self.threads!r}). It must be 0 (auto) or more.", "threads"
+            )
 
     def _check_preset(self) -> None:
         if self.preset is None:
@@ -77,11 +81,13 @@ class EncoderSettings:
         if self.vcodec == "libsvtav1":
             if not _is_int(self.preset) or not 0 <= int(self.preset) <= 13:
                 raise InvalidEncoderOptionError(
-                    f"Invalid preset ({self.preset!r}) for libsvtav1. It must be a whole number from 0 to 13."
+                    f"Invalid preset ({self.preset!r}) for libsvtav1. It must be a whole number from 0 to 13.",
+                    "preset",
                 )
         elif self.preset not in X26X_PRESETS:
             raise InvalidEncoderOptionError(
-                f"Invalid preset ({self.preset!r}) for {self.vcodec}. Supported values are {', '.join(X26X_PRESETS)}."
+                f"Invalid preset ({self.preset!r}) for {self.vcodec}. Supported values are {', '.join(X26X_PRESETS)}.",
+                "preset",
             )
 
     @property
@@ -155,7 +161,7 @@ def reference_compatible(vcodec: str, pix_fmt: str) -> str:
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise InvalidEncoderOptionError(f"Invalid {name} ({value!r}). Supported values are {', '.join(allowed)}.")
+        raise InvalidEncoderOptionError(f"Invalid {name} ({value!r}). Supported values are {', '.join(allowed)}.", name)
 
 
 def _is_int(value: object) -> bool:

@@ -1,0 +1,241 @@
+"""``robovid``: the command line for people at a terminal.
+
+robovid process ROOT     drain the backlog once (progress bar), then exit
+robovid verify ROOT      decode every segment's first and last frame via the metadata
+robovid status ROOT      pending, failed and done episodes; throughput of the last hour
+robovid info FILE        probe a video file
+robovid simulate ROOT    write episodes the way a recorder does (for demos and tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 64
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_USAGE
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner on every encode
+    code: int = args.func(args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robovid",
+        description="Turn robot-learning PNG episodes into chunked video, check it, and inspect it.",
+        epilog="The service is `robovid-watch` (configured by ROBOVID_* variables, see systemd/robovid.env).",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    process = commands.add_parser(
+        "process",
+        help="encode every complete episode under ROOT once, then exit",
+        description="Encode every complete episode folder under ROOT/images with the ROBOVID_* settings "
+        "(the service's pipeline and crash safety), with a progress bar, then exit. "
+        "Refuses to run while robovid-watch holds ROOT.",
+    )
+    process.add_argument("root", type=Path, help="recording root (holds images/)")
+    process.add_argument("--workers", type=int, help="episodes encoded at once (default: ROBOVID_WORKERS or 2)")
+    process.add_argument("--no-progress", action="store_true", help="no progress bar")
+    process.set_defaults(func=_cmd_process)
+
+    verify = commands.add_parser(
+        "verify",
+        help="decode each segment's first and last frame through the metadata",
+        description="For every row of ROOT/meta/robovid/segments: the chunk file exists, holds the segment's "
+        "frames, and its first and last frames decode at their timestamps. Exit 1 on any problem.",
+    )
+    verify.add_argument("root", type=Path)
+    verify.add_argument("--backend", default="pyav", help="pyav (default, no torch needed) or torchcodec")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(func=_cmd_verify)
+
+    status = commands.add_parser("status", help="show pending, failed and done episodes and the throughput")
+    status.add_argument("root", type=Path)
+    status.add_argument("--json", action="store_true", help="print as JSON")
+    status.set_defaults(func=_cmd_status)
+
+    info = commands.add_parser("info", help="probe a video file (codec, size, fps, frames, encoder settings)")
+    info.add_argument("file", type=Path)
+    info.set_defaults(func=_cmd_info)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="write synthetic episodes the way a recorder does",
+        description="Write camera episodes (natural-looking moving frames) under ROOT/images, one frame per "
+        "camera every 1/fps seconds, and the completion marker after each episode's last frame.",
+    )
+    simulate.add_argument("root", type=Path)
+    simulate.add_argument("--cameras", default="front,wrist", help="comma-separated camera keys (default: front,wrist)")
+    simulate.add_argument("--episodes", type=int, default=4, help="episodes to record (default: 4)")
+    simulate.add_argument("--frames", type=int, default=90, help="frames per episode (default: 90)")
+    simulate.add_argument("--fps", type=int, default=30, help="frames per second (default: 30)")
+    simulate.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default: 640x480)")
+    simulate.add_argument("--start-episode", type=int, default=0, help="index of the first episode (default: 0)")
+    simulate.add_argument("--fast", action="store_true", help="write as fast as possible instead of in real time")
+    simulate.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+def _cmd_process(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from robovid_watch.config import EXIT_CONFIG, ConfigError, load_settings
+    from robovid_watch.logs import configure_logging
+    from robovid_watch.service import Service
+    from robovid_watch.state import EXIT_LOCKED, RootLockedError
+
+    os.environ["ROBOVID_ROOT"] = str(args.root)
+    if args.workers is not None:
+        os.environ["ROBOVID_WORKERS"] = str(args.workers)
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"robovid process: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_format if settings.log_format != "auto" else "console")
+    bar = tqdm(desc="episodes", unit="ep", disable=args.no_progress or None)
+
+    def on_progress(_ref: Any, status: str) -> None:
+        bar.update(1)
+        bar.set_postfix_str(status)
+
+    service = Service(settings, once=True, on_progress=on_progress)
+    try:
+        service.run()
+    except RootLockedError as error:
+        print(f"robovid process: {error}", file=sys.stderr)
+        return EXIT_LOCKED
+    finally:
+        bar.close()
+    counters = service.counters
+    print(f"done {counters.done}, failed {counters.failed}, cleaned {counters.cleaned}")
+    return EXIT_PROBLEMS if counters.failed else 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from robovid.check import verify_root
+
+    problems, checked = verify_root(args.root, backend=args.backend)
+    if args.json:
+        print(json.dumps({"checked": checked, "problems": problems}, indent=2))
+    else:
+        for problem in problems:
+            print(f"PROBLEM {problem['video_key']!r} episode {problem['episode_index']}: {problem['problem']}")
+        print(f"{checked} segments checked, {len(problems)} problems")
+    return EXIT_PROBLEMS if problems else 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    report = status_report(args.root)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"root: {args.root}")
+    print(f"done: {report['done']} segments ({report['recorded_s_done']:.0f} s of recording)")
+    print(f"pending: {report['pending']} episode folders ({report['pending_png_mb']:.1f} MB of PNG)")
+    print(f"failed: {len(report['failed'])}")
+    for failure in report["failed"]:
+        print(f"  {failure['camera']!r} episode {failure['episode']}: {failure['reason']}")
+    print(
+        f"last hour: {report['recorded_s_last_hour']:.0f} s of recording processed "
+        f"(real-time factor {report['realtime_factor_last_hour']:.2f} of busy time)"
+    )
+    return 0
+
+
+def status_report(root: Path) -> dict[str, Any]:
+    """Counts for `robovid status` (also used by tests)."""
+    from robovid.layout import images_dir, parse_episode_dir
+    from robovid.metadata import read_segments
+    from robovid_watch.state import RootState
+
+    rows = read_segments(root).to_pylist()
+    since = datetime.now(UTC) - timedelta(hours=1)
+    recent = [r for r in rows if r["committed_at"] is not None and r["committed_at"] >= since]
+    recorded_recent = sum(r["num_frames"] / r["fps"] for r in recent)
+    busy = sum((r["encode_s"] or 0) + (r["verify_s"] or 0) + (r["append_s"] or 0) for r in recent)
+    pending, pending_bytes = 0, 0
+    base = images_dir(root)
+    if base.is_dir():
+        for camera in base.iterdir():
+            if not camera.is_dir():
+                continue
+            for episode in camera.iterdir():
+                if parse_episode_dir(episode.name) is not None and episode.is_dir():
+                    pending += 1
+                    pending_bytes += sum(f.stat().st_size for f in episode.glob("*.png"))
+    failures = [vars(f) for f in RootState(root).failures()]
+    return {
+        "done": len(rows),
+        "recorded_s_done": sum(r["num_frames"] / r["fps"] for r in rows),
+        "pending": pending,
+        "pending_png_mb": pending_bytes / 1e6,
+        "failed": failures,
+        "recorded_s_last_hour": recorded_recent,
+        "realtime_factor_last_hour": recorded_recent / busy if busy else 0.0,
+    }
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from robovid.append import count_frames
+    from robovid.errors import RobovidError
+    from robovid.probe import get_video_duration_in_s, get_video_info
+
+    if not args.file.is_file():
+        print(f"robovid info: {args.file}: no such file", file=sys.stderr)
+        return EXIT_PROBLEMS
+    try:
+        info: dict[str, Any] = get_video_info(args.file)
+        info["duration_s"] = get_video_duration_in_s(args.file)
+        info["frames"] = count_frames(args.file)
+    except (RobovidError, OSError) as error:
+        print(f"robovid info: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from robovid.synthetic import simulate_recorder
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        print(f"robovid simulate: --size {args.size!r} is not WIDTHxHEIGHT (e.g. 640x480)", file=sys.stderr)
+        return EXIT_USAGE
+    cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    started = time.monotonic()
+    simulate_recorder(
+        args.root,
+        cameras,
+        num_episodes=args.episodes,
+        num_frames=args.frames,
+        fps=args.fps,
+        width=width,
+        height=height,
+        realtime=not args.fast,
+        start_episode=args.start_episode,
+        on_episode=lambda e: print(f"recorded episode {e} ({len(cameras)} cameras)", flush=True),
+    )
+    print(f"recorded {args.episodes} episodes in {time.monotonic() - started:.1f} s under {args.root}/images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Run the real robovid-watch as a subprocess on a temp root, and check a root's invariants.
+
+Everything here observes real files: the chunk videos (decoded with PyAV, frames
+identified by their burnt-in index), the Parquet rows, the PNG folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+
+from robovid.append import read_movie
+from robovid.layout import chunk_path, episode_dir
+from robovid.metadata import read_segments
+from robovid.synthetic import read_index, write_episode
+
+DEADLINE_S = 120.0
+
+
+def daemon_env(root: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOVID_")}
+    env.update(
+        ROBOVID_ROOT=str(root),
+        ROBOVID_LOG_FORMAT="json",
+        ROBOVID_MIN_FREE_MB="0",
+        ROBOVID_RESCAN_S="2",
+        ROBOVID_WORKERS="2",
+        SVT_LOG="1",
+    )
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Daemon:
+    """A running robovid-watch with its JSON log events collected as they arrive."""
+
+    process: subprocess.Popen[str]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def events_named(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in list(self.events) if e.get("event") == name]
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self._close()
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        self._close()
+
+    def _close(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def start_daemon(root: Path, **env: str) -> Daemon:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "robovid_watch.main"],
+        env=daemon_env(root, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    )
+    daemon = Daemon(process)
+    daemon._threads = [
+        threading.Thread(target=_pump_events, args=(process, daemon.events), daemon=True),
+        threading.Thread(target=_pump_lines, args=(process, daemon.stderr), daemon=True),
+    ]
+    for thread in daemon._threads:
+        thread.start()
+    return daemon
+
+
+def _pump_events(process: subprocess.Popen[str], sink: list[dict[str, Any]]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        with contextlib.suppress(json.JSONDecodeError):
+            sink.append(json.loads(line))
+
+
+def _pump_lines(process: subprocess.Popen[str], sink: list[str]) -> None:
+    assert process.stderr is not None
+    sink.extend(process.stderr)
+
+
+def run_daemon(root: Path, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run robovid-watch to its exit (for configuration errors, locks, fault points)."""
+    return subprocess.run(
+        [sys.executable, "-m", "robovid_watch.main"],
+        env=daemon_env(root, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(
+    condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S, daemon: Daemon | None = None
+) -> None:
+    """Poll ``condition`` until true; fail with ``what`` (and the daemon's stderr) at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if daemon is not None and daemon.process.poll() is not None:
+            raise AssertionError(
+                f"daemon exited ({daemon.process.returncode}) while waiting for {what}: {daemon.stderr[-20:]}"
+            )
+        time.sleep(0.05)
+    tail = daemon.stderr[-20:] if daemon else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}. {tail}")
+
+
+# recordings --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Episode:
+    camera: str
+    index: int
+    num_frames: int
+
+
+def record(
+    root: Path, cameras: list[str], episodes: range, num_frames: int = 8, size: tuple[int, int] = (64, 48)
+) -> list[Episode]:
+    """Write complete episodes the way a recorder does (frames, then the marker)."""
+    out = []
+    for index in episodes:
+        for number, camera in enumerate(cameras):
+            write_episode(episode_dir(root, camera, index), index, num_frames, size[0], size[1], seed=number)
+            out.append(Episode(camera, index, num_frames))
+    return out
+
+
+def png_digest(root: Path, episode: Episode) -> str | None:
+    """Hash of an episode's PNG files (None when the folder is gone)."""
+    directory = episode_dir(root, episode.camera, episode.index)
+    if not directory.exists():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("frame-*.png")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def rows_by_key(root: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in read_segments(root).to_pylist():
+        grouped[(row["video_key"], row["episode_index"])].append(row)
+    return grouped
+
+
+def decoded_indices(path: Path) -> list[tuple[int, int]]:
+    with av.open(str(path)) as container:
+        return [read_index(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+
+
+def check_invariants(root: Path, episodes: list[Episode], originals: dict[Episode, str], final: bool) -> None:
+    """Every episode is done exactly once or untouched; with ``final``, every episode is done.
+
+    Done exactly once: one metadata row; its frames, decoded from the chunk, are the
+    episode's frames in order; no chunk holds a frame that no row accounts for (no
+    double or orphan append); its PNG folder is gone (except, before the final run,
+    while cleaning is pending). Untouched: no row and every PNG byte-identical.
+    """
+    rows = rows_by_key(root)
+    decoded: dict[Path, list[tuple[int, int]]] = {}
+    claimed: dict[Path, set[int]] = defaultdict(set)
+    for episode in episodes:
+        key = (episode.camera, episode.index)
+        found = rows.get(key, [])
+        assert len(found) <= 1, f"{key}: {len(found)} rows"
+        if not found:
+            assert png_digest(root, episode) == originals[episode], f"{key}: no row and PNGs not intact"
+            assert not final, f"{key}: not processed by the final run"
+            continue
+        row = found[0]
+        path = chunk_path(root, row["video_key"], row["chunk_index"], row["file_index"])
+        if path not in decoded:
+            decoded[path] = decoded_indices(path)
+        frames = decoded[path][row["first_frame"] : row["first_frame"] + row["num_frames"]]
+        assert frames == [(episode.index, i) for i in range(episode.num_frames)], f"{key}: wrong frames in {path}"
+        span = set(range(row["first_frame"], row["first_frame"] + row["num_frames"]))
+        assert not (claimed[path] & span), f"{key}: overlaps another segment"
+        claimed[path] |= span
+        if final:
+            assert png_digest(root, episode) is None, f"{key}: done but its PNG folder remains"
+        else:
+            digest = png_digest(root, episode)
+            assert digest is None or _subset_of_original(root, episode), f"{key}: PNGs changed"
+    for path, frames in decoded.items():
+        assert claimed[path] == set(range(len(frames))), f"{path}: frames not accounted for by any row (double append?)"
+        assert read_movie(path).num_frames == len(frames)
+
+
+def _subset_of_original(root: Path, episode: Episode) -> bool:
+    return all(p.name.startswith("frame-") for p in episode_dir(root, episode.camera, episode.index).glob("*.png"))
+
+
+def chunk_files(root: Path) -> Iterator[Path]:
+    yield from sorted((root / "videos").rglob("file-*.mp4"))

@@ -12,7 +12,7 @@ import signal
 import threading
 
 _SPEC = os.environ.get("ROBOVID_FAULT_POINT", "")
-_NAME, _, _NTH = _SPEC.partition(":")
+_NAME, _, _NTH = _SPEC.rpartition(":")
 _TARGET = int(_NTH) if _NTH.isdigit() else 1
 _hits = 0
 _lock = threading.Lock()

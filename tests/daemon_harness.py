@@ -27,6 +27,7 @@ from robovid.append import read_movie
 from robovid.layout import chunk_path, episode_dir
 from robovid.metadata import read_segments
 from robovid.synthetic import read_index, write_episode
+from robovid_watch.state import RootState
 
 DEADLINE_S = 120.0
 
@@ -58,6 +59,10 @@ class Daemon:
         return [e for e in list(self.events) if e.get("event") == name]
 
     def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM once the service is up (before that, Python's default handler would just die)."""
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and not self.events_named("started") and time.monotonic() < deadline:
+            time.sleep(0.02)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout=timeout)
@@ -214,9 +219,27 @@ def check_invariants(root: Path, episodes: list[Episode], originals: dict[Episod
         else:
             digest = png_digest(root, episode)
             assert digest is None or _subset_of_original(root, episode), f"{key}: PNGs changed"
+    if not final:
+        _claim_journaled_appends(root, claimed, decoded)
     for path, frames in decoded.items():
         assert claimed[path] == set(range(len(frames))), f"{path}: frames not accounted for by any row (double append?)"
         assert read_movie(path).num_frames == len(frames)
+
+
+def _claim_journaled_appends(
+    root: Path, claimed: dict[Path, set[int]], decoded: dict[Path, list[tuple[int, int]]]
+) -> None:
+    """An append cut off before its commit: the journal names it, and a restart commits it (checked by final)."""
+    for intent in RootState(root).intents():
+        path = chunk_path(root, intent.camera, intent.chunk_index, intent.file_index)
+        if (intent.camera, intent.episode) in rows_by_key(root) or not path.exists():
+            continue
+        if path not in decoded:
+            decoded[path] = decoded_indices(path)
+        span = range(intent.frames_before, intent.frames_before + intent.num_frames)
+        if len(decoded[path]) == span.stop:
+            assert decoded[path][span.start :] == [(intent.episode, i) for i in range(intent.num_frames)]
+            claimed[path] |= set(span)
 
 
 def _subset_of_original(root: Path, episode: Episode) -> bool:

@@ -1,0 +1,120 @@
+"""Decode the frames at given timestamps from a video: LeRobot's decoding API, fixed.
+
+Backends: ``"torchcodec"`` (cached decoders, needs ``robovid[decode]``), ``"pyav"``
+(PyAV only; ``"video_reader"`` is accepted as its old alias) and ``"npu"`` (PyAV, then
+moved to an Ascend NPU). Every backend follows the same rules (see
+``robovid._decode_common``): a timestamp means frame ``round(ts * fps)`` clamped to the
+file, that frame must lie within ``tolerance_s`` of it (inclusive) or
+:class:`FrameTimestampError` is raised, and frames come back as float32
+``[N, 3, H, W]`` in ``[0, 1]`` in query order.
+
+An empty ``timestamps`` raises ``ValueError``: there is no frame size to give an empty
+batch without opening the file, and an empty query is almost always a caller's bug.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from robovid._decode_pyav import decode_video_frames_pyav
+from robovid._decode_torchcodec import decode_video_frames_torchcodec
+from robovid.cache import load_video_decoder_class
+from robovid.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    import torch
+
+    from robovid._decode_common import Frames
+
+__all__ = [
+    "decode_video_frames",
+    "decode_video_frames_npu",
+    "decode_video_frames_pyav",
+    "decode_video_frames_torchcodec",
+    "decode_video_frames_torchvision",
+    "get_safe_default_codec",
+]
+
+log = structlog.get_logger(__name__)
+
+_PYAV_NAMES = ("pyav", "video_reader")
+SUPPORTED_BACKENDS = ("torchcodec", "pyav", "video_reader", "npu")
+
+
+@functools.cache
+def get_safe_default_codec() -> str:
+    """``"torchcodec"`` if it imports and loads here, else ``"pyav"`` (with a warning). Checked once."""
+    try:
+        load_video_decoder_class()
+    except BackendUnavailableError as error:
+        log.warning("torchcodec_unavailable_using_pyav", reason=str(error))
+        return "pyav"
+    return "torchcodec"
+
+
+def decode_video_frames(
+    video_path: Path | str,
+    timestamps: Sequence[float],
+    tolerance_s: float,
+    backend: str | None = None,
+) -> Frames:
+    """Decode the frames at ``timestamps`` (seconds) with ``backend`` (default: :func:`get_safe_default_codec`).
+
+    Returns float32 ``[N, 3, H, W]`` in ``[0, 1]``, a ``torch.Tensor`` (numpy only from
+    ``"pyav"`` without torch installed). Raises ``ValueError`` for an unknown backend.
+    """
+    if backend is None:
+        backend = get_safe_default_codec()
+    if backend == "torchcodec":
+        return decode_video_frames_torchcodec(video_path, timestamps, tolerance_s)
+    if backend in _PYAV_NAMES:
+        return decode_video_frames_pyav(video_path, timestamps, tolerance_s)
+    if backend == "npu":
+        return decode_video_frames_npu(video_path, timestamps, tolerance_s)
+    raise ValueError(
+        f"Unsupported video backend {backend!r}. Supported values are {', '.join(SUPPORTED_BACKENDS)} "
+        "(or None for the best one available)."
+    )
+
+
+def decode_video_frames_torchvision(
+    video_path: Path | str,
+    timestamps: Sequence[float],
+    tolerance_s: float,
+    backend: str = "pyav",
+    log_loaded_timestamps: bool = False,
+) -> Frames:
+    """Compatibility name for the PyAV backend (the reference went through torchvision, which robovid never uses)."""
+    if backend not in _PYAV_NAMES:
+        raise ValueError(
+            f"decode_video_frames_torchvision got backend={backend!r}; it supports {', '.join(_PYAV_NAMES)}. "
+            "Use decode_video_frames(..., backend=...) for the others."
+        )
+    return decode_video_frames_pyav(video_path, timestamps, tolerance_s, log_loaded_timestamps)
+
+
+def decode_video_frames_npu(
+    video_path: Path | str,
+    timestamps: Sequence[float],
+    tolerance_s: float,
+    log_loaded_timestamps: bool = False,
+) -> torch.Tensor:
+    """Decode with PyAV on the CPU, then move the frames to the Ascend NPU (needs ``torch_npu``)."""
+    try:
+        import torch_npu  # noqa: F401 -- registers the "npu" device with torch
+    except Exception as error:  # ImportError, or OSError/RuntimeError without a sourced CANN toolkit
+        raise BackendUnavailableError(
+            f"backend='npu' needs torch_npu, which cannot be loaded ({type(error).__name__}: {error}). "
+            "Install the torch-npu build matching torch 2.13 (`pip install torch-npu`) and source the CANN "
+            "toolkit (`source /usr/local/Ascend/ascend-toolkit/set_env.sh`), or decode on the CPU with "
+            "backend='pyav' or 'torchcodec'."
+        ) from error
+    import torch
+
+    frames = decode_video_frames_pyav(video_path, timestamps, tolerance_s, log_loaded_timestamps)
+    return torch.as_tensor(frames).to("npu")

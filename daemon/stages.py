@@ -30,7 +30,7 @@ import structlog
 from robovid._faults import fault_point
 from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk
 from robovid.encode import EncodeResult, encode_frames
-from robovid.errors import MismatchedVideosError
+from robovid.errors import MismatchedVideosError, VideoFormatError
 from robovid.frames import list_episode_frames
 from robovid.layout import ChunkLocation, chunk_path, images_dir, list_chunks
 from robovid.metadata import SegmentStore
@@ -124,26 +124,40 @@ def append(ctx: Context, ref: EpisodeRef, temp: Path, num_frames: int, row: dict
     """Stage 5: journal the intent, append to the camera's current chunk file, check it reads back."""
     recover_intents(ctx, camera=ref.camera)
     location = current_chunk(ctx, ref.camera, temp.stat().st_size)
-    for _attempt in range(2):
+    for _attempt in range(3):
         path = location.path(ctx.root, ref.camera)
-        before = count_frames(path) if path.exists() else 0
+        try:
+            before = count_frames(path) if path.exists() else 0
+        except VideoFormatError as error:
+            _log_chunk_skipped(path, error)
+            location = location.next(ctx.files_per_chunk)
+            continue
         intent = Intent(ref.camera, ref.episode, location.chunk_index, location.file_index, before, num_frames, row)
         ctx.state.write_intent(intent)
         fault_point("stage:after-intent")
         try:
             segment = append_video(path, temp)
             break
-        except MismatchedVideosError as error:
+        except (MismatchedVideosError, VideoFormatError) as error:
             ctx.state.clear_intent(ref.camera, ref.episode)
-            log.warning("chunk_settings_changed", chunk=str(path), detail=str(error), action="starting a new file")
+            _log_chunk_skipped(path, error)
             location = location.next(ctx.files_per_chunk)
         except BaseException:
             _undo_partial_append(ctx, ref, path)
             raise
     else:
-        raise MismatchedVideosError(f"{ref.path}: could not start a chunk file for this episode.")
+        raise VideoFormatError(f"{ref.path}: no chunk file of camera {ref.camera!r} could take this episode.")
     check_segment_decodes(segment)
     return segment
+
+
+def _log_chunk_skipped(path: Path, error: Exception) -> None:
+    log.error(
+        "chunk_skipped",
+        chunk=str(path),
+        detail=str(error),
+        action="starting a new chunk file; the skipped file is left untouched for inspection",
+    )
 
 
 def _undo_partial_append(ctx: Context, ref: EpisodeRef, path: Path) -> None:
@@ -215,9 +229,14 @@ def recover_intents(ctx: Context, camera: str | None = None) -> None:
         if key in ctx.done:
             continue  # committed; the folder is cleaned when discovered (or is already gone)
         path = chunk_path(ctx.root, intent.camera, intent.chunk_index, intent.file_index)
-        if path.exists() and recover_chunk(path):
-            log.info("dropped_uncommitted_append", chunk=str(path), camera=intent.camera, episode=intent.episode)
-        frames_now = count_frames(path) if path.exists() else 0
+        try:
+            if path.exists() and recover_chunk(path):
+                log.info("dropped_uncommitted_append", chunk=str(path), camera=intent.camera, episode=intent.episode)
+            frames_now = count_frames(path) if path.exists() else 0
+        except VideoFormatError as error:
+            _log_chunk_skipped(path, error)
+            ctx.state.clear_intent(intent.camera, intent.episode)
+            continue
         if frames_now == intent.frames_before + intent.num_frames:
             segment = read_segment(path, intent.frames_before, intent.num_frames)
             commit(ctx, _ref_of(ctx, intent), segment, intent.row)

@@ -7,6 +7,7 @@ is at ``i / fps`` exactly. torch and torchcodec are imported at call time.
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 BACKEND = "torchcodec"
 
 _default_decoder_cache = VideoDecoderCache()
+atexit.register(_default_decoder_cache.clear)  # close its files before the interpreter tears down
 """Shared by calls that pass no cache; bounded like any other (``DEFAULT_MAX_SIZE`` decoders)."""
 
 

@@ -18,9 +18,11 @@ never by summing float durations.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -179,13 +181,25 @@ def append_video(chunk_path: Path | str, episode_video_path: Path | str) -> Vide
         raise VideoFormatError(f"{episode_path}: the episode video holds no frames.")
     chunk_path.parent.mkdir(parents=True, exist_ok=True)
     if not chunk_path.exists():
-        return _create_chunk(chunk_path, episode)
+        with _directory_lock(chunk_path.parent):  # two creators: the second appends to the first's file
+            if not chunk_path.exists():
+                return _create_chunk(chunk_path, episode)
     with open(chunk_path, "r+b") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         chunk = read_movie(chunk_path, f)
         tail_start = _drop_uncommitted_tail(f, chunk)
         check_compatible(chunk, episode)
         return _append_after(f, chunk, episode, tail_start)
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def recover_chunk(chunk_path: Path | str) -> bool:

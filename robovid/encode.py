@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import cast
 
@@ -101,7 +102,7 @@ def _av_level(level: int) -> int:
 def encode_frames(
     frame_paths: Sequence[Path],
     video_path: Path,
-    fps: int,
+    fps: float,
     settings: EncoderSettings,
     keep: Collection[int] = (),
     stop: threading.Event | None = None,
@@ -114,15 +115,14 @@ def encode_frames(
     """
     if not frame_paths:
         raise EmptyEpisodeError(f"No frames to encode for {video_path}.")
-    if not _is_int(fps) or fps < 1:
-        raise ValueError(f"Invalid fps ({fps!r}). It must be a whole number >= 1.")
+    rate = _frame_rate(fps)
     started = time.perf_counter()
-    reader = _FrameReader(frame_paths, settings.pix_fmt, set(keep))
     with atomic_output(video_path) as temp:
+        reader = _FrameReader(frame_paths, settings.pix_fmt, set(keep))
         try:
             first = reader.first_frame()
             _check_encodable(first.width, first.height, settings, frame_paths[0])
-            _encode_stream(temp, first, reader, fps, settings, stop)
+            _encode_stream(temp, first, reader, rate, settings, stop)
         finally:
             reader.close()
     return EncodeResult(
@@ -137,8 +137,11 @@ def encode_frames(
     )
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _frame_rate(fps: float) -> Fraction:
+    """fps as an exact rate (29.97 -> 2997/100); ValueError for anything not a positive number."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not 0 < fps <= 1000:
+        raise ValueError(f"Invalid fps ({fps!r}). It must be a number from 1 to 1000, such as 30.")
+    return Fraction(str(fps)) if isinstance(fps, float) else Fraction(fps)
 
 
 def _check_encodable(width: int, height: int, settings: EncoderSettings, path: Path) -> None:
@@ -155,7 +158,7 @@ def _encode_stream(
     path: Path,
     first: av.VideoFrame,
     frames: _FrameReader,
-    fps: int,
+    fps: Fraction,
     settings: EncoderSettings,
     stop: threading.Event | None,
 ) -> None:

@@ -1,0 +1,41 @@
+"""Importing robovid (what the daemon on a robot PC does) loads neither torch nor torchcodec."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+IMPORT_TIMEOUT_S = 120
+HEAVY = ("torch", "torchcodec")
+MODULES = ["robovid", "robovid.append", "robovid.encode", "robovid.concat", "robovid.probe"]
+
+
+def loaded_modules(statement: str, packages: tuple[str, ...] = HEAVY) -> list[str]:
+    """Run ``statement`` in a fresh interpreter; return the modules of ``packages`` left in sys.modules."""
+    script = (
+        f"{statement}\n"
+        "import json, sys\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {packages!r})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_importing_robovid_does_not_import_torch(module: str) -> None:
+    assert loaded_modules(f"import {module}") == []
+
+
+def test_importing_every_module_and_the_public_names_does_not_import_torch() -> None:
+    assert loaded_modules("; ".join(f"import {m}" for m in MODULES) + "; from robovid import *") == []
+
+
+def test_the_probe_sees_a_module_that_was_imported() -> None:
+    """Guard against a vacuous pass: the same subprocess probe reports what an import did load."""
+    assert "numpy" in loaded_modules("import numpy", ("numpy",))

@@ -2,7 +2,7 @@
 
 Read :func:`process_episode` top to bottom. The order is the safety argument:
 
-1. encode into ``.robovid/tmp`` (same filesystem), fsynced;
+1. encode into a spooled temp file (memory, or ``.robovid/tmp`` past 64 MiB);
 2. verify the temp video against the PNGs (frame count, every frame decodes, PSNR);
 3. write the journal intent (durable), then append to the chunk (crash-safe on its own);
 4. commit the metadata row (durable);
@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import structlog
 
 from robovid._faults import fault_point
 from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk
-from robovid.encode import EncodeResult, encode_frames
+from robovid.encode import EncodeResult, encode_frames_into
 from robovid.errors import MismatchedVideosError, VideoFormatError
 from robovid.frames import list_episode_frames
 from robovid.layout import ChunkLocation, chunk_path, images_dir, list_chunks
@@ -43,6 +44,8 @@ from .state import Intent, RootState
 
 log = structlog.get_logger("robovid_watch")
 
+SPOOL_MAX_BYTES = 64 * 1024 * 1024
+"""An encoded episode stays in memory up to this size (written to disk once, into the chunk)."""
 VERIFY_SAMPLES = 8
 """Frames compared to their PNG by PSNR, besides the first and the last."""
 
@@ -89,8 +92,8 @@ def process_episode(ctx: Context, ref: EpisodeRef) -> Outcome:
         return Outcome("cleaned")
     frames = list_episode_frames(ref.path, ctx.root)
     timings: dict[str, float] = {}
-    temp = ctx.state.temp_video(ref.camera, ref.episode)
-    try:
+    with tempfile.SpooledTemporaryFile(SPOOL_MAX_BYTES, mode="w+b", dir=str(ctx.state.tmp_dir)) as spooled:
+        temp = cast(BinaryIO, spooled)
         result = _timed(timings, "encode_s", encode, ctx, frames, temp)
         fault_point("stage:after-encode")
         verify_report = _timed(
@@ -102,17 +105,14 @@ def process_episode(ctx: Context, ref: EpisodeRef) -> Outcome:
             fault_point("stage:after-append")
             commit(ctx, ref, segment, row | {"append_s": timings["append_s"]})
             fault_point("stage:after-commit")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
     clean(ctx, ref, ctx.state.intent(*key), frames)
     return Outcome("done", len(frames), result.size_bytes, row["source_bytes"], timings)
 
 
-def encode(ctx: Context, frames: list[Path], temp: Path) -> EncodeResult:
-    """Stage 3: encode the PNGs into a temp video on the root's filesystem."""
+def encode(ctx: Context, frames: list[Path], temp: BinaryIO) -> EncodeResult:
+    """Stage 3: encode the PNGs into a spooled temp file (memory; .robovid/tmp past SPOOL_MAX_BYTES)."""
     keep = _sample_indices(len(frames))
-    return encode_frames(frames, temp, ctx.fps, ctx.encoder, keep=keep, stop=ctx.stop)
+    return encode_frames_into(temp, frames, ctx.fps, ctx.encoder, keep=keep, stop=ctx.stop)
 
 
 def _sample_indices(num_frames: int) -> set[int]:
@@ -120,10 +120,10 @@ def _sample_indices(num_frames: int) -> set[int]:
     return {0, num_frames - 1, *range(step, num_frames - 1, step)}
 
 
-def append(ctx: Context, ref: EpisodeRef, temp: Path, num_frames: int, row: dict[str, Any]) -> VideoSegment:
+def append(ctx: Context, ref: EpisodeRef, temp: BinaryIO, num_frames: int, row: dict[str, Any]) -> VideoSegment:
     """Stage 5: journal the intent, append to the camera's current chunk file, check it reads back."""
     recover_intents(ctx, camera=ref.camera)
-    location = current_chunk(ctx, ref.camera, temp.stat().st_size)
+    location = current_chunk(ctx, ref.camera, temp.seek(0, os.SEEK_END))
     for _attempt in range(3):
         path = location.path(ctx.root, ref.camera)
         try:
@@ -280,7 +280,7 @@ def _with_location(row: dict[str, Any], location: ChunkLocation, segment: VideoS
 
 
 def _row(
-    ctx: Context, ref: EpisodeRef, result: EncodeResult, temp: Path, timings: dict[str, float], min_psnr: float
+    ctx: Context, ref: EpisodeRef, result: EncodeResult, temp: BinaryIO, timings: dict[str, float], min_psnr: float
 ) -> dict[str, Any]:
     info = get_video_info(temp)
     source_bytes = sum(p.stat().st_size for p in ref.path.glob("frame-*.png"))

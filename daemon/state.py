@@ -14,12 +14,11 @@ import fcntl
 import hashlib
 import json
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robovid.durable import fsync_dir, is_temp_path, unlink_durably, write_bytes_durably
+from robovid.durable import is_temp_path, unlink_durably, write_bytes_durably
 from robovid.layout import state_dir
 
 EXIT_LOCKED = 75
@@ -113,9 +112,6 @@ class RootState:
         unlink_durably(removed)
         return len(removed)
 
-    def temp_video(self, camera: str, episode: int) -> Path:
-        return self.tmp_dir / f"{camera_id(camera)}--{episode:06d}.mp4"
-
     # journal ---------------------------------------------------------------------------
     def write_intent(self, intent: Intent) -> None:
         write_bytes_durably(self.journal_dir / _entry_name(intent.camera, intent.episode), _json(asdict(intent)))
@@ -168,10 +164,3 @@ def _read_all(directory: Path) -> list[dict[str, Any]]:
                 if data is not None:
                     out.append(data)
     return out
-
-
-def now() -> float:
-    return time.time()
-
-
-__all__ = ["EXIT_LOCKED", "Failure", "Intent", "RootLockedError", "RootState", "camera_id", "fsync_dir", "now"]

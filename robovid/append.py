@@ -67,6 +67,17 @@ class Movie:
     media_timescale: int
     movie_timescale: int
     edit_media_time: int
+    source: BinaryIO | None = None
+    """Where to read sample data from when it is not the file at ``path`` (an in-memory encode)."""
+
+    @contextlib.contextmanager
+    def data(self) -> Iterator[BinaryIO]:
+        """A readable handle on the movie's bytes."""
+        if self.source is not None:
+            yield self.source
+        else:
+            with open(self.path, "rb") as f:
+                yield f
 
     @property
     def trak(self) -> _mp4.Box:
@@ -128,7 +139,7 @@ def read_movie(path: Path, f: BinaryIO | None = None) -> Movie:
     own = f is None
     handle = open(path, "rb") if f is None else f  # noqa: SIM115 - closed below when we opened it
     try:
-        size = os.fstat(handle.fileno()).st_size
+        size = handle.seek(0, os.SEEK_END)
         top = _mp4.scan_top_level(handle, size, where)
         moov_box = next((b for b in top if b.type == b"moov"), None)
         if moov_box is None:
@@ -164,7 +175,7 @@ def read_segment(chunk_path: Path | str, first_frame: int, num_frames: int) -> V
     return read_movie(Path(chunk_path)).segment(first_frame, num_frames)
 
 
-def append_video(chunk_path: Path | str, episode_video_path: Path | str) -> VideoSegment:
+def append_video(chunk_path: Path | str, episode_video_path: Path | str | BinaryIO) -> VideoSegment:
     """Append one encoded episode to a chunk MP4 (created if absent) and say where it landed.
 
     Stream copy: the episode's compressed samples are copied byte for byte. The chunk
@@ -172,13 +183,13 @@ def append_video(chunk_path: Path | str, episode_video_path: Path | str) -> Vide
     (MismatchedVideosError otherwise, before anything is written). Crash-safe: after a
     crash at any point, the chunk reads as either before or after this append. Two
     processes appending to one chunk are serialized by an exclusive ``flock``.
+    ``episode_video_path`` may also be a readable, seekable binary file object (an
+    episode encoded in memory), so the episode is not written to disk twice.
     """
-    chunk_path, episode_path = Path(chunk_path), Path(episode_video_path)
-    if not episode_path.is_file():
-        raise FileNotFoundError(f"Episode video not found: {episode_path}")
-    episode = read_movie(episode_path)
+    chunk_path = Path(chunk_path)
+    episode = _open_episode(episode_video_path)
     if episode.num_frames == 0:
-        raise VideoFormatError(f"{episode_path}: the episode video holds no frames.")
+        raise VideoFormatError(f"{episode.path}: the episode video holds no frames.")
     chunk_path.parent.mkdir(parents=True, exist_ok=True)
     if not chunk_path.exists():
         with _directory_lock(chunk_path.parent):  # two creators: the second appends to the first's file
@@ -190,6 +201,17 @@ def append_video(chunk_path: Path | str, episode_video_path: Path | str) -> Vide
         tail_start = _drop_uncommitted_tail(f, chunk)
         check_compatible(chunk, episode)
         return _append_after(f, chunk, episode, tail_start)
+
+
+def _open_episode(episode: Path | str | BinaryIO) -> Movie:
+    if isinstance(episode, (str, os.PathLike)):
+        path = Path(episode)
+        if not path.is_file():
+            raise FileNotFoundError(f"Episode video not found: {path}")
+        return read_movie(path)
+    movie = read_movie(Path(str(getattr(episode, "name", "<episode in memory>"))), episode)
+    movie.source = episode
+    return movie
 
 
 @contextlib.contextmanager
@@ -334,7 +356,7 @@ def _write_samples(dst: BinaryIO, episode: Movie, position: int) -> int:
     header = _mdat_header(end - start)
     dst.seek(position)
     dst.write(header)
-    with open(episode.path, "rb") as src:
+    with episode.data() as src:
         copy_range(src, dst, start, end - start)
     return position + len(header)
 
@@ -373,7 +395,7 @@ def write_movie(out: BinaryIO, movies: list[Movie]) -> None:
     """
     ftyp = next((b for b in movies[0].top if b.type == b"ftyp"), None)
     if ftyp is not None:
-        with open(movies[0].path, "rb") as src:
+        with movies[0].data() as src:
             copy_range(src, out, ftyp.offset, ftyp.size)
     tables = [_relocated(movie, _write_samples(out, movie, out.tell())) for movie in movies]
     table = tables[0]

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 import av
 import numpy as np
@@ -38,7 +38,8 @@ PREFETCH_FRAMES = 8
 class EncodeResult:
     """What one encode produced and what it cost."""
 
-    video_path: Path
+    video_path: Path | None
+    """The published file (None for an encode into a file object)."""
     num_frames: int
     width: int
     height: int
@@ -113,24 +114,43 @@ def encode_frames(
     verification, so the caller never has to read those PNGs again. ``stop``, when
     set, abandons the encode between frames (InterruptedError; nothing published).
     """
+    with atomic_output(video_path) as temp, open(temp, "w+b") as out:
+        result = encode_frames_into(out, frame_paths, fps, settings, keep, stop)
+    result.video_path = video_path
+    return result
+
+
+def encode_frames_into(
+    out: BinaryIO,
+    frame_paths: Sequence[Path],
+    fps: float,
+    settings: EncoderSettings,
+    keep: Collection[int] = (),
+    stop: threading.Event | None = None,
+) -> EncodeResult:
+    """Encode into a seekable binary file object (for example a spooled temp file held in memory).
+
+    The service encodes this way so an episode's bytes are written to disk once, into
+    the chunk, instead of twice (temp file, then chunk).
+    """
     if not frame_paths:
-        raise EmptyEpisodeError(f"No frames to encode for {video_path}.")
+        raise EmptyEpisodeError(f"No frames to encode in {frame_paths!r}.")
     rate = _frame_rate(fps)
     started = time.perf_counter()
-    with atomic_output(video_path) as temp:
-        reader = _FrameReader(frame_paths, settings.pix_fmt, set(keep))
-        try:
-            first = reader.first_frame()
-            _check_encodable(first.width, first.height, settings, frame_paths[0])
-            _encode_stream(temp, first, reader, rate, settings, stop)
-        finally:
-            reader.close()
+    reader = _FrameReader(frame_paths, settings.pix_fmt, set(keep))
+    try:
+        first = reader.first_frame()
+        _check_encodable(first.width, first.height, settings, frame_paths[0])
+        _encode_stream(out, first, reader, rate, settings, stop)
+    finally:
+        reader.close()
+    out.flush()
     return EncodeResult(
-        video_path=video_path,
+        video_path=None,
         num_frames=len(frame_paths),
         width=first.width,
         height=first.height,
-        size_bytes=video_path.stat().st_size,
+        size_bytes=out.seek(0, 2),
         encode_s=time.perf_counter() - started,
         read_cpu_s=reader.cpu_s,
         kept_frames=reader.kept,
@@ -155,14 +175,14 @@ def _check_encodable(width: int, height: int, settings: EncoderSettings, path: P
 
 
 def _encode_stream(
-    path: Path,
+    out: BinaryIO,
     first: av.VideoFrame,
     frames: _FrameReader,
     fps: Fraction,
     settings: EncoderSettings,
     stop: threading.Event | None,
 ) -> None:
-    with av.open(str(path), "w", format="mp4") as container:
+    with av.open(out, "w", format="mp4") as container:
         container.metadata["comment"] = settings.to_tag()
         stream = cast(
             av.video.stream.VideoStream,
@@ -171,7 +191,7 @@ def _encode_stream(
         stream.width, stream.height, stream.pix_fmt = first.width, first.height, settings.pix_fmt
         for frame in frames:
             if stop is not None and stop.is_set():
-                raise InterruptedError(f"Encoding of {path} abandoned: stop requested.")
+                raise InterruptedError("Encoding abandoned: stop requested.")
             container.mux(stream.encode(frame))
             fault_point("encode:frame")
         container.mux(stream.encode(None))

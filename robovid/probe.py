@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 
 from robovid.errors import VideoFormatError
 from robovid.settings import EncoderSettings
 
+VideoSource = Path | str | BinaryIO
+"""A path, or a seekable binary file object holding the video."""
 
-def _open(video_path: Path | str) -> av.container.InputContainer:
+
+def _open(video_path: VideoSource) -> av.container.InputContainer:
     try:
+        if hasattr(video_path, "read"):
+            video_path.seek(0)  # type: ignore[union-attr]
+            return av.open(video_path, "r")
         return av.open(str(video_path), "r")
     except FileNotFoundError:
         raise
@@ -20,7 +26,7 @@ def _open(video_path: Path | str) -> av.container.InputContainer:
         raise VideoFormatError(f"{video_path}: cannot be opened as a video ({error}).") from error
 
 
-def get_audio_info(video_path: Path | str) -> dict[str, Any]:
+def get_audio_info(video_path: VideoSource) -> dict[str, Any]:
     """Audio stream facts with the reference's keys (``has_audio``, ``audio.*``)."""
     with _open(video_path) as container:
         if not container.streams.audio:
@@ -37,7 +43,7 @@ def get_audio_info(video_path: Path | str) -> dict[str, Any]:
         }
 
 
-def get_video_info(video_path: Path | str) -> dict[str, Any]:
+def get_video_info(video_path: VideoSource) -> dict[str, Any]:
     """Video stream facts with the reference's keys, plus robovid's encoder settings.
 
     Keys: ``video.height``, ``video.width``, ``video.codec``, ``video.pix_fmt``,

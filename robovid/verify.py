@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -33,7 +34,7 @@ def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def verify_video(
-    video_path: Path,
+    video_path: Path | BinaryIO,
     expected_frames: int,
     references: Mapping[int, np.ndarray],
     min_psnr_db: float = DEFAULT_MIN_PSNR_DB,
@@ -44,8 +45,12 @@ def verify_video(
     """
     count = 0
     worst = math.nan
+    if not isinstance(video_path, Path):
+        video_path.seek(0)
+    source = str(video_path) if isinstance(video_path, Path) else video_path
+    name = str(video_path) if isinstance(video_path, Path) else "the encoded episode"
     try:
-        with av.open(str(video_path)) as container:
+        with av.open(source, "r") as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for index, frame in enumerate(container.decode(stream)):
@@ -55,13 +60,13 @@ def verify_video(
                     worst = value if math.isnan(worst) else min(worst, value)
                     if value < min_psnr_db:
                         raise VerificationError(
-                            f"{video_path}: frame {index} differs from its PNG (PSNR {value:.1f} dB < "
+                            f"{name}: frame {index} differs from its PNG (PSNR {value:.1f} dB < "
                             f"{min_psnr_db} dB). The PNGs were kept."
                         )
     except av.error.FFmpegError as error:
-        raise VerificationError(f"{video_path}: does not decode after frame {count} ({error}).") from error
+        raise VerificationError(f"{name}: does not decode after frame {count} ({error}).") from error
     if count != expected_frames:
-        raise VerificationError(f"{video_path}: holds {count} frames, expected {expected_frames}. The PNGs were kept.")
+        raise VerificationError(f"{name}: holds {count} frames, expected {expected_frames}. The PNGs were kept.")
     return VerifyReport(count, worst)
 
 

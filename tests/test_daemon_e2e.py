@@ -136,7 +136,8 @@ def test_corrupt_frame_fails_its_episode_keeps_its_pngs_and_the_rest_go_on(tmp_p
         assert png_digest(tmp_path, episodes[1]) == kept
         time.sleep(3)  # two rescans: a failed episode is not retried while its folder is unchanged
         assert len(daemon.events_named("episode_failed")) == 1
-        write_episode(episode_dir(tmp_path, "cam", 1), 1, 8, 64, 48)  # the operator fixes the frames
+        (episode_dir(tmp_path, "cam", 1) / ".complete").unlink()  # the operator re-records the episode
+        write_episode(episode_dir(tmp_path, "cam", 1), 1, 8, 64, 48)
         wait_for(lambda: ("cam", 1) in rows_by_key(tmp_path), "fixed episode retried and done", daemon=daemon)
     finally:
         assert daemon.stop() == 0

@@ -29,9 +29,9 @@ from typing import Any, BinaryIO, cast
 import structlog
 
 from robovid._faults import fault_point
-from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk
+from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
 from robovid.encode import EncodeResult, encode_frames_into
-from robovid.errors import MismatchedVideosError, VideoFormatError
+from robovid.errors import MismatchedVideosError, VerificationError, VideoFormatError
 from robovid.frames import list_episode_frames
 from robovid.layout import ChunkLocation, chunk_path, images_dir, list_chunks
 from robovid.metadata import SegmentStore
@@ -147,7 +147,12 @@ def append(ctx: Context, ref: EpisodeRef, temp: BinaryIO, num_frames: int, row: 
             raise
     else:
         raise VideoFormatError(f"{ref.path}: no chunk file of camera {ref.camera!r} could take this episode.")
-    check_segment_decodes(segment)
+    try:
+        check_segment_decodes(segment)
+    except VerificationError:
+        undo_append(segment)  # never let recovery commit a segment that did not read back
+        ctx.state.clear_intent(ref.camera, ref.episode)
+        raise
     return segment
 
 

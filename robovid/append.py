@@ -31,7 +31,7 @@ import numpy as np
 
 from robovid import _mp4
 from robovid._faults import fault_point
-from robovid.durable import atomic_output, copy_range
+from robovid.durable import atomic_output, copy_range, fsync_dir
 from robovid.errors import MismatchedVideosError, VideoFormatError
 
 _TAIL_TYPES = {b"mdat", b"moov", b"free"}
@@ -222,6 +222,39 @@ def _directory_lock(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def undo_append(segment: VideoSegment) -> None:
+    """Take back the append that produced ``segment`` (it must be the chunk's last).
+
+    For a chunk created by that append, the file is removed. Otherwise the previous
+    movie box, kept as ``free`` right before the appended samples, becomes the live
+    movie again (one 4-byte write, fsynced) and the appended tail is truncated.
+    """
+    path = segment.path
+    if segment.first_frame == 0:
+        path.unlink()
+        fsync_dir(path.parent)
+        return
+    with open(path, "r+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        movie = read_movie(path, f)
+        if movie.num_frames != segment.first_frame + segment.num_frames:
+            raise VideoFormatError(f"{path}: the segment to undo is not the chunk's last append.")
+        boxes = movie.top
+        index = boxes.index(movie.moov_box)
+        if index < 2 or boxes[index - 1].type != b"mdat" or boxes[index - 2].type != b"free":
+            raise VideoFormatError(f"{path}: the previous movie box is not where an append leaves it.")
+        previous = boxes[index - 2]
+        f.seek(previous.offset + 4)
+        f.write(b"moov")
+        f.flush()
+        os.fsync(f.fileno())
+        if read_movie(path, f).num_frames != segment.first_frame:
+            raise VideoFormatError(f"{path}: the previous movie box does not hold {segment.first_frame} frames.")
+        f.truncate(previous.end)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def recover_chunk(chunk_path: Path | str) -> bool:

@@ -29,8 +29,16 @@ from videocheck import (
     torchcodec_indices_played_at,
 )
 
-from robovid.append import VideoSegment, append_video, count_frames, read_movie, read_segment, recover_chunk
-from robovid.errors import MismatchedVideosError
+from robovid.append import (
+    VideoSegment,
+    append_video,
+    count_frames,
+    read_movie,
+    read_segment,
+    recover_chunk,
+    undo_append,
+)
+from robovid.errors import MismatchedVideosError, VideoFormatError
 from robovid.probe import get_video_info
 from robovid.settings import EncoderSettings
 from robovid.synthetic import read_index
@@ -456,3 +464,22 @@ def test_a_chunk_past_4_gib_gets_64_bit_offsets_and_stays_readable(tmp_path: Pat
     assert int(read_movie(chunk).table.chunk_offsets.max()) > 2**32
     assert_consecutive(segments)
     assert_every_reader_sees(chunk, [0, 1, 2])
+
+
+def test_undo_append_restores_the_chunk_byte_for_byte_and_removes_a_chunk_it_created(
+    tmp_path: Path, episode_video: EpisodeVideo
+) -> None:
+    chunk = tmp_path / "chunk.mp4"
+    first = append_video(chunk, episode_video(0))
+    before = chunk.read_bytes()
+    second = append_video(chunk, episode_video(1))
+    undo_append(second)
+    assert chunk.read_bytes() == before
+    assert count_frames(chunk) == first.num_frames
+    third = append_video(chunk, episode_video(2))
+    assert third.first_frame == first.num_frames
+    with pytest.raises(VideoFormatError):
+        undo_append(first)  # not the last append
+    undo_append(third)
+    undo_append(first)
+    assert not chunk.exists()

@@ -233,6 +233,8 @@ def undo_append(segment: VideoSegment) -> None:
     """
     path = segment.path
     if segment.first_frame == 0:
+        if count_frames(path) != segment.num_frames:
+            raise VideoFormatError(f"{path}: the segment to undo is not the chunk's only append.")
         path.unlink()
         fsync_dir(path.parent)
         return

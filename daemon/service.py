@@ -190,13 +190,15 @@ class Service:
 
     # scheduling ------------------------------------------------------------------------
     def _schedule(self, ctx: Context, pool: ThreadPoolExecutor) -> None:
+        if not self._space_ok():
+            return
         for key, ref in sorted(self._candidates.items(), key=lambda item: (item[1].episode, item[1].camera)):
             if len(self._in_flight) >= self.settings.workers or self.stop.is_set():
                 return
             if not ref.path.exists():
                 del self._candidates[key]
                 continue
-            if not self._is_ready(ref) or not self._space_ok():
+            if not self._is_ready(ref):
                 continue
             if key in ctx.done and self.state.intent(*key) is None:
                 self._report_duplicate(ref)

@@ -19,7 +19,16 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import Episode, check_invariants, png_digest, record, rows_by_key, run_daemon, start_daemon, wait_for
+from daemon_harness import (
+    Episode,
+    check_invariants,
+    png_digest,
+    record,
+    rows_by_key,
+    run_daemon,
+    start_daemon,
+    wait_for,
+)
 
 CAMERAS = ["a", "b"]
 EPISODES = range(3)

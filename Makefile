@@ -11,12 +11,13 @@ DEMO_ROOT ?= demo
 setup: system-deps $(VENV)/.installed
 
 # torchcodec 0.13 loads FFmpeg's shared libraries (libavcodec & co.) from the system;
-# systemd-analyze checks the unit file in the tests.
+# systemd-analyze checks the unit file and strace traces the service's fsyncs in the tests.
 system-deps:
 	@missing=""; \
 	ldconfig -p | grep -q 'libavcodec\.so\.' || missing="$$missing ffmpeg"; \
 	command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v strace >/dev/null || missing="$$missing strace"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \

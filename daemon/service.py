@@ -143,6 +143,7 @@ class Service:
             file_size_limit_bytes=int(self.settings.video_file_size_mb * 1024 * 1024),
             files_per_chunk=self.settings.chunk_size,
             min_psnr_db=self.settings.min_psnr_db,
+            marker=self.settings.complete_marker,
             stop=self.stop,
             done=SegmentStore(self.root).keys(),
         )

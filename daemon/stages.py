@@ -31,7 +31,7 @@ import structlog
 from robovid._faults import fault_point
 from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
 from robovid.encode import EncodeResult, encode_frames_into
-from robovid.errors import MismatchedVideosError, VerificationError, VideoFormatError
+from robovid.errors import EpisodeError, MismatchedVideosError, VerificationError, VideoFormatError
 from robovid.frames import list_episode_frames
 from robovid.layout import ChunkLocation, chunk_path, images_dir, list_chunks
 from robovid.metadata import SegmentStore
@@ -43,6 +43,11 @@ from .discover import EpisodeRef
 from .state import Intent, RootState
 
 log = structlog.get_logger("robovid_watch")
+
+
+class DuplicateEpisodeError(EpisodeError):
+    """A committed episode's folder holds files that were not encoded; they are kept."""
+
 
 SPOOL_MAX_BYTES = 64 * 1024 * 1024
 """An encoded episode stays in memory up to this size (written to disk once, into the chunk)."""
@@ -62,6 +67,7 @@ class Context:
     file_size_limit_bytes: int
     files_per_chunk: int
     min_psnr_db: float
+    marker: str
     stop: threading.Event
     done: set[tuple[str, int]] = field(default_factory=set)
     _camera_locks: dict[str, threading.Lock] = field(default_factory=dict)
@@ -91,6 +97,7 @@ def process_episode(ctx: Context, ref: EpisodeRef) -> Outcome:
         clean(ctx, ref, ctx.state.intent(*key))
         return Outcome("cleaned")
     frames = list_episode_frames(ref.path, ctx.root)
+    source_mtime_ns = max(p.stat().st_mtime_ns for p in frames)
     timings: dict[str, float] = {}
     with tempfile.SpooledTemporaryFile(SPOOL_MAX_BYTES, mode="w+b", dir=str(ctx.state.tmp_dir)) as spooled:
         temp = cast(BinaryIO, spooled)
@@ -101,7 +108,7 @@ def process_episode(ctx: Context, ref: EpisodeRef) -> Outcome:
         )
         row = _row(ctx, ref, result, temp, timings, verify_report.min_psnr_db)
         with ctx.camera_lock(ref.camera):
-            segment = _timed(timings, "append_s", append, ctx, ref, temp, len(frames), row)
+            segment = _timed(timings, "append_s", append, ctx, ref, temp, len(frames), row, source_mtime_ns)
             fault_point("stage:after-append")
             commit(ctx, ref, segment, row | {"append_s": timings["append_s"]})
             fault_point("stage:after-commit")
@@ -120,7 +127,9 @@ def _sample_indices(num_frames: int) -> set[int]:
     return {0, num_frames - 1, *range(step, num_frames - 1, step)}
 
 
-def append(ctx: Context, ref: EpisodeRef, temp: BinaryIO, num_frames: int, row: dict[str, Any]) -> VideoSegment:
+def append(
+    ctx: Context, ref: EpisodeRef, temp: BinaryIO, num_frames: int, row: dict[str, Any], source_mtime_ns: int
+) -> VideoSegment:
     """Stage 5: journal the intent, append to the camera's current chunk file, check it reads back."""
     recover_intents(ctx, camera=ref.camera)
     location = current_chunk(ctx, ref.camera, temp.seek(0, os.SEEK_END))
@@ -132,7 +141,9 @@ def append(ctx: Context, ref: EpisodeRef, temp: BinaryIO, num_frames: int, row: 
             _log_chunk_skipped(path, error)
             location = location.next(ctx.files_per_chunk)
             continue
-        intent = Intent(ref.camera, ref.episode, location.chunk_index, location.file_index, before, num_frames, row)
+        intent = Intent(
+            ref.camera, ref.episode, location.chunk_index, location.file_index, before, num_frames, row, source_mtime_ns
+        )
         ctx.state.write_intent(intent)
         fault_point("stage:after-intent")
         try:
@@ -195,20 +206,30 @@ def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: dict[str, 
 
 
 def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None, frames: list[Path] | None = None) -> None:
-    """Stage 7: delete the PNGs and the marker, the folder, empty parents; then the intent."""
-    if intent is None and frames is None:
+    """Stage 7: delete the encoded PNGs and the marker, then the folder and empty parents; then the intent.
+
+    Only what was encoded goes: a frame name outside the episode, or a file newer than the
+    newest encoded frame (written after the encode, or a re-recording), is kept, the folder
+    stays, and the service reports it.
+    """
+    if intent is None:
         return  # a committed episode whose folder reappeared: the service reports it, never deletes it
-    directory = ref.path
+    names = {p.name for p in frames} if frames is not None else {f"frame-{i:06d}.png" for i in range(intent.num_frames)}
     with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(directory):
-            if entry.name.endswith(".png") or entry.name.startswith("."):
+        for entry in os.scandir(ref.path):
+            encoded = entry.name in names and entry.stat(follow_symlinks=False).st_mtime_ns <= intent.source_mtime_ns
+            if encoded or entry.name == ctx.marker:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                 fault_point("clean:unlink")
-    _remove_empty_dirs(directory, stop_at=images_dir(ctx.root))
+    _remove_empty_dirs(ref.path, stop_at=images_dir(ctx.root))
     fault_point("clean:before-clear-intent")
-    if intent is not None:
-        ctx.state.clear_intent(ref.camera, ref.episode)
+    if ref.path.exists():
+        raise DuplicateEpisodeError(
+            f"{ref.path}: episode {ref.episode} of camera {ref.camera!r} is committed, but its folder holds files "
+            "that were not encoded (written after the encode, or a re-recording with the same index). They were kept."
+        )
+    ctx.state.clear_intent(ref.camera, ref.episode)
 
 
 def _remove_empty_dirs(directory: Path, stop_at: Path) -> None:
@@ -232,7 +253,9 @@ def recover_intents(ctx: Context, camera: str | None = None) -> None:
             continue
         key = (intent.camera, intent.episode)
         if key in ctx.done:
-            continue  # committed; the folder is cleaned when discovered (or is already gone)
+            if not _ref_of(ctx, intent).path.exists():
+                ctx.state.clear_intent(intent.camera, intent.episode)  # cleaning had finished
+            continue  # else the folder is cleaned when the scan finds it
         path = chunk_path(ctx.root, intent.camera, intent.chunk_index, intent.file_index)
         try:
             if path.exists() and recover_chunk(path):

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robovid.durable import is_temp_path, unlink_durably, write_bytes_durably
+from robovid.durable import is_temp_path, make_dirs_durably, unlink_durably, write_bytes_durably
 from robovid.layout import state_dir
 
 EXIT_LOCKED = 75
@@ -51,6 +51,8 @@ class Intent:
     num_frames: int
     row: dict[str, Any] = field(default_factory=dict)
     """The metadata row, less its location in the chunk."""
+    source_mtime_ns: int = 0
+    """Newest mtime of the encoded PNGs: a file newer than this was not encoded and is never deleted."""
 
 
 @dataclass
@@ -79,7 +81,7 @@ class RootState:
 
     def prepare(self) -> None:
         for directory in (self.dir, self.journal_dir, self.failed_dir, self.tmp_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            make_dirs_durably(directory)
 
     def acquire_lock(self) -> None:
         """Take the root lock or raise RootLockedError naming the holder."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from robovid import _mp4
 from robovid._faults import fault_point
-from robovid.durable import atomic_output, copy_range, fsync_dir
+from robovid.durable import atomic_output, copy_range, fsync_dir, make_dirs_durably
 from robovid.errors import MismatchedVideosError, VideoFormatError
 
 _TAIL_TYPES = {b"mdat", b"moov", b"free"}
@@ -190,7 +190,7 @@ def append_video(chunk_path: Path | str, episode_video_path: Path | str | Binary
     episode = _open_episode(episode_video_path)
     if episode.num_frames == 0:
         raise VideoFormatError(f"{episode.path}: the episode video holds no frames.")
-    chunk_path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durably(chunk_path.parent)
     if not chunk_path.exists():
         with _directory_lock(chunk_path.parent):  # two creators: the second appends to the first's file
             if not chunk_path.exists():

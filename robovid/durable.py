@@ -27,6 +27,21 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs_durably(directory: Path) -> None:
+    """``mkdir -p`` whose every new entry is durable: each created folder's parent is fsynced."""
+    missing = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(folder.parent)
+
+
 def temp_path_for(final_path: Path) -> Path:
     """A unique hidden temp name beside ``final_path`` (same directory, same filesystem)."""
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -44,7 +59,7 @@ def atomic_output(final_path: Path) -> Iterator[Path]:
 
     On any exception the temp file is removed and ``final_path`` is untouched.
     """
-    final_path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs_durably(final_path.parent)
     temp = temp_path_for(final_path)
     try:
         yield temp

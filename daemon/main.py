@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if args:
         print(USAGE, file=sys.stdout if args[0] in ("-h", "--help") else sys.stderr)
         return 0 if args[0] in ("-h", "--help") else 64
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner on every episode
     try:
         settings = load_settings()
     except ConfigError as error:

@@ -153,8 +153,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for failure in report["failed"]:
         print(f"  {failure['camera']!r} episode {failure['episode']}: {failure['reason']}")
     print(
-        f"last hour: {report['recorded_s_last_hour']:.0f} s of recording processed "
-        f"(real-time factor {report['realtime_factor_last_hour']:.2f} of busy time)"
+        f"last hour: {report['recorded_s_last_hour']:.0f} s of recording (all cameras) processed in "
+        f"{report['busy_s_last_hour']:.0f} s of busy time: real-time factor {report['realtime_factor_last_hour']:.2f} "
+        "(>= 1 keeps up with the recorder)"
     )
     return 0
 
@@ -168,8 +169,9 @@ def status_report(root: Path) -> dict[str, Any]:
     rows = read_segments(root).to_pylist()
     since = datetime.now(UTC) - timedelta(hours=1)
     recent = [r for r in rows if r["committed_at"] is not None and r["committed_at"] >= since]
-    recorded_recent = sum(r["num_frames"] / r["fps"] for r in recent)
-    busy = sum((r["encode_s"] or 0) + (r["verify_s"] or 0) + (r["append_s"] or 0) for r in recent)
+    cameras = max(1, len({r["video_key"] for r in recent}))
+    recorded_recent = sum(r["num_frames"] / r["fps"] for r in recent) / cameras
+    busy = _busy_wall_s(recent)
     pending, pending_bytes = 0, 0
     base = images_dir(root)
     if base.is_dir():
@@ -188,8 +190,29 @@ def status_report(root: Path) -> dict[str, Any]:
         "pending_png_mb": pending_bytes / 1e6,
         "failed": failures,
         "recorded_s_last_hour": recorded_recent,
+        "busy_s_last_hour": busy,
         "realtime_factor_last_hour": recorded_recent / busy if busy else 0.0,
     }
+
+
+def _busy_wall_s(rows: list[dict[str, Any]]) -> float:
+    """Wall seconds during which at least one episode was being processed (union of their spans)."""
+    spans = sorted(
+        (end.timestamp() - ((r["encode_s"] or 0) + (r["verify_s"] or 0) + (r["append_s"] or 0)), end.timestamp())
+        for r in rows
+        if (end := r["committed_at"]) is not None
+    )
+    total, current_start, current_end = 0.0, None, None
+    for start, end in spans:
+        if current_end is None or start > current_end:
+            if current_end is not None and current_start is not None:
+                total += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_end is not None and current_start is not None:
+        total += current_end - current_start
+    return total
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from robovid._faults import fault_point
 from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
 from robovid.encode import EncodeResult, encode_frames_into
 from robovid.errors import EpisodeError, MismatchedVideosError, VerificationError, VideoFormatError
-from robovid.frames import list_episode_frames
+from robovid.frames import frame_size, list_episode_frames
 from robovid.layout import ChunkLocation, chunk_path, images_dir, list_chunks
 from robovid.metadata import SegmentStore
 from robovid.probe import get_video_info
@@ -51,6 +51,8 @@ class DuplicateEpisodeError(EpisodeError):
 
 SPOOL_MAX_BYTES = 64 * 1024 * 1024
 """An encoded episode stays in memory up to this size (written to disk once, into the chunk)."""
+VERIFY_KEEP_BYTES = 48 * 1024 * 1024
+"""Memory for source frames kept for the PSNR check (an 8K frame is 100 MB: then first and last only)."""
 VERIFY_SAMPLES = 8
 """Frames compared to their PNG by PSNR, besides the first and the last."""
 
@@ -118,12 +120,17 @@ def process_episode(ctx: Context, ref: EpisodeRef) -> Outcome:
 
 def encode(ctx: Context, frames: list[Path], temp: BinaryIO) -> EncodeResult:
     """Stage 3: encode the PNGs into a spooled temp file (memory; .robovid/tmp past SPOOL_MAX_BYTES)."""
-    keep = _sample_indices(len(frames))
+    width, height = frame_size(frames[0])
+    keep = _sample_indices(len(frames), samples=VERIFY_KEEP_BYTES // max(1, width * height * 3) - 2)
     return encode_frames_into(temp, frames, ctx.fps, ctx.encoder, keep=keep, stop=ctx.stop)
 
 
-def _sample_indices(num_frames: int) -> set[int]:
-    step = max(1, num_frames // (VERIFY_SAMPLES + 1))
+def _sample_indices(num_frames: int, samples: int) -> set[int]:
+    """First, last and up to ``samples`` evenly spaced frames between them."""
+    samples = max(0, min(VERIFY_SAMPLES, samples))
+    if samples == 0:
+        return {0, num_frames - 1}
+    step = max(1, num_frames // (samples + 1))
     return {0, num_frames - 1, *range(step, num_frames - 1, step)}
 
 

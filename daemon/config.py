@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     min_free_mb: int = Field(1024, ge=0)
     backlog_warn_s: float = Field(600.0, gt=0)
     min_psnr_db: float = Field(20.0, ge=0, le=100)
+    max_frame_pixels: int = Field(3840 * 2160, ge=16 * 16)
 
     @field_validator("complete_marker")
     @classmethod

@@ -66,8 +66,17 @@ def ref_from_path(root: Path, path: str) -> EpisodeRef | None:
 
 
 def is_complete(ref: EpisodeRef, marker: str, settle_s: float, now: float | None = None) -> bool:
-    """The marker is there, or (when ``settle_s`` > 0) nothing in the folder changed for ``settle_s``."""
-    if os.path.lexists(ref.path / marker):
+    """The marker is there, or (when ``settle_s`` > 0) nothing in the folder changed for ``settle_s``.
+
+    An unreadable folder counts as complete, so that processing it reports the permission
+    problem (episode_failed) instead of the folder being skipped in silence.
+    """
+    try:
+        os.lstat(ref.path / marker)
+        return True
+    except FileNotFoundError:
+        pass
+    except PermissionError:
         return True
     if settle_s <= 0:
         return False
@@ -80,6 +89,8 @@ def is_complete(ref: EpisodeRef, marker: str, settle_s: float, now: float | None
                 newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
     except FileNotFoundError:
         return False
+    except PermissionError:
+        return True
     return count > 0 and (now if now is not None else time.time()) - newest >= settle_s
 
 
@@ -96,6 +107,8 @@ def folder_signature(path: Path) -> str:
             )
     except FileNotFoundError:
         return "missing"
+    except OSError as error:
+        return f"unreadable:{error.errno}"
     return digest.hexdigest()
 
 

@@ -9,10 +9,15 @@ from types import FrameType
 
 import structlog
 
+from robovid.metadata import MetadataError
+
 from .config import EXIT_CONFIG, ConfigError, load_settings
 from .logs import configure_logging
 from .service import ObserverDiedError, Service
 from .state import EXIT_LOCKED, RootLockedError
+
+EXIT_DATA = 65
+"""EX_DATAERR: the segments metadata is unreadable; restarting cannot help (RestartPreventExitStatus)."""
 
 USAGE = """usage: robovid-watch
 
@@ -21,8 +26,8 @@ chunk video under ROBOVID_ROOT/videos, record it in ROBOVID_ROOT/meta/robovid/se
 then delete its PNGs. Configured only by ROBOVID_* environment variables; see
 systemd/robovid.env for every variable, its default and allowed values.
 
-Exit codes: 0 stopped, 1 error (systemd restarts), 75 another instance holds the root,
-78 bad configuration (systemd does not restart).
+Exit codes: 0 stopped, 1 error (systemd restarts), 65 unreadable segments metadata and
+78 bad configuration (systemd does not restart), 75 another instance holds the root.
 """
 
 
@@ -51,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except RootLockedError as error:
         log.error("root_locked", detail=str(error))
         return EXIT_LOCKED
+    except MetadataError as error:
+        log.error(
+            "metadata_unreadable", detail=str(error), action="restore the file, or move it aside; then start again"
+        )
+        return EXIT_DATA
     except ObserverDiedError as error:
         log.error("observer_died", detail=str(error))
         return 1

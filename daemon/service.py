@@ -9,6 +9,7 @@ stages (and the encoder between frames), so nothing is interrupted mid-append.
 from __future__ import annotations
 
 import errno
+import os
 import queue
 import shutil
 import threading
@@ -21,13 +22,13 @@ from dataclasses import dataclass, field
 import structlog
 
 from robovid.errors import EpisodeError, VerificationError, VideoFormatError
-from robovid.layout import images_dir, is_inside, read_fps
+from robovid.layout import InfoJsonError, images_dir, is_inside, read_fps
 from robovid.metadata import SegmentStore
 
 from .config import Settings
 from .discover import EpisodeRef, folder_signature, is_complete, ref_from_path, scan, start_observer
 from .notify import sd_notify
-from .stages import Context, Outcome, process_episode, recover_intents
+from .stages import Context, EpisodeChangedError, Outcome, process_episode, recover_intents
 from .state import Failure, RootState
 
 log = structlog.get_logger("robovid_watch")
@@ -77,6 +78,8 @@ class Service:
         self._paused_for_space = False
         self._backlog_samples: deque[tuple[float, int]] = deque()
         self._last_backlog_warning = 0.0
+        self._info_stamp: tuple[int, int] | str | None = "unread"
+        self._info_fps: int | None = None
         self._parked: set[tuple[str, int]] = set()
         """Failed or duplicate episodes not looked at again until a hint or a rescan touches them."""
 
@@ -96,7 +99,7 @@ class Service:
         recover_intents(ctx)
         images_dir(self.root).mkdir(parents=True, exist_ok=True)
         observer = start_observer(self.root, self._hints) if self.watch else None
-        log.info("started", root=str(self.root), fps=ctx.fps, workers=self.settings.workers, stale_temp_removed=removed)
+        log.info("started", root=str(self.root), workers=self.settings.workers, stale_temp_removed=removed)
         self._rescan()
         sd_notify("READY=1")
         next_rescan = time.monotonic() + self.settings.rescan_s
@@ -139,7 +142,7 @@ class Service:
             state=self.state,
             store=SegmentStore(self.root),
             encoder=self.settings.encoder_settings(),
-            fps=read_fps(self.root, self.settings.fps),
+            max_frame_pixels=self.settings.max_frame_pixels,
             file_size_limit_bytes=int(self.settings.video_file_size_mb * 1024 * 1024),
             files_per_chunk=self.settings.chunk_size,
             min_psnr_db=self.settings.min_psnr_db,
@@ -191,7 +194,8 @@ class Service:
 
     # scheduling ------------------------------------------------------------------------
     def _schedule(self, ctx: Context, pool: ThreadPoolExecutor) -> None:
-        if not self._space_ok():
+        fps = self._fps()
+        if fps is None or not self._space_ok():
             return
         for key, ref in sorted(self._candidates.items(), key=lambda item: (item[1].episode, item[1].camera)):
             if len(self._in_flight) >= self.settings.workers or self.stop.is_set():
@@ -205,19 +209,46 @@ class Service:
                 self._report_duplicate(ref)
                 continue
             if not is_inside(ref.path, self.root):
-                self._fail(ref, f"{ref.path} leaves the recording root through a symlink.", "UnsafePathError")
+                self._fail(
+                    ref,
+                    f"{ref.path} resolves to {os.path.realpath(ref.path)}, outside the recording root {self.root} "
+                    "(through a symlink). robovid reads only inside the root: copy the data there instead of linking.",
+                    "UnsafePathError",
+                )
                 continue
-            future = pool.submit(self._run_one, ctx, ref)
+            future = pool.submit(self._run_one, ctx, ref, fps)
             self._in_flight[key] = future
             future.add_done_callback(self._completion_callback(ref))
 
     def _completion_callback(self, ref: EpisodeRef) -> Callable[[Future[Outcome]], None]:
         return lambda future: self._completed.put((ref, future))
 
-    def _run_one(self, ctx: Context, ref: EpisodeRef) -> Outcome:
+    def _run_one(self, ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
         bound = log.bind(camera=ref.camera, episode=ref.episode)
-        bound.info("episode_started", path=str(ref.path))
-        return process_episode(ctx, ref)
+        bound.info("episode_started", path=str(ref.path), fps=fps)
+        return process_episode(ctx, ref, fps)
+
+    def _fps(self) -> int | None:
+        """fps for new episodes: meta/info.json (re-read when it changes), else ROBOVID_FPS; None if invalid."""
+        info = self.root / "meta" / "info.json"
+        try:
+            st = info.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._info_stamp:
+            self._info_stamp = stamp
+            try:
+                self._info_fps = read_fps(self.root, self.settings.fps)
+            except InfoJsonError as error:
+                self._info_fps = None
+                log.error(
+                    "info_json_invalid",
+                    path=str(info),
+                    detail=str(error),
+                    action="no new episode is started until meta/info.json is fixed or removed",
+                )
+        return self._info_fps
 
     def _collect_finished(self) -> None:
         while True:
@@ -242,6 +273,8 @@ class Service:
             return
         if isinstance(error, InterruptedError):
             log.info("episode_abandoned", camera=ref.camera, episode=ref.episode, reason="stop requested; PNGs kept")
+        elif isinstance(error, EpisodeChangedError):
+            log.info("episode_changed", camera=ref.camera, episode=ref.episode, detail=str(error))
         elif isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
             self.counters.deferred += 1
             self._paused_for_space = True
@@ -263,7 +296,7 @@ class Service:
     def _log_outcome(self, ref: EpisodeRef, outcome: Outcome) -> None:
         if outcome.status == "done":
             self.counters.done += 1
-            self.counters.history.append((time.time(), outcome.frames / max(1, self.settings.fps)))
+            self.counters.history.append((time.time(), outcome.frames / max(1, self._info_fps or self.settings.fps)))
             log.info(
                 "episode_done",
                 camera=ref.camera,

@@ -31,7 +31,15 @@ import structlog
 from robovid._faults import fault_point
 from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
 from robovid.encode import EncodeResult, encode_frames_into
-from robovid.errors import EpisodeError, MismatchedVideosError, VerificationError, VideoFormatError
+from robovid.errors import (
+    EpisodeError,
+    FrameSequenceError,
+    FrameSizeError,
+    MismatchedVideosError,
+    RobovidError,
+    VerificationError,
+    VideoFormatError,
+)
 from robovid.frames import frame_size, list_episode_frames
 from robovid.layout import ChunkLocation, chunk_path, images_dir, list_chunks
 from robovid.metadata import SegmentStore
@@ -39,7 +47,7 @@ from robovid.probe import get_video_info
 from robovid.settings import EncoderSettings
 from robovid.verify import check_segment_decodes, verify_video
 
-from .discover import EpisodeRef
+from .discover import EpisodeRef, folder_signature
 from .state import Intent, RootState
 
 log = structlog.get_logger("robovid_watch")
@@ -47,6 +55,10 @@ log = structlog.get_logger("robovid_watch")
 
 class DuplicateEpisodeError(EpisodeError):
     """A committed episode's folder holds files that were not encoded; they are kept."""
+
+
+class EpisodeChangedError(RobovidError):
+    """The folder changed while it was being encoded; the encode is dropped and the episode queued again."""
 
 
 SPOOL_MAX_BYTES = 64 * 1024 * 1024
@@ -65,7 +77,7 @@ class Context:
     state: RootState
     store: SegmentStore
     encoder: EncoderSettings
-    fps: int
+    max_frame_pixels: int
     file_size_limit_bytes: int
     files_per_chunk: int
     min_psnr_db: float
@@ -92,24 +104,28 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def process_episode(ctx: Context, ref: EpisodeRef) -> Outcome:
+def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
     """Turn one complete episode folder into a committed segment, then free its PNGs."""
     key = (ref.camera, ref.episode)
     if key in ctx.done:
         clean(ctx, ref, ctx.state.intent(*key))
         return Outcome("cleaned")
+    signature = folder_signature(ref.path)
     frames = list_episode_frames(ref.path, ctx.root)
-    source_mtime_ns = max(p.stat().st_mtime_ns for p in frames)
+    source_mtime_ns = _newest_mtime_ns(frames)
+    _check_frame_pixels(ctx, frames[0])
     timings: dict[str, float] = {}
     with tempfile.SpooledTemporaryFile(SPOOL_MAX_BYTES, mode="w+b", dir=str(ctx.state.tmp_dir)) as spooled:
         temp = cast(BinaryIO, spooled)
-        result = _timed(timings, "encode_s", encode, ctx, frames, temp)
+        result = _timed(timings, "encode_s", encode, ctx, frames, temp, fps)
         fault_point("stage:after-encode")
         verify_report = _timed(
             timings, "verify_s", verify_video, temp, len(frames), result.kept_frames, ctx.min_psnr_db
         )
-        row = _row(ctx, ref, result, temp, timings, verify_report.min_psnr_db)
+        row = _row(ref, fps, result, temp, timings, verify_report.min_psnr_db)
         with ctx.camera_lock(ref.camera):
+            if folder_signature(ref.path) != signature:
+                raise EpisodeChangedError(f"{ref.path} changed while it was encoded; it will be encoded again.")
             segment = _timed(timings, "append_s", append, ctx, ref, temp, len(frames), row, source_mtime_ns)
             fault_point("stage:after-append")
             commit(ctx, ref, segment, row | {"append_s": timings["append_s"]})
@@ -118,11 +134,29 @@ def process_episode(ctx: Context, ref: EpisodeRef) -> Outcome:
     return Outcome("done", len(frames), result.size_bytes, row["source_bytes"], timings)
 
 
-def encode(ctx: Context, frames: list[Path], temp: BinaryIO) -> EncodeResult:
+def _newest_mtime_ns(frames: list[Path]) -> int:
+    try:
+        return max(p.stat().st_mtime_ns for p in frames)
+    except FileNotFoundError as error:
+        raise FrameSequenceError(f"{error.filename}: disappeared while the episode was being read.") from error
+
+
+def _check_frame_pixels(ctx: Context, first_frame: Path) -> None:
+    width, height = frame_size(first_frame)
+    if width * height > ctx.max_frame_pixels:
+        raise FrameSizeError(
+            f"{first_frame}: {width}x{height} frames are larger than ROBOVID_MAX_FRAME_PIXELS "
+            f"({ctx.max_frame_pixels}); their encoder would need more memory than the service is given. Raise "
+            "ROBOVID_MAX_FRAME_PIXELS together with MemoryMax= in the unit (about 2 GB per 8K encode), or scale "
+            "the frames down in the recorder."
+        )
+
+
+def encode(ctx: Context, frames: list[Path], temp: BinaryIO, fps: int) -> EncodeResult:
     """Stage 3: encode the PNGs into a spooled temp file (memory; .robovid/tmp past SPOOL_MAX_BYTES)."""
     width, height = frame_size(frames[0])
     keep = _sample_indices(len(frames), samples=VERIFY_KEEP_BYTES // max(1, width * height * 3) - 2)
-    return encode_frames_into(temp, frames, ctx.fps, ctx.encoder, keep=keep, stop=ctx.stop)
+    return encode_frames_into(temp, frames, fps, ctx.encoder, keep=keep, stop=ctx.stop)
 
 
 def _sample_indices(num_frames: int, samples: int) -> set[int]:
@@ -275,6 +309,7 @@ def recover_intents(ctx: Context, camera: str | None = None) -> None:
         if frames_now == intent.frames_before + intent.num_frames:
             segment = read_segment(path, intent.frames_before, intent.num_frames)
             commit(ctx, _ref_of(ctx, intent), segment, intent.row)
+            ctx.state.clear_failure(intent.camera, intent.episode)
             log.info("recovered_commit", camera=intent.camera, episode=intent.episode, chunk=str(path))
         else:
             if frames_now != intent.frames_before:
@@ -315,7 +350,7 @@ def _with_location(row: dict[str, Any], location: ChunkLocation, segment: VideoS
 
 
 def _row(
-    ctx: Context, ref: EpisodeRef, result: EncodeResult, temp: BinaryIO, timings: dict[str, float], min_psnr: float
+    ref: EpisodeRef, fps: int, result: EncodeResult, temp: BinaryIO, timings: dict[str, float], min_psnr: float
 ) -> dict[str, Any]:
     info = get_video_info(temp)
     source_bytes = sum(p.stat().st_size for p in ref.path.glob("frame-*.png"))
@@ -323,7 +358,7 @@ def _row(
         "episode_index": ref.episode,
         "video_key": ref.camera,
         "num_frames": result.num_frames,
-        "fps": ctx.fps,
+        "fps": fps,
         **{k: info.get(k) for k in _INFO_KEYS},
         "video.preset": None if info.get("video.preset") is None else str(info.get("video.preset")),
         "video_bytes": result.size_bytes,

@@ -143,56 +143,82 @@ class SampleTable:
         return starts + within
 
 
+MAX_SAMPLES = 1 << 27
+"""More samples than any real chunk holds (50 days at 30 fps): a larger count is corruption."""
+
+
 def read_sample_table(stbl: Box, where: str) -> SampleTable:
-    """Decode the sample tables of one ``stbl`` box into flat arrays."""
-    durations = _read_run_table(stbl.need(b"stts", where).payload)
+    """Decode the sample tables of one ``stbl`` box into flat arrays; VideoFormatError if inconsistent."""
+    try:
+        return _read_sample_table(stbl, where)
+    except (ValueError, struct.error, IndexError) as error:
+        if isinstance(error, VideoFormatError):
+            raise
+        raise VideoFormatError(f"{where}: corrupt sample table ({error}).") from error
+
+
+def _read_sample_table(stbl: Box, where: str) -> SampleTable:
+    stsz = stbl.need(b"stsz", where).payload
+    uniform, count = struct.unpack_from(">II", stsz, 4)
+    if count > MAX_SAMPLES:
+        raise VideoFormatError(f"{where}: 'stsz' claims {count} samples.")
+    sizes = np.full(count, uniform, dtype=np.int64) if uniform else _be_u32(_entries(stsz, 8, 4, where), 12, count)
+    durations = _read_run_table(stbl.need(b"stts", where).payload, count, where)
     ctts_box = stbl.child(b"ctts")
     composition = None
     if ctts_box is not None:
-        version = ctts_box.payload[0]
-        composition = _read_run_table(ctts_box.payload, signed=version == 1)
+        composition = _read_run_table(ctts_box.payload, count, where, signed=ctts_box.payload[0] == 1)
     stss_box = stbl.child(b"stss")
     sync = None
     if stss_box is not None:
-        count = struct.unpack_from(">I", stss_box.payload, 4)[0]
-        sync = _be_u32(stss_box.payload, 8, count)
-    stsz = stbl.need(b"stsz", where).payload
-    uniform, count = struct.unpack_from(">II", stsz, 4)
-    sizes = np.full(count, uniform, dtype=np.int64) if uniform else _be_u32(stsz, 12, count)
+        sync = _be_u32(_entries(stss_box.payload, 4, 4, where), 8, _count(stss_box.payload, 4))
     offsets = _read_chunk_offsets(stbl, where)
     per_chunk, description = _read_stsc(stbl.need(b"stsc", where).payload, len(offsets), where)
-    if int(per_chunk.sum()) != count or durations.shape[0] != count:
+    if int(per_chunk.sum()) != count:
         raise VideoFormatError(f"{where}: sample tables disagree on the number of samples.")
-    if composition is not None and composition.shape[0] != count:
-        raise VideoFormatError(f"{where}: 'ctts' does not cover every sample.")
     return SampleTable(durations, composition, sync, sizes, offsets, per_chunk, description)
 
 
-def _read_run_table(payload: bytes, signed: bool = False) -> np.ndarray:
-    count = struct.unpack_from(">I", payload, 4)[0]
+def _count(payload: bytes, offset: int) -> int:
+    return int(struct.unpack_from(">I", payload, offset)[0])
+
+
+def _entries(payload: bytes, count_offset: int, entry_size: int, where: str) -> bytes:
+    """``payload`` after checking that it holds as many entries as its count field says."""
+    count = _count(payload, count_offset)
+    if count * entry_size > len(payload) - count_offset - 4:
+        raise VideoFormatError(f"{where}: a sample table claims {count} entries but holds fewer.")
+    return payload
+
+
+def _read_run_table(payload: bytes, expected: int, where: str, signed: bool = False) -> np.ndarray:
+    count = _count(_entries(payload, 4, 8, where), 4)
     pairs = np.frombuffer(payload, dtype=">i4" if signed else ">u4", count=2 * count, offset=8)
     pairs = pairs.astype(np.int64).reshape(-1, 2)
+    if int(pairs[:, 0].sum()) != expected:
+        raise VideoFormatError(f"{where}: a run-length table covers {int(pairs[:, 0].sum())} samples, not {expected}.")
     return np.repeat(pairs[:, 1], pairs[:, 0])
 
 
 def _read_chunk_offsets(stbl: Box, where: str) -> np.ndarray:
     stco = stbl.child(b"stco")
     if stco is not None:
-        count = struct.unpack_from(">I", stco.payload, 4)[0]
-        return _be_u32(stco.payload, 8, count)
+        return _be_u32(_entries(stco.payload, 4, 4, where), 8, _count(stco.payload, 4))
     co64 = stbl.need(b"co64", where).payload
-    count = struct.unpack_from(">I", co64, 4)[0]
+    count = _count(_entries(co64, 4, 8, where), 4)
     return np.frombuffer(co64, dtype=">u8", count=count, offset=8).astype(np.int64)
 
 
 def _read_stsc(payload: bytes, num_chunks: int, where: str) -> tuple[np.ndarray, int]:
-    count = struct.unpack_from(">I", payload, 4)[0]
+    count = _count(_entries(payload, 4, 12, where), 4)
     rows = np.frombuffer(payload, dtype=">u4", count=3 * count, offset=8).astype(np.int64).reshape(-1, 3)
     if count == 0 or len(set(rows[:, 2].tolist())) != 1:
         raise VideoFormatError(f"{where}: only one sample description per track is supported.")
     firsts = np.append(rows[:, 0], num_chunks + 1)
-    per_chunk = np.repeat(rows[:, 1], np.diff(firsts))
-    return per_chunk, int(rows[0, 2])
+    spans = np.diff(firsts)
+    if rows[0, 0] != 1 or np.any(spans < 0) or int((rows[:, 1] * spans).sum()) > MAX_SAMPLES:
+        raise VideoFormatError(f"{where}: 'stsc' is inconsistent with the chunk offsets.")
+    return np.repeat(rows[:, 1], spans), int(rows[0, 2])
 
 
 def _runs(values: np.ndarray) -> np.ndarray:

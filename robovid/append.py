@@ -149,6 +149,15 @@ def read_movie(path: Path, f: BinaryIO | None = None) -> Movie:
     finally:
         if own:
             handle.close()
+    try:
+        return _parse_movie(path, top, moov_box, body, where)
+    except (ValueError, struct.error, IndexError) as error:
+        if isinstance(error, VideoFormatError):
+            raise
+        raise VideoFormatError(f"{where}: corrupt movie box ({error}).") from error
+
+
+def _parse_movie(path: Path, top: list[_mp4.TopBox], moov_box: _mp4.TopBox, body: bytes, where: str) -> Movie:
     moov = _mp4.Box(b"moov", children=_mp4.parse_boxes(body, where))
     trak = video_trak(moov, where)
     mdia = trak.need(b"mdia", where)

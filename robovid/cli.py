@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_process(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from robovid.metadata import MetadataError
     from robovid_watch.config import EXIT_CONFIG, ConfigError, load_settings
     from robovid_watch.logs import configure_logging
     from robovid_watch.service import Service
@@ -121,6 +122,9 @@ def _cmd_process(args: argparse.Namespace) -> int:
     except RootLockedError as error:
         print(f"robovid process: {error}", file=sys.stderr)
         return EXIT_LOCKED
+    except MetadataError as error:
+        print(f"robovid process: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
     finally:
         bar.close()
     counters = service.counters

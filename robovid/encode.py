@@ -168,7 +168,8 @@ def _check_encodable(width: int, height: int, settings: EncoderSettings, path: P
     if settings.pix_fmt == "yuv420p" and (width % 2 or height % 2):
         raise FrameSizeError(
             f"{path}: frame size {width}x{height} is odd; yuv420p needs an even width and height. "
-            "Crop or pad the frames in the recorder (or use vcodec='h264' with pix_fmt='yuv444p')."
+            "Crop or pad the frames in the recorder, or encode 4:4:4 (library: vcodec='h264', pix_fmt='yuv444p'; "
+            "service: ROBOVID_VCODEC=h264 ROBOVID_PIX_FMT=yuv444p)."
         )
     if width < 16 or height < 16:
         raise FrameSizeError(f"{path}: frame size {width}x{height} is too small to encode (16x16 at least).")

@@ -83,9 +83,18 @@ class Daemon:
                 stream.close()
 
 
-def start_daemon(root: Path, **env: str) -> Daemon:
+DROP_FILE_PERMISSION_OVERRIDE = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--",
+]
+"""Run as root but without the capabilities that ignore file modes, so ``chmod 000`` blocks it."""
+
+
+def start_daemon(root: Path, prefix: list[str] | None = None, **env: str) -> Daemon:
     process = subprocess.Popen(
-        [sys.executable, "-m", "robovid_watch.main"],
+        [*(prefix or []), sys.executable, "-m", "robovid_watch.main"],
         env=daemon_env(root, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -15,7 +15,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
@@ -125,7 +133,9 @@ class _Hints(FileSystemEventHandler):
 def start_observer(root: Path, hints: queue.SimpleQueue[str]) -> BaseObserver:
     """Watch ``images/`` recursively; events become hints on ``hints``."""
     observer = Observer()
-    observer.schedule(_Hints(hints), str(images_dir(root)), recursive=True)
+    # Only what a recorder does: the service's own reads and deletions would flood the kernel's queue.
+    wanted = [FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent, FileClosedEvent]
+    observer.schedule(_Hints(hints), str(images_dir(root)), recursive=True, event_filter=wanted)
     observer.daemon = True
     observer.start()
     return observer

@@ -64,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     except ObserverDiedError as error:
         log.error("observer_died", detail=str(error))
         return 1
+    except OSError as error:
+        log.error(
+            "root_unusable",
+            detail=str(error),
+            path=getattr(error, "filename", None),
+            action="check that the recording root is mounted read-write and writable by the service user",
+        )
+        return 1
     except Exception as error:
         log.exception("crashed", detail=str(error))
         return 1

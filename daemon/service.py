@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
+from watchdog.observers.api import BaseObserver
 
 from robovid.errors import EpisodeError, VerificationError, VideoFormatError
 from robovid.layout import InfoJsonError, images_dir, is_inside, read_fps
@@ -35,6 +36,11 @@ log = structlog.get_logger("robovid_watch")
 
 TICK_S = 1.0
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _observer_alive(observer: BaseObserver) -> bool:
+    """The observer thread and every watch's reader (watchdog stops a reader whose folder was deleted)."""
+    return observer.is_alive() and all(emitter.is_alive() for emitter in observer.emitters)
 
 
 class ObserverDiedError(RuntimeError):
@@ -76,6 +82,7 @@ class Service:
         self._in_flight: dict[tuple[str, int], Future[Outcome]] = {}
         self._completed: queue.SimpleQueue[tuple[EpisodeRef, Future[Outcome]]] = queue.SimpleQueue()
         self._paused_for_space = False
+        self._disk_full_until = 0.0
         self._backlog_samples: deque[tuple[float, int]] = deque()
         self._last_backlog_warning = 0.0
         self._info_stamp: tuple[int, int] | str | None = "unread"
@@ -96,7 +103,12 @@ class Service:
     def _run_locked(self) -> int:
         ctx = self._context()
         removed = self.state.clear_temp_files()
-        recover_intents(ctx)
+        try:
+            recover_intents(ctx)
+        except OSError as error:
+            if error.errno not in DISK_FULL_ERRNOS:
+                raise
+            log.error("disk_full", detail=str(error), action="recovery resumes once space is freed on the root")
         images_dir(self.root).mkdir(parents=True, exist_ok=True)
         observer = start_observer(self.root, self._hints) if self.watch else None
         log.info("started", root=str(self.root), workers=self.settings.workers, stale_temp_removed=removed)
@@ -111,7 +123,7 @@ class Service:
                     self._schedule(ctx, pool)
                     sd_notify("WATCHDOG=1")
                     self._watch_backlog()
-                    if observer is not None and not observer.is_alive():
+                    if observer is not None and not _observer_alive(observer):
                         raise ObserverDiedError(
                             "The file watcher (watchdog observer) died; exiting so systemd restarts robovid-watch."
                         )
@@ -221,7 +233,11 @@ class Service:
             future.add_done_callback(self._completion_callback(ref))
 
     def _completion_callback(self, ref: EpisodeRef) -> Callable[[Future[Outcome]], None]:
-        return lambda future: self._completed.put((ref, future))
+        def done(future: Future[Outcome]) -> None:
+            self._completed.put((ref, future))
+            self._hints.put("")  # wake the main loop: a worker is free
+
+        return done
 
     def _run_one(self, ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
         bound = log.bind(camera=ref.camera, episode=ref.episode)
@@ -277,14 +293,14 @@ class Service:
             log.info("episode_changed", camera=ref.camera, episode=ref.episode, detail=str(error))
         elif isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
             self.counters.deferred += 1
-            self._paused_for_space = True
+            self._disk_full_until = time.monotonic() + max(5.0, self.settings.rescan_s)
             log.error(
                 "disk_full",
                 camera=ref.camera,
                 episode=ref.episode,
                 path=str(ref.path),
                 detail=str(error),
-                action=f"free space on {self.root}; robovid resumes by itself once {self.settings.min_free_mb} MB are free",
+                action=f"free space on {self.root}; robovid retries by itself (every {max(5.0, self.settings.rescan_s):.0f} s)",
             )
         elif isinstance(error, (EpisodeError, VerificationError, VideoFormatError)):
             self._fail(ref, str(error), type(error).__name__)
@@ -342,6 +358,8 @@ class Service:
 
     # health ----------------------------------------------------------------------------
     def _space_ok(self) -> bool:
+        if time.monotonic() < self._disk_full_until:
+            return False
         free_mb = shutil.disk_usage(self.root).free / (1024 * 1024)
         ok = free_mb >= self.settings.min_free_mb
         if ok and self._paused_for_space:

@@ -107,6 +107,8 @@ class Outcome:
 def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
     """Turn one complete episode folder into a committed segment, then free its PNGs."""
     key = (ref.camera, ref.episode)
+    with ctx.camera_lock(ref.camera):
+        recover_intents(ctx, camera=ref.camera)  # an earlier attempt may have appended this very episode
     if key in ctx.done:
         clean(ctx, ref, ctx.state.intent(*key))
         return Outcome("cleaned")
@@ -124,6 +126,9 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
         )
         row = _row(ref, fps, result, temp, timings, verify_report.min_psnr_db)
         with ctx.camera_lock(ref.camera):
+            recover_intents(ctx, camera=ref.camera)
+            if key in ctx.done:
+                raise EpisodeChangedError(f"{ref.path} was committed by recovery meanwhile; it will be cleaned.")
             if folder_signature(ref.path) != signature:
                 raise EpisodeChangedError(f"{ref.path} changed while it was encoded; it will be encoded again.")
             segment = _timed(timings, "append_s", append, ctx, ref, temp, len(frames), row, source_mtime_ns)
@@ -171,8 +176,10 @@ def _sample_indices(num_frames: int, samples: int) -> set[int]:
 def append(
     ctx: Context, ref: EpisodeRef, temp: BinaryIO, num_frames: int, row: dict[str, Any], source_mtime_ns: int
 ) -> VideoSegment:
-    """Stage 5: journal the intent, append to the camera's current chunk file, check it reads back."""
-    recover_intents(ctx, camera=ref.camera)
+    """Stage 5: journal the intent, append to the camera's current chunk file, check it reads back.
+
+    The caller holds the camera's lock and has resolved the camera's journal.
+    """
     location = current_chunk(ctx, ref.camera, temp.seek(0, os.SEEK_END))
     for _attempt in range(3):
         path = location.path(ctx.root, ref.camera)

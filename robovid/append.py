@@ -19,6 +19,7 @@ never by summing float durations.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import struct
@@ -373,9 +374,13 @@ def _or_all(values: np.ndarray | None, table: _mp4.SampleTable) -> np.ndarray:
 
 
 def _moov_bytes(template: Movie, table: _mp4.SampleTable) -> bytes:
-    """A copy of ``template``'s moov carrying ``table`` and durations that match it."""
+    """``template``'s moov rewritten to carry ``table`` and durations that match it.
+
+    Edits ``template.moov`` in place (callers are done with it), so a large chunk's
+    movie box is not copied once more on every append.
+    """
     where = str(template.path)
-    moov = _mp4.Box(b"moov", children=_mp4.parse_boxes(template.moov.serialize()[8:], where))
+    moov = template.moov
     trak = video_trak(moov, where)
     mdia = trak.need(b"mdia", where)
     _mp4.write_sample_table(mdia.need(b"minf", where).need(b"stbl", where), table)
@@ -420,7 +425,7 @@ def _append_after(f: BinaryIO, chunk: Movie, episode: Movie, position: int) -> V
     f.write(b"free")
     f.flush()
     os.fsync(f.fileno())
-    after = read_movie(chunk.path, f)
+    after = dataclasses.replace(chunk, table=merged)  # exactly the table just written
     return after.segment(chunk.num_frames, episode.num_frames, bytes_written=end - position + 4)
 
 

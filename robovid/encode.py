@@ -9,6 +9,7 @@ written to a temp file beside the destination, fsynced and renamed into place.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -30,6 +31,8 @@ from robovid.settings import EncoderSettings, reference_compatible
 
 log = structlog.get_logger(__name__)
 
+DEMOTE_EVERY_FRAMES = 64
+"""How often (in frames) encoder threads are checked for real-time scheduling."""
 PREFETCH_FRAMES = 8
 """Decoded frames waiting for the encoder; bounds memory (8 x 2.7 MB at 1280x720)."""
 
@@ -190,12 +193,37 @@ def _encode_stream(
             container.add_stream(settings.encoder_name, rate=fps, options=settings.codec_options()),
         )
         stream.width, stream.height, stream.pix_fmt = first.width, first.height, settings.pix_fmt
-        for frame in frames:
+        for index, frame in enumerate(frames):
             if stop is not None and stop.is_set():
                 raise InterruptedError("Encoding abandoned: stop requested.")
             container.mux(stream.encode(frame))
+            if index % DEMOTE_EVERY_FRAMES == 0:
+                demote_realtime_threads()
             fault_point("encode:frame")
         container.mux(stream.encode(None))
+
+
+def demote_realtime_threads() -> int:
+    """Move this process's SCHED_FIFO/SCHED_RR threads back to normal scheduling; return how many.
+
+    SVT-AV1 asks for real-time priority for its worker threads, and gets it when the
+    process runs as root (or holds CAP_SYS_NICE). Real-time encoder threads on a robot
+    would starve its control loop, whatever the service's Nice= or CPUWeight= say.
+    """
+    demoted = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        tid = int(task)
+        try:
+            if os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR):
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+                demoted += 1
+        except OSError:
+            continue  # the thread ended meanwhile
+    return demoted
 
 
 class _FrameReader:

@@ -350,3 +350,31 @@ def test_a_failed_overwrite_keeps_the_previous_video(tmp_path: Path, episode_png
 
     assert video.read_bytes() == previous
     assert leftovers(tmp_path) == ["episode", "episode.mp4"]
+
+
+def test_encoder_threads_never_keep_real_time_priority(tmp_path: Path) -> None:
+    """SVT-AV1 asks for SCHED_FIFO and gets it as root: robovid must hand its threads back to the normal scheduler."""
+    import os
+
+    frames = write_episode(tmp_path / "ep", 0, 40, 160, 120)
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.01):
+            realtime = 0
+            for task in os.listdir("/proc/self/task"):
+                try:
+                    realtime += os.sched_getscheduler(int(task)) in (os.SCHED_FIFO, os.SCHED_RR)
+                except OSError:
+                    continue
+            samples.append(realtime)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        encode_frames(frames, tmp_path / "out.mp4", 30, EncoderSettings())
+    finally:
+        stop.set()
+        watcher.join()
+    assert samples and max(samples[len(samples) // 4 :]) == 0, samples

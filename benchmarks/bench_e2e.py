@@ -106,7 +106,7 @@ def record(
             markers[(camera, episode)] = time.monotonic()
 
 
-def run(config: Config, pools: list[list[bytes]]) -> Result:
+def run(config: Config, pools: list[list[bytes]], daemon_env: dict[str, str] | None = None) -> Result:
     root = OUT / "e2e-root"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -121,6 +121,7 @@ def run(config: Config, pools: list[list[bytes]]) -> Result:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOVID_")}
     env.update(ROBOVID_ROOT=str(root), ROBOVID_LOG_FORMAT="json", ROBOVID_MIN_FREE_MB="0", SVT_LOG="1")
+    env.update(daemon_env or {})
     command = [sys.executable, "-m", "robovid_watch.main"]
     if config.mode == "live-lowprio":
         command = ["nice", "-n", "10", *command]
@@ -221,20 +222,52 @@ def plot_backlog(results: list[Result], path: Path) -> None:
     image.save(path)
 
 
+def _targets(results: list[Result]) -> list[dict[str, object]]:
+    """Issue 5's targets, for the configurations this run measured."""
+    by_name = {r.config: r for r in results}
+    targets: list[dict[str, object]] = []
+    two = by_name.get("2x640x480-drain")
+    if two is not None:
+        targets += [
+            {
+                "target": "2 cameras 640x480 real-time factor",
+                "value": two.realtime_factor,
+                "limit": ">= 1.0",
+                "met": two.realtime_factor >= 1.0,
+            },
+            {
+                "target": "2 cameras 640x480 peak RSS MB",
+                "value": two.peak_rss_mb,
+                "limit": "<= 410",
+                "met": two.peak_rss_mb <= 410,
+            },
+        ]
+    if results:
+        worst = max(r.write_amplification for r in results)
+        targets.append({"target": "write amplification (worst run)", "value": worst, "limit": "< 2", "met": worst < 2})
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer, shorter episodes")
     parser.add_argument("--configs", default="", help="comma list like 2x640x480 (default: all)")
+    parser.add_argument("--modes", default="drain,live,live-lowprio", help="which modes to run")
+    parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE", help="extra service setting")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name")
     args = parser.parse_args(argv)
     episodes, frames = (2, 150) if args.quick else (4, 300)
     shapes = [(1, 640, 480), (2, 640, 480), (3, 640, 480), (1, 1280, 720), (2, 1280, 720), (3, 1280, 720)]
     if args.configs:
         shapes = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]  # type: ignore[misc]
-    configs = [Config(c, w, h, episodes, frames, "drain") for c, w, h in shapes]
-    configs += [
-        Config(c, w, h, episodes, frames, "live") for c, w, h in shapes if (w, c) in ((640, 2), (640, 3), (1280, 1))
-    ]
-    configs.append(Config(2, 640, 480, episodes, frames, "live-lowprio", burner=True))
+    modes = args.modes.split(",")
+    extra_env = dict(item.split("=", 1) for item in args.daemon_env)
+    configs = [Config(c, w, h, episodes, frames, "drain") for c, w, h in shapes] if "drain" in modes else []
+    if "live" in modes:
+        live = [(c, w, h) for c, w, h in shapes if (w, c) in ((640, 2), (640, 3), (1280, 1))]
+        configs += [Config(c, w, h, episodes, frames, "live") for c, w, h in live]
+    if "live-lowprio" in modes:
+        configs.append(Config(2, 640, 480, episodes, frames, "live-lowprio", burner=True))
     pools: dict[tuple[int, int, int], list[bytes]] = {}
     results = []
     for config in configs:
@@ -242,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             key = (config.width, config.height, camera)
             if key not in pools:
                 pools[key] = frame_pool(config.width, config.height, camera, 90)
-        result = run(config, [pools[(config.width, config.height, c)] for c in range(config.cameras)])
+        result = run(config, [pools[(config.width, config.height, c)] for c in range(config.cameras)], extra_env)
         results.append(result)
         print(
             f"{result.config:32s} RT {result.realtime_factor:5.2f}  CPU/rec-s {result.cpu_s_per_recorded_s:5.2f}  "
@@ -252,14 +285,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     OUT.mkdir(exist_ok=True)
     meta = {
+        "daemon_env": extra_env,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "nproc": os.cpu_count(),
         "loadavg_at_end": os.getloadavg(),
         "episodes": episodes,
         "frames_per_episode": frames,
     }
-    (OUT / "bench_e2e.json").write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1))
-    plot_backlog(results, OUT / "e2e_backlog.png")
+    targets = _targets(results)
+    for target in targets:
+        print(f"target {target['target']}: {target['value']} (limit {target['limit']}) met={target['met']}")
+    document = {"meta": meta, "targets": targets, "results": [asdict(r) for r in results]}
+    (OUT / f"bench_e2e{args.tag}.json").write_text(json.dumps(document, indent=1))
+    plot_backlog(results, OUT / f"e2e_backlog{args.tag}.png")
     shutil.rmtree(OUT / "e2e-root", ignore_errors=True)
     return 0
 

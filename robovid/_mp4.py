@@ -89,8 +89,9 @@ def scan_top_level(f: BinaryIO, file_size: int, where: str) -> list[TopBox]:
     return boxes
 
 
-def parse_boxes(data: bytes, where: str) -> list[Box]:
-    """Parse a run of boxes from memory, descending into the known containers."""
+def parse_boxes(data: bytes | memoryview, where: str) -> list[Box]:
+    """Parse a run of boxes from memory, descending into the known containers (no copies but the leaves)."""
+    data = memoryview(data)
     out: list[Box] = []
     pos = 0
     while pos + 8 <= len(data):

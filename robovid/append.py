@@ -95,16 +95,22 @@ class Movie:
 
     def data_extent(self) -> tuple[int, int]:
         """First and one-past-last byte of the sample data the table points at."""
-        if self.table.num_samples == 0:
+        t = self.table
+        if t.num_samples == 0:
             return (0, 0)
-        offsets = self.table.sample_offsets()
-        return int(offsets.min()), int((offsets + self.table.sizes).max())
+        counts = t.chunk_sample_counts
+        nonempty = counts > 0
+        firsts = (np.cumsum(counts) - counts)[nonempty]
+        chunk_bytes = np.add.reduceat(t.sizes, firsts)
+        return int(t.chunk_offsets[nonempty].min()), int((t.chunk_offsets[nonempty] + chunk_bytes).max())
 
-    def frame_start_ticks(self) -> np.ndarray:
-        """Presentation time of every frame in media ticks (decode order)."""
-        dts = np.concatenate(([0], np.cumsum(self.table.durations)[:-1]))
+    def frame_start_ticks(self, first: int = 0, count: int | None = None) -> np.ndarray:
+        """Presentation time in media ticks of frames ``first .. first+count-1`` (decode order)."""
+        durations = self.table.durations
+        stop = durations.shape[0] if count is None else first + count
+        dts = int(durations[:first].sum()) + np.concatenate(([0], np.cumsum(durations[first:stop])[:-1]))
         ctts = self.table.composition_offsets
-        pts = dts + (ctts if ctts is not None else 0)
+        pts = dts + (ctts[first:stop] if ctts is not None else 0)
         return pts - self.edit_media_time
 
     def segment(self, first_frame: int, num_frames: int, bytes_written: int = 0) -> VideoSegment:
@@ -114,7 +120,7 @@ class Movie:
                 f"{self.path}: frames {first_frame}..{first_frame + num_frames - 1} are not in this file "
                 f"({self.num_frames} frames)."
             )
-        pts = self.frame_start_ticks()[first_frame : first_frame + num_frames]
+        pts = self.frame_start_ticks(first_frame, num_frames)
         start = int(pts.min())
         end = start + int(self.table.durations[first_frame : first_frame + num_frames].sum())
         scale = self.media_timescale

@@ -72,13 +72,13 @@ def verify_video(
 
 def check_segment_decodes(segment: VideoSegment) -> None:
     """Decode the first and last frame of an appended segment from the chunk file itself."""
-    ticks = read_movie(segment.path).frame_start_ticks()
+    movie = read_movie(segment.path)
     wanted = {segment.first_frame, segment.first_frame + segment.num_frames - 1}
     missing = []
     with av.open(str(segment.path)) as container:
         stream = container.streams.video[0]
         for index in sorted(wanted):
-            if not _decodes_at(container, stream, int(ticks[index])):
+            if not _decodes_at(container, stream, int(movie.frame_start_ticks(index, 1)[0])):
                 missing.append(index)
     if missing:
         raise VerificationError(

@@ -1,0 +1,1 @@
+"""robovid benchmarks: plain scripts, run as ``python -m benchmarks.<name>`` (see README.md)."""

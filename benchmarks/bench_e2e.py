@@ -10,8 +10,8 @@ Two modes per configuration (cameras x size, 30 fps):
 
 For both: the service's peak and steady RSS, CPU seconds per recorded second, and write
 amplification (bytes the service process wrote to storage, /proc/PID/io write_bytes, per
-byte of output video). Baseline for CPU: the same frames through the naive sequential
-encoder of bench_encode (Pillow + PyAV, one thread), measured in the same run.
+byte of output video). The recorder writes pre-encoded PNG bytes (90 distinct frames per
+camera, cycled), so its own CPU cost does not distort the service's.
 
     .venv/bin/python -m benchmarks.bench_e2e [--quick] [--configs 2x640x480,3x640x480]
 """

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     crf: int = Field(30, ge=0, le=63)
     preset: str = ""
     fast_decode: int = Field(0, ge=0, le=2)
-    encoder_threads: int = Field(0, ge=0, le=256)
+    encoder_threads: int = Field(1, ge=0, le=256)
     fps: int = Field(30, ge=1, le=1000)
     video_file_size_mb: float = Field(200.0, gt=0)
     chunk_size: int = Field(1000, ge=1)

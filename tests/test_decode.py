@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,8 @@ import av
 import numpy as np
 import pytest
 from structlog.testing import capture_logs
+from videocheck import require_torchcodec
 
-from robovid.cache import load_video_decoder_class
 from robovid.decode import (
     decode_video_frames,
     decode_video_frames_npu,
@@ -55,16 +54,6 @@ def frame_ids(frames: object) -> list[tuple[int, int]]:
     array = np.asarray(frames)
     images = np.rint(array.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
     return [read_index(image) for image in images]
-
-
-def require_torchcodec() -> None:
-    """Skip when torchcodec cannot load here, but fail where CI requires the system tools."""
-    try:
-        load_video_decoder_class()
-    except BackendUnavailableError as error:
-        if os.environ.get("ROBOVID_REQUIRE_SYSTEM_TOOLS") == "1":
-            pytest.fail(f"ROBOVID_REQUIRE_SYSTEM_TOOLS=1 but torchcodec cannot load: {error}")
-        pytest.skip(f"torchcodec cannot load here: {error}")
 
 
 @pytest.fixture(params=["pyav", "torchcodec"])

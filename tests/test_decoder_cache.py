@@ -13,10 +13,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from videocheck import require_torchcodec
 
 from robovid._decode_torchcodec import decode_video_frames_torchcodec
-from robovid.cache import VideoDecoderCache, load_video_decoder_class
-from robovid.errors import BackendUnavailableError, VideoFormatError
+from robovid.cache import VideoDecoderCache
+from robovid.errors import VideoFormatError
 from robovid.synthetic import read_index, render_frame, scene
 
 FPS = 30
@@ -61,12 +62,7 @@ def open_descriptors(path: Path) -> int:
 @pytest.fixture(autouse=True)
 def _require_torchcodec() -> None:
     """Skip when torchcodec cannot load here, but fail where CI requires the system tools."""
-    try:
-        load_video_decoder_class()
-    except BackendUnavailableError as error:
-        if os.environ.get("ROBOVID_REQUIRE_SYSTEM_TOOLS") == "1":
-            pytest.fail(f"ROBOVID_REQUIRE_SYSTEM_TOOLS=1 but torchcodec cannot load: {error}")
-        pytest.skip(f"torchcodec cannot load here: {error}")
+    require_torchcodec()
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def encode_video_frames(
     g: int | None = 2,
     crf: int | None = 30,
     fast_decode: int = 0,
-    log_level: int | None = logging.ERROR,
+    log_level: int | None = av.logging.ERROR,
     overwrite: bool = False,
     preset: int | str | None = None,
 ) -> None:
@@ -88,19 +88,8 @@ def encode_video_frames(
         log.warning("video_exists_skipping_encode", path=str(video_path))
         return
     if log_level is not None:
-        av.logging.set_level(_av_level(log_level))
+        logging.getLogger("libav").setLevel(log_level)  # as the reference: PyAV's logger for FFmpeg messages
     encode_frames(list_episode_frames(Path(imgs_dir)), video_path, fps, settings)
-
-
-def _av_level(level: int) -> int:
-    """Map a :mod:`logging` level to the closest FFmpeg log level."""
-    if level >= logging.CRITICAL:
-        return int(av.logging.FATAL)
-    if level >= logging.ERROR:
-        return int(av.logging.ERROR)
-    if level >= logging.WARNING:
-        return int(av.logging.WARNING)
-    return int(av.logging.INFO)
 
 
 def encode_frames(

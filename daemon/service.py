@@ -35,6 +35,7 @@ from .state import Failure, RootState
 log = structlog.get_logger("robovid_watch")
 
 TICK_S = 1.0
+COALESCE_S = 0.2
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
@@ -165,11 +166,24 @@ class Service:
 
     # discovery -------------------------------------------------------------------------
     def _wait(self, timeout: float) -> None:
-        try:
-            path = self._hints.get(timeout=timeout)
-        except queue.Empty:
-            return
-        self._hint(path)
+        """Block until a hint (or ``timeout``); gather a burst of file events into one pass.
+
+        A recorder creates dozens of files a second; each pass looks at every waiting episode,
+        so path hints are coalesced for COALESCE_S. A finished worker ("" hint) wakes at once.
+        """
+        deadline: float | None = None
+        while True:
+            left = timeout if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                path = self._hints.get(timeout=left)
+            except queue.Empty:
+                return
+            self._hint(path)
+            if not path:
+                return
+            deadline = deadline or time.monotonic() + COALESCE_S
 
     def _drain_hints(self) -> None:
         while True:

@@ -66,3 +66,17 @@ def test_the_service_speaks_systemds_notify_protocol(tmp_path: Path) -> None:
         sock.settimeout(5)
         while messages[-1] != "STOPPING=1":
             messages.append(sock.recv(256).decode())
+
+
+def test_a_backlog_that_keeps_growing_is_reported(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, ROBOVID_BACKLOG_WARN_S="1", ROBOVID_WORKERS="1")
+    try:
+        wait_for(lambda: bool(daemon.events_named("started")), "started", daemon=daemon)
+        for episode in range(60):  # faster than one worker encodes them
+            record(tmp_path, ["cam"], range(episode, episode + 1))
+        wait_for(lambda: bool(daemon.events_named("backlog_growing")), "backlog_growing warning", daemon=daemon)
+        wait_for(lambda: len(rows_by_key(tmp_path)) == 60, "the backlog drained", daemon=daemon)
+    finally:
+        assert daemon.stop() == 0
+    warning = daemon.events_named("backlog_growing")[0]
+    assert warning["level"] == "warning" and warning["backlog_episodes"] > 1 and "ROBOVID_WORKERS" in warning["action"]

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from watchdog.observers.api import BaseObserver
@@ -80,8 +80,6 @@ class Counters:
     cleaned: int = 0
     failed: int = 0
     deferred: int = 0
-    history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=10_000))
-    """(wall time, recorded seconds processed) per finished episode."""
 
 
 class Service:
@@ -353,7 +351,6 @@ class Service:
     def _log_outcome(self, ref: EpisodeRef, outcome: Outcome) -> None:
         if outcome.status == "done":
             self.counters.done += 1
-            self.counters.history.append((time.time(), outcome.frames / max(1, self._info_fps or self.settings.fps)))
             log.info(
                 "episode_done",
                 camera=ref.camera,

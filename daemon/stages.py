@@ -30,6 +30,7 @@ import structlog
 
 from robovid._faults import fault_point
 from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
+from robovid.durable import fsync_dir
 from robovid.encode import EncodeResult, encode_frames_into
 from robovid.errors import (
     EpisodeError,
@@ -114,7 +115,7 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
         return Outcome("cleaned")
     signature = folder_signature(ref.path)
     frames = list_episode_frames(ref.path, ctx.root)
-    source_mtime_ns = _newest_mtime_ns(frames)
+    source_mtime_ns, source_bytes = _source_stamp(frames)
     _check_frame_pixels(ctx, frames[0])
     timings: dict[str, float] = {}
     with tempfile.SpooledTemporaryFile(SPOOL_MAX_BYTES, mode="w+b", dir=str(ctx.state.tmp_dir)) as spooled:
@@ -124,7 +125,7 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
         verify_report = _timed(
             timings, "verify_s", verify_video, temp, len(frames), result.kept_frames, ctx.min_psnr_db
         )
-        row = _row(ref, fps, result, temp, timings, verify_report.min_psnr_db)
+        row = _row(ref, fps, result, temp, source_bytes, timings, verify_report.min_psnr_db)
         with ctx.camera_lock(ref.camera):
             recover_intents(ctx, camera=ref.camera)
             if key in ctx.done:
@@ -139,11 +140,13 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
     return Outcome("done", len(frames), result.size_bytes, row["source_bytes"], timings)
 
 
-def _newest_mtime_ns(frames: list[Path]) -> int:
+def _source_stamp(frames: list[Path]) -> tuple[int, int]:
+    """Newest mtime and total size of the frames, from one stat each."""
     try:
-        return max(p.stat().st_mtime_ns for p in frames)
+        stats = [p.stat() for p in frames]
     except FileNotFoundError as error:
         raise FrameSequenceError(f"{error.filename}: disappeared while the episode was being read.") from error
+    return max(st.st_mtime_ns for st in stats), sum(st.st_size for st in stats)
 
 
 def _check_frame_pixels(ctx: Context, first_frame: Path) -> None:
@@ -289,8 +292,6 @@ def _remove_empty_dirs(directory: Path, stop_at: Path) -> None:
             break
         current = current.parent
     with contextlib.suppress(OSError):
-        from robovid.durable import fsync_dir
-
         fsync_dir(current if current.exists() else stop_at)
 
 
@@ -357,10 +358,15 @@ def _with_location(row: dict[str, Any], location: ChunkLocation, segment: VideoS
 
 
 def _row(
-    ref: EpisodeRef, fps: int, result: EncodeResult, temp: BinaryIO, timings: dict[str, float], min_psnr: float
+    ref: EpisodeRef,
+    fps: int,
+    result: EncodeResult,
+    temp: BinaryIO,
+    source_bytes: int,
+    timings: dict[str, float],
+    min_psnr: float,
 ) -> dict[str, Any]:
     info = get_video_info(temp)
-    source_bytes = sum(p.stat().st_size for p in ref.path.glob("frame-*.png"))
     return {
         "episode_index": ref.episode,
         "video_key": ref.camera,

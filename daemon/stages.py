@@ -266,13 +266,12 @@ def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None, frames: list[Pat
     if intent is None:
         return  # a committed episode whose folder reappeared: the service reports it, never deletes it
     names = {p.name for p in frames} if frames is not None else {f"frame-{i:06d}.png" for i in range(intent.num_frames)}
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(ref.path):
-            encoded = entry.name in names and entry.stat(follow_symlinks=False).st_mtime_ns <= intent.source_mtime_ns
-            if encoded or entry.name == ctx.marker:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                fault_point("clean:unlink")
+    doomed = _encoded_files(ref.path, names, intent.source_mtime_ns)
+    for path in [*doomed, ref.path / ctx.marker]:  # the marker last: a folder that keeps frames stays complete
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        fault_point("clean:unlink")
+    fault_point("clean:before-rmdir")
     _remove_empty_dirs(ref.path, stop_at=images_dir(ctx.root))
     fault_point("clean:before-clear-intent")
     if ref.path.exists():
@@ -281,6 +280,17 @@ def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None, frames: list[Pat
             "that were not encoded (written after the encode, or a re-recording with the same index). They were kept."
         )
     ctx.state.clear_intent(ref.camera, ref.episode)
+
+
+def _encoded_files(directory: Path, names: set[str], newest_mtime_ns: int) -> list[Path]:
+    """The files of ``directory`` named in ``names`` and no newer than the encode saw them."""
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.name in names and entry.stat(follow_symlinks=False).st_mtime_ns <= newest_mtime_ns:
+                    found.append(Path(entry.path))
+    return found
 
 
 def _remove_empty_dirs(directory: Path, stop_at: Path) -> None:
@@ -302,9 +312,9 @@ def recover_intents(ctx: Context, camera: str | None = None) -> None:
             continue
         key = (intent.camera, intent.episode)
         if key in ctx.done:
-            if not _ref_of(ctx, intent).path.exists():
-                ctx.state.clear_intent(intent.camera, intent.episode)  # cleaning had finished
-            continue  # else the folder is cleaned when the scan finds it
+            if camera is None:
+                _finish_cleaning(ctx, intent)
+            continue  # a running service: the worker that committed it is cleaning it
         path = chunk_path(ctx.root, intent.camera, intent.chunk_index, intent.file_index)
         try:
             if path.exists() and recover_chunk(path):
@@ -331,6 +341,24 @@ def recover_intents(ctx: Context, camera: str | None = None) -> None:
                     action="episode will be encoded again from its PNGs",
                 )
             ctx.state.clear_intent(intent.camera, intent.episode)
+
+
+def _finish_cleaning(ctx: Context, intent: Intent) -> None:
+    """At start: finish the clean a crash interrupted (its folder may have lost its marker, so no scan would)."""
+    ref = _ref_of(ctx, intent)
+    try:
+        clean(ctx, ref, intent)
+    except (DuplicateEpisodeError, OSError) as error:
+        log.error(
+            "clean_unfinished",
+            camera=intent.camera,
+            episode=intent.episode,
+            path=str(ref.path),
+            detail=str(error),
+            action="the episode is committed; the files named were kept: check them and remove the folder",
+        )
+    else:
+        log.info("recovered_clean", camera=intent.camera, episode=intent.episode)
 
 
 def _ref_of(ctx: Context, intent: Intent) -> EpisodeRef:

@@ -172,15 +172,22 @@ def record(
 
 
 def png_digest(root: Path, episode: Episode) -> str | None:
-    """Hash of an episode's PNG files (None when the folder is gone)."""
+    """Hash of an episode's PNG files (None when the folder is gone).
+
+    Safe to call while a daemon cleans the folder: a frame deleted between the listing and
+    the read makes it look again, so a folder being removed reads as gone or as changed.
+    """
     directory = episode_dir(root, episode.camera, episode.index)
-    if not directory.exists():
-        return None
-    digest = hashlib.sha256()
-    for path in sorted(directory.glob("frame-*.png")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    while directory.exists():
+        digest = hashlib.sha256()
+        try:
+            for path in sorted(directory.glob("frame-*.png")):
+                digest.update(path.name.encode())
+                digest.update(path.read_bytes())
+        except FileNotFoundError:
+            continue
+        return digest.hexdigest()
+    return None
 
 
 def rows_by_key(root: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:

@@ -51,6 +51,8 @@ NAMED_POINTS = [
     "stage:after-commit:5",
     "clean:unlink:1",
     "clean:unlink:13",
+    "clean:before-rmdir:1",
+    "clean:before-rmdir:3",
     "clean:before-clear-intent:1",
     "clean:before-clear-intent:4",
 ]

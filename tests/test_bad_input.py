@@ -716,7 +716,7 @@ def test_unreadable_frame_or_folder_fails_its_episode_naming_it(tmp_path: Path, 
     daemon = start_daemon(tmp_path, prefix, ROBOVID_SETTLE_S=settle_s)
     try:
         wait_for(lambda: _done(tmp_path, good), "readable episodes done", daemon=daemon)
-        wait_for(lambda: bool(_events_for(daemon, "episode_failed", key)), "episode_failed", timeout=10, daemon=daemon)
+        wait_for(lambda: bool(_events_for(daemon, "episode_failed", key)), "episode_failed", timeout=30, daemon=daemon)
     finally:
         daemon.stop()
         blocked.chmod(0o755 if what == "folder" else 0o644)
@@ -979,7 +979,7 @@ def test_metadata_part_corrupted_while_running_keeps_the_pngs_until_it_is_restor
     daemon = start_daemon(tmp_path, ROBOVID_RESCAN_S=str(RESCAN_S))
     try:
         wait_for(lambda: (CAM, 1) in rows_by_key(tmp_path), "episode 1 committed from the journal", daemon=daemon)
-        wait_for(lambda: _done(tmp_path, episodes), "episode 1 cleaned", timeout=10, daemon=daemon)
+        wait_for(lambda: _done(tmp_path, episodes), "episode 1 cleaned", timeout=30, daemon=daemon)
     finally:
         assert daemon.stop() == 0
     check_invariants(tmp_path, episodes, {}, final=True)

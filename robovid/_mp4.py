@@ -10,7 +10,10 @@ Anything else is carried through untouched.
 
 from __future__ import annotations
 
+import io
+import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -65,12 +68,17 @@ class TopBox:
 
 
 def scan_top_level(f: BinaryIO, file_size: int, where: str) -> list[TopBox]:
-    """List the top-level boxes of a file, stopping at a truncated trailing box."""
+    """List the top-level boxes of a file, stopping at a truncated trailing box.
+
+    A chunk holds two boxes per appended episode, each header in a different page: on a
+    real file the headers are read with ``pread`` (16 bytes each), not through the
+    buffered reader, which would refill its whole buffer after every seek.
+    """
+    read_at = _positional_reader(f)
     boxes: list[TopBox] = []
     offset = 0
     while offset + 8 <= file_size:
-        f.seek(offset)
-        header = f.read(16)
+        header = read_at(offset, 16)
         size, box_type = struct.unpack(">I4s", header[:8])
         header_size = 8
         if size == 1:
@@ -87,6 +95,20 @@ def scan_top_level(f: BinaryIO, file_size: int, where: str) -> list[TopBox]:
         boxes.append(TopBox(box_type, offset, size, header_size))
         offset += size
     return boxes
+
+
+def _positional_reader(f: BinaryIO) -> Callable[[int, int], bytes]:
+    if isinstance(f, (io.BufferedReader, io.BufferedRandom, io.FileIO)):
+        if f.writable():
+            f.flush()
+        fd = f.fileno()
+        return lambda offset, n: os.pread(fd, n, offset)
+
+    def read_at(offset: int, n: int) -> bytes:
+        f.seek(offset)
+        return f.read(n)
+
+    return read_at
 
 
 def parse_boxes(data: bytes | memoryview, where: str) -> list[Box]:

@@ -23,6 +23,8 @@ import dataclasses
 import fcntl
 import os
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +188,59 @@ def count_frames(path: Path | str) -> int:
     return read_movie(Path(path)).num_frames
 
 
+class _LiveMovies:
+    """The parsed live movie of the chunks this process appended to last, bounded (LRU).
+
+    A chunk's live ``moov`` lies behind two boxes per appended episode; finding and
+    parsing it again on every append would make the n-th append cost more than the first.
+    An entry is used only while the file is as the append left it: same device, inode,
+    size, mtime and ctime, and the two box headers a crash, a recovery or an undo would
+    change (the live ``moov`` ending the file, and the old one before it still ``free``).
+    Anything else means the file is read again. Only appends use it; reads never do.
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[int, int], tuple[tuple[int, int, int], Movie]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key_and_stamp(st: os.stat_result) -> tuple[tuple[int, int], tuple[int, int, int]]:
+        return (st.st_dev, st.st_ino), (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def take(self, f: BinaryIO) -> Movie | None:
+        """The movie of open file ``f`` if unchanged since it was put; removed, as the caller will edit it."""
+        st = os.fstat(f.fileno())
+        key, stamp = self._key_and_stamp(st)
+        with self._lock:
+            entry = self._entries.pop(key, None)
+        if entry is None or entry[0] != stamp:
+            return None
+        movie = entry[1]
+        fd = f.fileno()
+        live = movie.moov_box
+        expected = [(live, b"moov")] + [(b, b"free") for b in movie.top[-3:-2] if b.type == b"free"]
+        for box, box_type in expected:
+            if os.pread(fd, 8, box.offset)[4:] != box_type:
+                return None
+        return movie if live.end == st.st_size else None
+
+    def put(self, f: BinaryIO, movie: Movie) -> None:
+        key, stamp = self._key_and_stamp(os.fstat(f.fileno()))
+        with self._lock:
+            self._entries[key] = (stamp, movie)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_live_movies = _LiveMovies()
+
+
 def read_segment(chunk_path: Path | str, first_frame: int, num_frames: int) -> VideoSegment:
     """The segment of an already appended episode, from the chunk's own timestamps."""
     return read_movie(Path(chunk_path)).segment(first_frame, num_frames)
@@ -213,10 +268,12 @@ def append_video(chunk_path: Path | str, episode_video_path: Path | str | Binary
                 return _create_chunk(chunk_path, episode)
     with open(chunk_path, "r+b") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        chunk = read_movie(chunk_path, f)
+        chunk = _live_movies.take(f) or read_movie(chunk_path, f)
         tail_start = _drop_uncommitted_tail(f, chunk)
         check_compatible(chunk, episode)
-        return _append_after(f, chunk, episode, tail_start)
+        segment, after = _append_after(f, chunk, episode, tail_start)
+        _live_movies.put(f, after)
+        return segment
 
 
 def _open_episode(episode: Path | str | BinaryIO) -> Movie:
@@ -416,12 +473,15 @@ def _write_samples(dst: BinaryIO, episode: Movie, position: int) -> int:
     return position + len(header)
 
 
-def _append_after(f: BinaryIO, chunk: Movie, episode: Movie, position: int) -> VideoSegment:
+def _append_after(f: BinaryIO, chunk: Movie, episode: Movie, position: int) -> tuple[VideoSegment, Movie]:
+    """Append at ``position`` (the end of the live movie); the segment and the chunk's new live movie."""
     data_offset = _write_samples(f, episode, position)
+    mdat_end = f.tell()
     f.flush()
     fault_point("append:after-mdat")
     merged = _concat_tables(chunk.table, _relocated(episode, data_offset))
-    f.write(_moov_bytes(chunk, merged))
+    moov = _moov_bytes(chunk, merged)  # chunk.moov now holds the new movie box
+    f.write(moov)
     f.flush()
     os.fsync(f.fileno())
     fault_point("append:before-flip")
@@ -431,8 +491,14 @@ def _append_after(f: BinaryIO, chunk: Movie, episode: Movie, position: int) -> V
     f.write(b"free")
     f.flush()
     os.fsync(f.fileno())
-    after = dataclasses.replace(chunk, table=merged)  # exactly the table just written
-    return after.segment(chunk.num_frames, episode.num_frames, bytes_written=end - position + 4)
+    old = chunk.moov_box
+    top = [dataclasses.replace(b, type=b"free") if b == old else b for b in chunk.top if b.end <= position]
+    top += [
+        _mp4.TopBox(b"mdat", position, mdat_end - position, data_offset - position),
+        _mp4.TopBox(b"moov", mdat_end, len(moov), 16 if moov[:4] == b"\x00\x00\x00\x01" else 8),
+    ]
+    after = dataclasses.replace(chunk, table=merged, top=top, moov_box=top[-1])
+    return after.segment(chunk.num_frames, episode.num_frames, bytes_written=end - position + 4), after
 
 
 def _create_chunk(chunk_path: Path, episode: Movie) -> VideoSegment:

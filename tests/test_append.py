@@ -13,8 +13,10 @@ import multiprocessing
 import struct
 import subprocess
 import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import EpisodeVideo
 from videocheck import (
@@ -31,6 +33,7 @@ from videocheck import (
 
 from robovid.append import (
     VideoSegment,
+    _live_movies,
     append_video,
     count_frames,
     read_movie,
@@ -483,3 +486,55 @@ def test_undo_append_restores_the_chunk_byte_for_byte_and_removes_a_chunk_it_cre
     undo_append(third)
     undo_append(first)
     assert not chunk.exists()
+
+
+def test_the_movie_kept_after_an_append_is_the_one_a_fresh_read_finds(
+    tmp_path: Path, episode_video: EpisodeVideo
+) -> None:
+    """The next append starts from the movie the last one left (no re-scan): it must equal the file's."""
+    chunk = tmp_path / "chunk.mp4"
+    build_chunk(chunk, episode_video, [0, 1, 2, 3])
+    with open(chunk, "r+b") as f:
+        kept = _live_movies.take(f)
+        fresh = read_movie(chunk, f)
+    assert kept is not None
+    assert kept.top == fresh.top and kept.moov_box == fresh.moov_box
+    assert kept.moov.serialize() == chunk.read_bytes()[fresh.moov_box.offset :]
+    for name in ("durations", "sizes", "chunk_offsets", "chunk_sample_counts", "sync_samples"):
+        assert np.array_equal(getattr(kept.table, name), getattr(fresh.table, name)), name
+
+
+@pytest.mark.parametrize("change", ["another process appended", "the commit was undone", "a byte was rewritten"])
+def test_a_chunk_changed_since_this_process_appended_is_read_again(
+    tmp_path: Path, episode_video: EpisodeVideo, change: str
+) -> None:
+    chunk = tmp_path / "chunk.mp4"
+    segments = build_chunk(chunk, episode_video, [0, 1])
+    if change == "another process appended":
+        context = multiprocessing.get_context("spawn")
+        other = context.Process(target=append_video, args=(str(chunk), str(episode_video(2))))
+        other.start()
+        other.join(JOIN_TIMEOUT_S)
+        assert other.exitcode == 0
+        expected = [0, 1, 2, 3]
+    elif change == "the commit was undone":
+        undo_append(segments[-1])
+        expected = [0, 3]
+    else:
+        # Same size, same box headers: only the times tell, so the edit must come after the
+        # file system's timestamp tick (a jiffy, <= 10 ms); an edit within it would go unseen.
+        time.sleep(0.05)
+        with open(chunk, "r+b") as f:
+            f.seek(0)
+            f.write(f.read(1))
+        expected = [0, 1, 3]
+    with open(chunk, "rb") as f:
+        assert _live_movies.take(f) is None
+    append_video(chunk, episode_video(3))
+    assert_every_reader_sees(chunk, expected)
+
+
+def test_the_kept_movies_are_bounded(tmp_path: Path, episode_video: EpisodeVideo) -> None:
+    for n in range(_live_movies.capacity + 4):
+        build_chunk(tmp_path / f"chunk-{n}.mp4", episode_video, [0, 1])
+    assert len(_live_movies._entries) == _live_movies.capacity

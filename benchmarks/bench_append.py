@@ -151,9 +151,14 @@ def run_sequence(videos: list[Path], work: Path, appends: int, points: tuple[int
     calls, naive = [], {}
     for n in range(1, appends + 1):
         episode = videos[(n - 1) % len(videos)]
-        if n in points:
-            naive[n] = {key: naive_at(chunk, episode, work, key) for key in NAIVE}
+        snapshot = work / "snapshot.mp4"
+        if n in points and chunk.exists():  # the chunk before call n, for the comparisons, synced untimed
+            shutil.copyfile(chunk, snapshot)
+            fsync_path(snapshot)
         result, segment = measured(lambda episode=episode: append_video(chunk, episode))
+        if n in points:  # after call n, so their writeback does not land in its fsyncs
+            naive[n] = {key: naive_at(snapshot, episode, work, key) for key in NAIVE}
+            snapshot.unlink(missing_ok=True)
         if segment.num_frames != c.EPISODE_FRAMES or segment.first_frame != (n - 1) * c.EPISODE_FRAMES:
             raise RuntimeError(f"append {n} landed at frames {segment.first_frame}+{segment.num_frames}")
         result |= {"n": n, "bytes_written": segment.bytes_written, "episode_bytes": episode.stat().st_size}

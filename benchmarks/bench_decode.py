@@ -3,8 +3,8 @@
 The chunk holds 20 appended 300-frame 640x480 AV1 episodes (6000 frames, g=2, made
 once with ``robovid.append_video``). Each call asks for 1, 2 or 8 timestamps drawn
 uniformly over the whole chunk (frame ``i`` at ``i / fps``), tolerance 1e-4 s. Every
-variant gets the same timestamp sets, interleaved call by call, so load changes hit all
-of them alike.
+variant gets the same timestamp sets, interleaved call by call in a fresh random order
+each time, so load changes and what ran just before hit all of them alike.
 
 - ``robovid torchcodec, warm``: ``robovid.decode_video_frames(..., backend="torchcodec")``;
   its module-wide decoder cache already holds the file's decoder (a first call made it).
@@ -17,9 +17,11 @@ of them alike.
   then ``get_frames_at(indices)`` per call (uint8, what the target compares against);
   ``+ float`` adds robovid's conversion to float32 in [0, 1] so the two costs can be told apart.
 - ``plain torchcodec, cold``: the ``VideoDecoder`` built inside every call.
-- ``..., torch 1 thread``: the same call with ``torch.set_num_threads(1)`` around it, as in a
-  ``DataLoader`` worker (torch's default here is 2 intra-op threads, whose float conversion
-  slows down badly when other processes hold the cores).
+- ``..., torch 1 thread``: the same calls in a second phase run with ``torch.set_num_threads(1)``,
+  as in a ``DataLoader`` worker (torch's default here is 2 intra-op threads, whose float
+  conversion slows down badly when other processes hold the cores). Its own phase, because
+  switching the thread count between calls makes the next multi-threaded call pay to
+  restart the pool (an earlier version did, and charged that to whichever variant came next).
 
 "Cold" here means a cold decoder cache, not a cold page cache: the chunk is in memory
 (dropping the page cache would slow everyone else on this shared machine).
@@ -43,6 +45,8 @@ NAME = "bench_decode"
 SIZES = (1, 2, 8)
 TOLERANCE_S = 1e-4
 CHUNK_EPISODES = 20
+ONE_THREAD = "_1thread"
+ONE_THREAD_KEYS = ["robovid_torchcodec_warm_1thread", "plain_torchcodec_warm_float_1thread"]
 
 
 def chunk_path(episodes: int) -> Path:
@@ -79,25 +83,12 @@ def variants(path: Path) -> dict[str, Callable[[list[float]], Any]]:
     def plain_cold(ts: list[float]) -> Any:
         return VideoDecoder(str(path), seek_mode="approximate").get_frames_at(indices(ts)).data
 
-    def one_thread(fn: Callable[[list[float]], Any]) -> Callable[[list[float]], Any]:
-        """``fn`` with torch on one intra-op thread, as in a DataLoader worker."""
-
-        def call(ts: list[float]) -> Any:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                return fn(ts)
-            finally:
-                torch.set_num_threads(threads)
-
-        return call
-
     robovid_warm = lambda ts: robovid.decode_video_frames(path, ts, TOLERANCE_S, "torchcodec")  # noqa: E731
     plain_float = lambda ts: warm_plain.get_frames_at(indices(ts)).data.to(torch.float32) / 255  # noqa: E731
     return {
-        "robovid_torchcodec_warm_1thread": one_thread(robovid_warm),
-        "plain_torchcodec_warm_float_1thread": one_thread(plain_float),
-        "robovid_torchcodec_warm": lambda ts: robovid.decode_video_frames(path, ts, TOLERANCE_S, "torchcodec"),
+        "robovid_torchcodec_warm_1thread": robovid_warm,  # run in the one-thread phase
+        "plain_torchcodec_warm_float_1thread": plain_float,
+        "robovid_torchcodec_warm": robovid_warm,
         "robovid_torchcodec_cold": lambda ts: robovid.decode_video_frames_torchcodec(
             path, ts, TOLERANCE_S, decoder_cache=robovid.VideoDecoderCache()
         ),
@@ -174,15 +165,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fn([0.0])
     differences = check_same_frames(calls, [rng.randrange(num_frames) / c.FPS for _ in range(8)])
     samples: dict[int, dict[str, list[float]]] = {n: {key: [] for key in calls} for n in SIZES}
-    for trial in range(a.calls):
-        for n in SIZES:
-            ts = [rng.randrange(num_frames) / c.FPS for _ in range(n)]
-            keys = list(calls)
-            shift = (trial + n) % len(keys)
-            for key in keys[shift:] + keys[:shift]:
-                started = time.perf_counter()
-                calls[key](ts)
-                samples[n][key].append(time.perf_counter() - started)
+    threads = torch.get_num_threads()
+    for phase_threads, keys in ((threads, [k for k in calls if not k.endswith(ONE_THREAD)]), (1, ONE_THREAD_KEYS)):
+        torch.set_num_threads(phase_threads)
+        for _trial in range(a.calls):
+            for n in SIZES:
+                ts = [rng.randrange(num_frames) / c.FPS for _ in range(n)]
+                for key in rng.sample(keys, len(keys)):
+                    started = time.perf_counter()
+                    calls[key](ts)
+                    samples[n][key].append(time.perf_counter() - started)
+    torch.set_num_threads(threads)
     payload = {
         "benchmark": NAME,
         "machine": info,

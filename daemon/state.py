@@ -18,8 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robovid.durable import is_temp_path, make_dirs_durably, unlink_durably, write_bytes_durably
-from robovid.layout import state_dir
+from robovid.durable import (
+    is_stale_temp_path,
+    is_temp_path,
+    make_dirs_durably,
+    unlink_durably,
+    write_bytes_durably,
+)
+from robovid.layout import segments_dir, state_dir
 
 EXIT_LOCKED = 75
 """EX_TEMPFAIL: another process holds the root; systemd may retry later."""
@@ -107,10 +113,18 @@ class RootState:
             self._lock_fd = None
 
     def clear_temp_files(self) -> int:
-        """Remove encodes and temp files left by a previous run; return how many."""
+        """Remove encodes and temp files left by a previous run; return how many.
+
+        Besides robovid's own state folders, the temp files a killed run leaves next to what
+        it was publishing: a chunk it was creating, a metadata part it was committing. Only
+        those whose writing process is gone are removed.
+        """
         removed = [Path(e.path) for e in os.scandir(self.tmp_dir)]
         for directory in (self.journal_dir, self.failed_dir):
             removed += [Path(e.path) for e in os.scandir(directory) if is_temp_path(Path(e.path))]
+        for directory in [segments_dir(self.root), *self.root.glob("videos/*/chunk-*")]:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                removed += [Path(e.path) for e in os.scandir(directory) if is_stale_temp_path(Path(e.path))]
         unlink_durably(removed)
         return len(removed)
 

@@ -506,6 +506,7 @@ def _create_chunk(chunk_path: Path, episode: Movie) -> VideoSegment:
     with atomic_output(chunk_path) as temp, open(temp, "w+b") as out:
         write_movie(out, [episode])
         written = out.tell()
+        fault_point("append:creating")
     return read_movie(chunk_path).segment(0, episode.num_frames, bytes_written=written)
 
 

@@ -53,6 +53,22 @@ def is_temp_path(path: Path) -> bool:
     return TEMP_MARK in path.name
 
 
+def is_stale_temp_path(path: Path) -> bool:
+    """A temp file of :func:`temp_path_for` whose writing process is gone (a crash left it)."""
+    if not is_temp_path(path):
+        return False
+    owner = path.name.rsplit(TEMP_MARK, 1)[1].split("-", 1)[0]
+    if not owner.isdigit():
+        return False
+    try:
+        os.kill(int(owner), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 @contextlib.contextmanager
 def atomic_output(final_path: Path) -> Iterator[Path]:
     """Yield a temp path; on success fsync it, rename it onto ``final_path``, fsync the dir.

@@ -24,6 +24,7 @@ from typing import Any
 import av
 
 from robovid.append import read_movie
+from robovid.durable import is_temp_path
 from robovid.layout import chunk_path, episode_dir
 from robovid.metadata import read_segments
 from robovid.synthetic import read_index, write_episode
@@ -240,6 +241,9 @@ def check_invariants(root: Path, episodes: list[Episode], originals: dict[Episod
     for path, frames in decoded.items():
         assert claimed[path] == set(range(len(frames))), f"{path}: frames not accounted for by any row (double append?)"
         assert read_movie(path).num_frames == len(frames)
+    if final:  # a restart removes what a killed run was publishing (a chunk being created, a part being committed)
+        leftovers = [p for p in [*root.glob("videos/**/*"), *root.glob("meta/**/*")] if is_temp_path(p)]
+        assert leftovers == [], f"temp files left behind: {leftovers}"
 
 
 def _claim_journaled_appends(

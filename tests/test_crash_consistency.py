@@ -5,8 +5,8 @@ chunk, no frame unaccounted for) or untouched (no row, PNGs byte-identical). Aft
 clean restart: every episode is done exactly once and its PNGs are gone.
 
 Named points (``ROBOVID_FAULT_POINT=name:n`` kills the process the n-th time it gets there):
-mid-encode, after encode, after the journal intent, mid-append (after the new mdat, before
-the commit flip), after append before commit, mid-commit (before the Parquet rename), after
+mid-encode, after encode, after the journal intent, while a new chunk file is written, mid-append
+(after the new mdat, before the commit flip), after append before commit, mid-commit (before the Parquet rename), after
 commit before cleanup, mid-cleanup, after cleanup before the intent is cleared.
 """
 
@@ -39,6 +39,8 @@ NAMED_POINTS = [
     "stage:after-encode:4",
     "stage:after-intent:1",
     "stage:after-intent:3",
+    "append:creating:1",
+    "append:creating:2",
     "append:after-mdat:1",
     "append:after-mdat:2",
     "append:before-flip:1",

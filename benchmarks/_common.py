@@ -444,6 +444,28 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def print_targets(targets: Sequence[dict[str, Any]]) -> None:
+    """The targets table every benchmark prints."""
+    print()
+    print(
+        table(["target", "value", "limit", "met"], [[t["target"], t["value"], t["limit"], t["met"]] for t in targets])
+    )
+
+
+def encode_yuv_frames(
+    out: Path, encoder_name: str, options: dict[str, str], frames: Sequence[Any], size: tuple[int, int]
+) -> None:
+    """Encode ready ``yuv420p`` PyAV frames into an MP4 (the encoder alone, for the CPU split)."""
+    import av
+
+    with av.open(str(out), "w", format="mp4") as output:
+        stream = output.add_stream(encoder_name, FPS, options=options)
+        stream.pix_fmt, (stream.width, stream.height) = "yuv420p", size
+        for frame in frames:
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     """Wall and process-CPU seconds of ``fn()``, and its result."""
     wall, cpu = time.perf_counter(), cpu_s()

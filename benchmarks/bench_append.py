@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _common as c
+from robovid.durable import fsync_dir, fsync_file
 
 NAME = "bench_append"
 POINTS = (1, 10, 50, 100)
@@ -62,14 +63,6 @@ def measured(fn: Any) -> tuple[dict[str, float], Any]:
     }, result
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def rewrite_robovid(chunk: Path, episode: Path) -> None:
     """Naive growth with robovid's own (atomic, fsynced) concat: the whole chunk is written again."""
     from robovid.concat import concatenate_video_files
@@ -77,7 +70,7 @@ def rewrite_robovid(chunk: Path, episode: Path) -> None:
     new = chunk.with_name(chunk.stem + ".new.mp4")
     concatenate_video_files([chunk, episode] if chunk.exists() else [episode], new)
     os.replace(new, chunk)
-    fsync_path(chunk.parent)
+    fsync_dir(chunk.parent)
 
 
 def rewrite_pyav(chunk: Path, episode: Path) -> None:
@@ -101,9 +94,9 @@ def rewrite_pyav(chunk: Path, episode: Path) -> None:
                 continue
             packet.stream = streams[packet.stream.index]
             output.mux(packet)
-    fsync_path(temp)
+    fsync_file(temp)
     os.replace(temp, chunk)
-    fsync_path(chunk.parent)
+    fsync_dir(chunk.parent)
     listing.unlink()
 
 
@@ -131,7 +124,7 @@ def naive_at(chunk: Path, episode: Path, work: Path, key: str) -> dict[str, Any]
     state.unlink(missing_ok=True)
     if chunk.exists():
         shutil.copyfile(chunk, state)
-        fsync_path(state)
+        fsync_file(state)
     frames_before = count_frames(state) if state.exists() else 0
     result, _ = measured(lambda: NAIVE[key](state, episode))
     result["bytes_out"] = state.stat().st_size
@@ -154,7 +147,7 @@ def run_sequence(videos: list[Path], work: Path, appends: int, points: tuple[int
         snapshot = work / "snapshot.mp4"
         if n in points and chunk.exists():  # the chunk before call n, for the comparisons, synced untimed
             shutil.copyfile(chunk, snapshot)
-            fsync_path(snapshot)
+            fsync_file(snapshot)
         result, segment = measured(lambda episode=episode: append_video(chunk, episode))
         if n in points:  # after call n, so their writeback does not land in its fsyncs
             naive[n] = {key: naive_at(snapshot, episode, work, key) for key in NAIVE}
@@ -258,12 +251,7 @@ def print_summary(p: dict[str, Any]) -> None:
         f"\nmedians over {p['repeats']} repeats of {p['appends']} appends; window = calls n..n+4 across repeats; "
         f"load {p['machine']['load_avg_start']} -> {p['load_avg_end']}"
     )
-    print()
-    print(
-        c.table(
-            ["target", "value", "limit", "met"], [[t["target"], t["value"], t["limit"], t["met"]] for t in p["targets"]]
-        )
-    )
+    c.print_targets(p["targets"])
     print()
     print(c.table(["ratio", "value"], [[k, v] for k, v in p["ratios"].items()]))
 

@@ -243,12 +243,7 @@ def print_summary(p: dict[str, Any]) -> None:
         f"\n{p['calls']} calls per cell; load {p['machine']['load_avg_start']} -> {p['load_avg_end']}; "
         f"largest pixel difference from plain torchcodec: {max(p['max_abs_difference_vs_plain'].values()):.3g}"
     )
-    print()
-    print(
-        c.table(
-            ["target", "value", "limit", "met"], [[t["target"], t["value"], t["limit"], t["met"]] for t in p["targets"]]
-        )
-    )
+    c.print_targets(p["targets"])
     print()
     print(c.table(["ratio", "value"], [[k, v] for k, v in p["ratios"].items()]))
     print()

@@ -111,15 +111,9 @@ def worker_encode_only(episode: Path, out: Path, preset: str) -> dict[str, Any]:
         lambda: [av.VideoFrame.from_ndarray(x, format="rgb24").reformat(format="yuv420p") for x in rgb]
     )
 
-    def encode() -> None:
-        with av.open(str(out), "w", format="mp4") as output:
-            stream = output.add_stream(settings.encoder_name, c.FPS, options=settings.codec_options())
-            stream.pix_fmt, stream.width, stream.height = "yuv420p", width, height
-            for frame in frames:
-                output.mux(stream.encode(frame))
-            output.mux(stream.encode(None))
-
-    wall, cpu, _ = c.timed(encode)
+    wall, cpu, _ = c.timed(
+        lambda: c.encode_yuv_frames(out, settings.encoder_name, settings.codec_options(), frames, (width, height))
+    )
     return {"wall_s": wall, "cpu_s": cpu, "convert_wall_s": convert_wall, "convert_cpu_s": convert_cpu}
 
 
@@ -381,12 +375,7 @@ def print_summary(p: dict[str, Any]) -> None:
         f"{p['load_avg_end']}; floor = (PNG CPU + conversion CPU + encode CPU) / {p['cores_in_use']} cores "
         f"= {p['ratios']['floor_s']:.2f} s"
     )
-    print()
-    print(
-        c.table(
-            ["target", "value", "limit", "met"], [[t["target"], t["value"], t["limit"], t["met"]] for t in p["targets"]]
-        )
-    )
+    c.print_targets(p["targets"])
     print()
     print(c.table(["ratio (paired, median of repeats)", "value"], [[k, v] for k, v in p["ratios"].items()]))
     print("\nSVT-AV1's own log (version, preset actually used, parallelism), per contender:")

@@ -72,15 +72,9 @@ def worker_encode(yuv: Path, out: Path, config: str) -> dict[str, Any]:
     rss_before = c.rss_mb()
     peak_was_reset = c.reset_peak_rss()  # the frames were built through a copy: forget that peak
 
-    def encode() -> None:
-        with av.open(str(out), "w", format="mp4") as output:
-            stream = output.add_stream(settings.encoder_name, c.FPS, options=settings.codec_options())
-            stream.pix_fmt, stream.width, stream.height = "yuv420p", width, height
-            for frame in frames:
-                output.mux(stream.encode(frame))
-            output.mux(stream.encode(None))
-
-    wall, cpu, _ = c.timed(encode)
+    wall, cpu, _ = c.timed(
+        lambda: c.encode_yuv_frames(out, settings.encoder_name, settings.codec_options(), frames, (width, height))
+    )
     return {
         "wall_s": wall,
         "cpu_s": cpu,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _common as c
+from robovid.compact import chunk_space, compact_chunk
 from robovid.durable import fsync_dir, fsync_file
 
 NAME = "bench_append"
@@ -157,8 +158,12 @@ def run_sequence(videos: list[Path], work: Path, appends: int, points: tuple[int
         result |= {"n": n, "bytes_written": segment.bytes_written, "episode_bytes": episode.stat().st_size}
         result["chunk_bytes"] = chunk.stat().st_size
         calls.append(result)
+    space = chunk_space(chunk)
+    compaction, _ = measured(lambda: compact_chunk(chunk))
+    compaction |= {"file_bytes_before": space.file_bytes, "dead_bytes": space.dead_bytes}
+    compaction["file_bytes_after"] = chunk.stat().st_size
     chunk.unlink()
-    return {"load_avg": c.load_avg(), "calls": calls, "naive": naive}
+    return {"load_avg": c.load_avg(), "calls": calls, "naive": naive, "compaction": compaction}
 
 
 def window(n: int, appends: int) -> range:
@@ -206,6 +211,15 @@ def summarize(runs: list[dict[str, Any]], appends: int, points: tuple[int, ...])
         "total_bytes_written_robovid": sum(call["bytes_written"] for call in runs[0]["calls"]),
         "total_bytes_written_rewrite_derived": sum(sizes),
         "total_episode_bytes": sum(call["episode_bytes"] for call in runs[0]["calls"]),
+        "dead_share_at_end": c.median(
+            [r["compaction"]["dead_bytes"] / r["compaction"]["file_bytes_before"] for r in runs]
+        ),
+        "compaction_s_at_end": c.median([r["compaction"]["wall_s"] for r in runs]),
+        "compaction_wchar_over_file": c.median(
+            [r["compaction"]["wchar"] / r["compaction"]["file_bytes_after"] for r in runs]
+        ),
+        "compaction_over_rewrite_concat_at_last_point": c.median([r["compaction"]["wall_s"] for r in runs])
+        / rows[str(points[-1])].get("rewrite_concat_wall_s", float("nan")),
     }
     for key in NAIVE:
         if f"{key}_wall_s" in fifty:

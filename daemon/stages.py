@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ import structlog
 
 from robovid._faults import fault_point
 from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
+from robovid.compact import chunk_space, compact_chunk
 from robovid.durable import fsync_dir
 from robovid.encode import EncodeResult, encode_frames_into
 from robovid.errors import (
@@ -63,6 +65,8 @@ class EpisodeChangedError(RobovidError):
 
 
 SPOOL_MAX_BYTES = 64 * 1024 * 1024
+COMPACT_ABOVE = 0.10
+"""A finished chunk file with more than this share of dead space (old movie boxes) is compacted."""
 """An encoded episode stays in memory up to this size (written to disk once, into the chunk)."""
 VERIFY_KEEP_BYTES = 48 * 1024 * 1024
 """Memory for source frames kept for the PSNR check (an 8K frame is 100 MB: then first and last only)."""
@@ -184,6 +188,7 @@ def append(
     The caller holds the camera's lock and has resolved the camera's journal.
     """
     location = current_chunk(ctx, ref.camera, temp.seek(0, os.SEEK_END))
+    compact_previous(ctx, ref.camera, location)
     for _attempt in range(3):
         path = location.path(ctx.root, ref.camera)
         try:
@@ -247,6 +252,44 @@ def current_chunk(ctx: Context, camera: str, incoming_bytes: int) -> ChunkLocati
     if size > 0 and size + incoming_bytes > ctx.file_size_limit_bytes:
         return last.next(ctx.files_per_chunk)
     return last
+
+
+def compact_previous(ctx: Context, camera: str, location: ChunkLocation) -> None:
+    """When a new file is about to start, give back the dead space appends left in the one before it.
+
+    Only past COMPACT_ABOVE dead space (old movie boxes), and only with room for a full copy
+    beside it. A failure costs nothing but the space: the file stays as it was, and is logged.
+    """
+    if location.path(ctx.root, camera).exists():
+        return
+    earlier = [c for c in list_chunks(ctx.root, camera) if c < location]
+    if not earlier:
+        return
+    path = earlier[-1].path(ctx.root, camera)
+    try:
+        space = chunk_space(path)
+        if space.dead_share <= COMPACT_ABOVE:
+            return
+        if shutil.disk_usage(path.parent).free < 2 * space.file_bytes:
+            log.info("chunk_not_compacted", chunk=str(path), reason="not enough free space for a copy")
+            return
+        started = time.monotonic()
+        compact_chunk(path)
+    except (VideoFormatError, OSError) as error:
+        log.warning(
+            "chunk_not_compacted",
+            chunk=str(path),
+            detail=str(error),
+            action="nothing to do: the file is complete and readable, it only keeps its dead space",
+        )
+        return
+    log.info(
+        "chunk_compacted",
+        chunk=str(path),
+        bytes_before=space.file_bytes,
+        bytes_freed=space.dead_bytes,
+        seconds=round(time.monotonic() - started, 3),
+    )
 
 
 def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: dict[str, Any]) -> None:

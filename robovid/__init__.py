@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the names below load on first use (PEP 562): `import robovi
     from robovid._decode_torchcodec import decode_video_frames_torchcodec
     from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
     from robovid.cache import VideoDecoderCache
+    from robovid.compact import ChunkSpace, chunk_space, compact_chunk
     from robovid.concat import concatenate_video_files
     from robovid.decode import (
         decode_video_frames,
@@ -58,6 +59,9 @@ _LAZY = {
     "read_segment": "robovid.append",
     "recover_chunk": "robovid.append",
     "undo_append": "robovid.append",
+    "ChunkSpace": "robovid.compact",
+    "chunk_space": "robovid.compact",
+    "compact_chunk": "robovid.compact",
     "VideoDecoderCache": "robovid.cache",
     "concatenate_video_files": "robovid.concat",
     "decode_video_frames": "robovid.decode",
@@ -78,6 +82,7 @@ _LAZY = {
 
 __all__ = [
     "BackendUnavailableError",
+    "ChunkSpace",
     "CorruptFrameError",
     "EmptyEpisodeError",
     "EncoderSettings",
@@ -96,6 +101,8 @@ __all__ = [
     "VideoFrame",
     "VideoSegment",
     "append_video",
+    "chunk_space",
+    "compact_chunk",
     "concatenate_video_files",
     "count_frames",
     "decode_episode_frames",

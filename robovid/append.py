@@ -262,18 +262,31 @@ def append_video(chunk_path: Path | str, episode_video_path: Path | str | Binary
     if episode.num_frames == 0:
         raise VideoFormatError(f"{episode.path}: the episode video holds no frames.")
     make_dirs_durably(chunk_path.parent)
-    if not chunk_path.exists():
-        with _directory_lock(chunk_path.parent):  # two creators: the second appends to the first's file
-            if not chunk_path.exists():
-                return _create_chunk(chunk_path, episode)
-    with open(chunk_path, "r+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        chunk = _live_movies.take(f) or read_movie(chunk_path, f)
-        tail_start = _drop_uncommitted_tail(f, chunk)
-        check_compatible(chunk, episode)
-        segment, after = _append_after(f, chunk, episode, tail_start)
-        _live_movies.put(f, after)
-        return segment
+    while True:
+        if not chunk_path.exists():
+            with _directory_lock(chunk_path.parent):  # two creators: the second appends to the first's file
+                if not chunk_path.exists():
+                    return _create_chunk(chunk_path, episode)
+        with open(chunk_path, "r+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            if _replaced(f, chunk_path):
+                continue  # compacted (renamed over) while this call waited for the lock: use the new file
+            chunk = _live_movies.take(f) or read_movie(chunk_path, f)
+            tail_start = _drop_uncommitted_tail(f, chunk)
+            check_compatible(chunk, episode)
+            segment, after = _append_after(f, chunk, episode, tail_start)
+            _live_movies.put(f, after)
+            return segment
+
+
+def _replaced(f: BinaryIO, path: Path) -> bool:
+    """True if ``path`` no longer names the file open as ``f``."""
+    held = os.fstat(f.fileno())
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return True
+    return (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino)
 
 
 def _open_episode(episode: Path | str | BinaryIO) -> Movie:

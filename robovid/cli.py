@@ -74,6 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("file", type=Path)
     info.set_defaults(func=_cmd_info)
 
+    compact = commands.add_parser(
+        "compact",
+        help="give back the dead space appends left in chunk files",
+        description="Rewrite chunk files without the old movie boxes each append leaves as free space "
+        "(robovid-watch does this by itself for a file it has finished, past 10% dead space). PATH is a "
+        "chunk file, or a recording root: every videos/*/chunk-*/file-*.mp4 but each camera's last file, "
+        "which robovid-watch may still be appending to. Frames and timestamps are unchanged. "
+        "Exit 1 if a file could not be compacted.",
+    )
+    compact.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    compact.add_argument("--min-dead", type=float, default=0.0, help="skip files with a smaller dead share (0-1)")
+    compact.set_defaults(func=_cmd_compact)
+
     simulate = commands.add_parser(
         "simulate",
         help="write synthetic episodes the way a recorder does",
@@ -236,6 +249,37 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     print(json.dumps(info, indent=2))
     return 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from robovid.compact import chunk_space, compact_chunk
+    from robovid.errors import RobovidError
+
+    files: list[Path] = []
+    for path in args.paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        for camera in sorted(p for p in (path / "videos").glob("*") if p.is_dir()):
+            files += sorted(camera.glob("chunk-*/file-*.mp4"))[:-1]  # the last one may still grow
+    code, freed = 0, 0
+    for file in files:
+        try:
+            space = chunk_space(file)
+            if space.dead_bytes == 0 or space.dead_share < args.min_dead:
+                print(f"{file}: {space.dead_share:.1%} dead, left as it is")
+                continue
+            compact_chunk(file)
+        except (RobovidError, OSError) as error:
+            print(f"robovid compact: {file}: {error}", file=sys.stderr)
+            code = EXIT_PROBLEMS
+            continue
+        freed += space.dead_bytes
+        print(
+            f"{file}: {space.dead_bytes / 1e6:.2f} MB freed ({space.dead_share:.1%} of {space.file_bytes / 1e6:.1f} MB)"
+        )
+    print(f"{len(files)} file(s), {freed / 1e6:.2f} MB freed")
+    return code
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from daemon_harness import daemon_env, record, rows_by_key
 
+from robovid.compact import chunk_space
 from robovid.layout import chunk_path
 
 
@@ -22,7 +24,7 @@ def robovid(*args: str, root: Path | None = None) -> subprocess.CompletedProcess
 def test_help_lists_every_command() -> None:
     result = robovid("--help")
     assert result.returncode == 0
-    for command in ("process", "verify", "status", "info", "simulate"):
+    for command in ("process", "verify", "status", "info", "compact", "simulate"):
         assert command in result.stdout
 
 
@@ -83,3 +85,31 @@ def test_simulate_writes_complete_episodes(tmp_path: Path) -> None:
         for episode in (0, 1):
             folder = tmp_path / "images" / camera / f"episode-{episode:06d}"
             assert (folder / ".complete").exists() and len(list(folder.glob("*.png"))) == 3
+
+
+def test_compact_frees_the_dead_space_of_finished_files_and_verify_still_passes(tmp_path: Path) -> None:
+    record(tmp_path, ["cam"], range(4))
+    assert robovid("process", str(tmp_path), "--no-progress", "--workers", "1", root=tmp_path).returncode == 0
+    finished, current = chunk_path(tmp_path, "cam", 0, 0), chunk_path(tmp_path, "cam", 0, 1)
+    shutil.copyfile(finished, current)  # stands for a later file, the one the service appends to now
+    dead = chunk_space(finished).dead_bytes
+    assert dead > 0
+
+    result = robovid("compact", str(tmp_path), root=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert f"{dead / 1e6:.2f} MB freed" in result.stdout
+    assert chunk_space(finished).dead_bytes == 0
+    assert chunk_space(current).dead_bytes == dead, "the last file of a camera is left alone"
+    single = robovid("compact", str(current), root=tmp_path)
+    assert single.returncode == 0 and chunk_space(current).dead_bytes == 0
+    verify = robovid("verify", str(tmp_path), "--json", root=tmp_path)
+    assert json.loads(verify.stdout)["problems"] == []
+
+
+def test_compact_on_a_file_that_is_no_video_exits_1_naming_it(tmp_path: Path) -> None:
+    bogus = tmp_path / "file-000.mp4"
+    bogus.write_bytes(b"not a video")
+    result = robovid("compact", str(bogus))
+    assert result.returncode == 1
+    assert str(bogus) in result.stderr

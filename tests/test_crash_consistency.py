@@ -65,8 +65,8 @@ def _recording(root: Path) -> tuple[list[Episode], dict[Episode, str]]:
     return episodes, {e: png_digest(root, e) or "" for e in episodes}
 
 
-def _finish_and_check(root: Path, episodes: list[Episode], originals: dict[Episode, str]) -> None:
-    daemon = start_daemon(root)
+def _finish_and_check(root: Path, episodes: list[Episode], originals: dict[Episode, str], **env: str) -> None:
+    daemon = start_daemon(root, **env)
     try:
         wait_for(lambda: len(rows_by_key(root)) == len(episodes), "every episode committed", daemon=daemon)
         wait_for(lambda: all(png_digest(root, e) is None for e in episodes), "every PNG folder cleaned", daemon=daemon)
@@ -84,11 +84,15 @@ def test_kill_at_a_named_point_then_restart_loses_nothing_and_appends_nothing_tw
     _finish_and_check(tmp_path, episodes, originals)
 
 
-def _random_kills(root: Path, kills: int, seed: int) -> None:
+SMALL_FILES = {"ROBOVID_VIDEO_FILE_SIZE_MB": "0.012"}
+"""A new chunk file every two or three episodes, so kills also land in rollovers and compactions."""
+
+
+def _random_kills(root: Path, kills: int, seed: int, **env: str) -> None:
     episodes, originals = _recording(root)
     rng = random.Random(seed)
     for attempt in range(kills):
-        daemon = start_daemon(root, ROBOVID_WORKERS=str(rng.choice([1, 2])))
+        daemon = start_daemon(root, ROBOVID_WORKERS=str(rng.choice([1, 2])), **env)
         try:
             wait_for(lambda d=daemon: bool(d.events_named("started")), "started", daemon=daemon)
             time.sleep(rng.uniform(0.0, 0.8))
@@ -98,7 +102,7 @@ def _random_kills(root: Path, kills: int, seed: int) -> None:
             check_invariants(root, episodes, originals, final=False)
         except AssertionError as error:
             raise AssertionError(f"seed {seed}, kill {attempt}: {error}") from error
-    _finish_and_check(root, episodes, originals)
+    _finish_and_check(root, episodes, originals, **env)
 
 
 def test_random_kills_ci(tmp_path: Path) -> None:
@@ -106,7 +110,18 @@ def test_random_kills_ci(tmp_path: Path) -> None:
     _random_kills(tmp_path, kills=8, seed=seed)
 
 
+def test_random_kills_with_small_files_ci(tmp_path: Path) -> None:
+    seed = int(os.environ.get("ROBOVID_CRASH_SEED", "1234"))
+    _random_kills(tmp_path, kills=6, seed=seed, **SMALL_FILES)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(10))
 def test_random_kills_stress(tmp_path: Path, seed: int) -> None:
     _random_kills(tmp_path, kills=20, seed=seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+def test_random_kills_with_small_files_stress(tmp_path: Path, seed: int) -> None:
+    _random_kills(tmp_path, kills=20, seed=seed, **SMALL_FILES)

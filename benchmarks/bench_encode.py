@@ -4,8 +4,9 @@ Each contender encodes the same 300-frame 640x480 natural-content PNG episode wi
 libsvtav1 g=2 crf=30 and the same preset (robovid's default, 12), in a fresh process
 of its own, so its peak RSS is its own and torch is never imported:
 
-- ``robovid``: ``robovid.encode.encode_frames`` (PNG reader thread + encoder), default threads;
-- ``robovid lp=1`` / ``robovid lp=2``: the same with ``EncoderSettings(threads=1|2)`` (SVT-AV1 ``lp``);
+- ``robovid``: ``robovid.encode.encode_frames`` (PNG reader thread + encoder), the library's default
+  settings (``threads=None``: SVT-AV1 ``lp=1``, since the reader thread takes the other core);
+- ``robovid threads=0`` / ``threads=2``: the same with SVT-AV1's own choice of parallelism, or ``lp=2``;
 - ``naive``: for each PNG, Pillow open + convert("RGB"), ``av.VideoFrame.from_image``, encode, mux;
 - ``naive, encoder default preset``: the same without a preset (what the reference module does);
 - ``ffmpeg CLI``: ``ffmpeg -framerate 30 -i frame-%06d.png -c:v libsvtav1 -g 2 -crf 30 -preset 12 ...``
@@ -46,7 +47,7 @@ def _codec_options(preset: str) -> dict[str, str]:
     return options
 
 
-def worker_robovid(episode: Path, out: Path, preset: str, threads: int) -> dict[str, Any]:
+def worker_robovid(episode: Path, out: Path, preset: str, threads: int | None) -> dict[str, Any]:
     from robovid.encode import encode_frames
     from robovid.frames import list_episode_frames
     from robovid.settings import EncoderSettings
@@ -123,7 +124,7 @@ def run_worker_main(argv: list[str]) -> None:
     parser.add_argument("--episode", type=Path, required=True)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--preset", default="12")
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="EncoderSettings.threads (default: the library's)")
     a = parser.parse_args(argv)
     if a.worker == "robovid":
         report = worker_robovid(a.episode, a.out, a.preset, a.threads)
@@ -143,8 +144,8 @@ def run_worker_main(argv: list[str]) -> None:
 
 CONTENDERS = [
     # key, label, in the equal-settings comparison
-    ("robovid", "robovid encode_frames (pipelined)", True),
-    ("robovid_lp1", "robovid, threads=1 (SVT lp=1)", True),
+    ("robovid", "robovid encode_frames (pipelined, library defaults: lp=1)", True),
+    ("robovid_lp0", "robovid, threads=0 (SVT's own choice)", True),
     ("robovid_lp2", "robovid, threads=2 (SVT lp=2)", True),
     ("naive", "naive sequential (Pillow + PyAV)", True),
     ("ffmpeg", "ffmpeg CLI", True),
@@ -159,9 +160,9 @@ def run_contender(key: str, episode: Path, out: Path, preset: str) -> dict[str, 
     if key == "ffmpeg":
         return _run_ffmpeg(episode, out, preset)
     files = ["--episode", str(episode), "--out", str(out)]
-    threads = {"robovid": "0", "robovid_lp1": "1", "robovid_lp2": "2"}
+    threads = {"robovid": [], "robovid_lp0": ["--threads", "0"], "robovid_lp2": ["--threads", "2"]}
     if key in threads:
-        report = c.run_worker(MODULE, ["robovid", *files, "--preset", preset, "--threads", threads[key]])
+        report = c.run_worker(MODULE, ["robovid", *files, "--preset", preset, *threads[key]])
     elif key == "naive":
         report = c.run_worker(MODULE, ["naive", *files, "--preset", preset])
     elif key == "naive_default":

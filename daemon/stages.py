@@ -275,7 +275,7 @@ def compact_previous(ctx: Context, camera: str, location: ChunkLocation) -> None
             return
         started = time.monotonic()
         compact_chunk(path)
-    except (VideoFormatError, OSError) as error:
+    except (RobovidError, OSError, EOFError) as error:  # EOFError: a sample run past the end of the file
         log.warning(
             "chunk_not_compacted",
             chunk=str(path),

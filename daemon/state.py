@@ -123,7 +123,7 @@ class RootState:
         for directory in (self.journal_dir, self.failed_dir):
             removed += [Path(e.path) for e in os.scandir(directory) if is_temp_path(Path(e.path))]
         for directory in [segments_dir(self.root), *self.root.glob("videos/*/chunk-*")]:
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError, PermissionError):
                 removed += [Path(e.path) for e in os.scandir(directory) if is_stale_temp_path(Path(e.path))]
         unlink_durably(removed)
         return len(removed)

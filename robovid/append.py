@@ -95,16 +95,33 @@ class Movie:
     def num_frames(self) -> int:
         return self.table.num_samples
 
+    def chunk_extents(self) -> tuple[np.ndarray, np.ndarray]:
+        """Offset and byte length of every non-empty mp4 chunk of samples, in table order."""
+        t = self.table
+        nonempty = t.chunk_sample_counts > 0
+        firsts = (np.cumsum(t.chunk_sample_counts) - t.chunk_sample_counts)[nonempty]
+        lengths = np.add.reduceat(t.sizes, firsts) if firsts.shape[0] else np.zeros(0, np.int64)
+        return t.chunk_offsets[nonempty], lengths
+
     def data_extent(self) -> tuple[int, int]:
         """First and one-past-last byte of the sample data the table points at."""
-        t = self.table
-        if t.num_samples == 0:
+        offsets, lengths = self.chunk_extents()
+        if offsets.shape[0] == 0:
             return (0, 0)
-        counts = t.chunk_sample_counts
-        nonempty = counts > 0
-        firsts = (np.cumsum(counts) - counts)[nonempty]
-        chunk_bytes = np.add.reduceat(t.sizes, firsts)
-        return int(t.chunk_offsets[nonempty].min()), int((t.chunk_offsets[nonempty] + chunk_bytes).max())
+        return int(offsets.min()), int((offsets + lengths).max())
+
+    def sample_runs(self) -> list[tuple[int, int]]:
+        """The sample data as (offset, length) runs in file order; touching chunks merged, gaps (``free`` boxes) left out."""
+        offsets, lengths = self.chunk_extents()
+        runs: list[tuple[int, int]] = []
+        order = np.argsort(offsets, kind="stable")
+        for offset, length in zip(offsets[order].tolist(), lengths[order].tolist(), strict=True):
+            if runs and offset <= runs[-1][0] + runs[-1][1]:
+                start, run_length = runs[-1]
+                runs[-1] = (start, max(run_length, offset + length - start))
+            else:
+                runs.append((offset, length))
+        return runs
 
     def frame_start_ticks(self, first: int = 0, count: int | None = None) -> np.ndarray:
         """Presentation time in media ticks of frames ``first .. first+count-1`` (decode order)."""
@@ -407,10 +424,19 @@ def _frame_duration(movie: Movie) -> int:
     return int(values[np.argmax(counts)]) if values.shape[0] else 0
 
 
-def _relocated(movie: Movie, data_offset: int) -> _mp4.SampleTable:
-    """The movie's table with its chunk offsets moved to where its samples were copied."""
+def _relocated(movie: Movie, copied: list[tuple[int, int]]) -> _mp4.SampleTable:
+    """The movie's table with its chunk offsets moved to where :func:`_write_samples` copied its runs.
+
+    ``copied`` is (source offset, target offset) per run of ``movie.sample_runs()``.
+    """
     t = movie.table
-    offsets = t.chunk_offsets - movie.data_extent()[0] + data_offset
+    offsets = t.chunk_offsets.copy()
+    nonempty = t.chunk_sample_counts > 0
+    if copied:
+        sources = np.array([source for source, _ in copied], dtype=np.int64)
+        targets = np.array([target for _, target in copied], dtype=np.int64)
+        run = np.searchsorted(sources, offsets[nonempty], side="right") - 1
+        offsets[nonempty] = targets[run] + (offsets[nonempty] - sources[run])
     return _mp4.SampleTable(
         t.durations,
         t.composition_offsets,
@@ -475,24 +501,29 @@ def _mdat_header(payload_size: int) -> bytes:
     return struct.pack(">I4sQ", 1, b"mdat", payload_size + 16)
 
 
-def _write_samples(dst: BinaryIO, episode: Movie, position: int) -> int:
-    """Write the episode's sample data as one mdat at ``position``; return the data offset."""
-    start, end = episode.data_extent()
-    header = _mdat_header(end - start)
+def _write_samples(dst: BinaryIO, movie: Movie, position: int) -> list[tuple[int, int]]:
+    """Write the movie's sample data as one mdat at ``position`` (dead space between runs left out).
+
+    Returns (source offset, target offset) per run, for :func:`_relocated`.
+    """
+    runs = movie.sample_runs()
     dst.seek(position)
-    dst.write(header)
-    with episode.data() as src:
-        copy_range(src, dst, start, end - start)
-    return position + len(header)
+    dst.write(_mdat_header(sum(length for _, length in runs)))
+    copied = []
+    with movie.data() as src:
+        for offset, length in runs:
+            copied.append((offset, dst.tell()))
+            copy_range(src, dst, offset, length)
+    return copied
 
 
 def _append_after(f: BinaryIO, chunk: Movie, episode: Movie, position: int) -> tuple[VideoSegment, Movie]:
     """Append at ``position`` (the end of the live movie); the segment and the chunk's new live movie."""
-    data_offset = _write_samples(f, episode, position)
+    copied = _write_samples(f, episode, position)
     mdat_end = f.tell()
     f.flush()
     fault_point("append:after-mdat")
-    merged = _concat_tables(chunk.table, _relocated(episode, data_offset))
+    merged = _concat_tables(chunk.table, _relocated(episode, copied))
     moov = _moov_bytes(chunk, merged)  # chunk.moov now holds the new movie box
     f.write(moov)
     f.flush()
@@ -507,7 +538,7 @@ def _append_after(f: BinaryIO, chunk: Movie, episode: Movie, position: int) -> t
     old = chunk.moov_box
     top = [dataclasses.replace(b, type=b"free") if b == old else b for b in chunk.top if b.end <= position]
     top += [
-        _mp4.TopBox(b"mdat", position, mdat_end - position, data_offset - position),
+        _mp4.TopBox(b"mdat", position, mdat_end - position, copied[0][1] - position),
         _mp4.TopBox(b"moov", mdat_end, len(moov), 16 if moov[:4] == b"\x00\x00\x00\x01" else 8),
     ]
     after = dataclasses.replace(chunk, table=merged, top=top, moov_box=top[-1])
@@ -525,6 +556,9 @@ def _create_chunk(chunk_path: Path, episode: Movie) -> VideoSegment:
 
 def write_movie(out: BinaryIO, movies: list[Movie]) -> None:
     """Write ``movies`` back to back as one MP4: ftyp, one mdat each, one merged moov.
+
+    Only the sample data goes over: dead space between samples (old movie boxes an append
+    left as ``free``) does not.
 
     The caller has checked that they are compatible (:func:`check_compatible`).
     """

@@ -203,6 +203,21 @@ def decoded_indices(path: Path) -> list[tuple[int, int]]:
         return [read_index(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
 
 
+def finish_and_check(root: Path, episodes: list[Episode], originals: dict[Episode, str], **env: str) -> Daemon:
+    """A fresh daemon finishes every episode (a row each, PNG folders gone), stops with 0; final invariants hold.
+
+    Returns the stopped daemon, for its events.
+    """
+    daemon = start_daemon(root, **env)
+    try:
+        wait_for(lambda: len(rows_by_key(root)) == len(episodes), "every episode committed", daemon=daemon)
+        wait_for(lambda: all(png_digest(root, e) is None for e in episodes), "every PNG folder cleaned", daemon=daemon)
+    finally:
+        assert daemon.stop() == 0
+    check_invariants(root, episodes, originals, final=True)
+    return daemon
+
+
 def check_invariants(root: Path, episodes: list[Episode], originals: dict[Episode, str], final: bool) -> None:
     """Every episode is done exactly once or untouched; with ``final``, every episode is done.
 

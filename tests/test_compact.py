@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EpisodeVideo
-from daemon_harness import check_invariants, png_digest, record, rows_by_key, run_daemon, start_daemon, wait_for
+from daemon_harness import check_invariants, finish_and_check, png_digest, record, run_daemon
 from videocheck import pyav_indices, sha256, temp_leftovers, torchcodec_indices_at
 
 from robovid.append import VideoSegment, append_video, read_movie, read_segment
@@ -109,19 +109,13 @@ def test_an_append_waiting_while_the_file_is_replaced_lands_in_the_new_file(
 def test_the_service_compacts_each_file_it_moves_on_from(tmp_path: Path) -> None:
     episodes = record(tmp_path, ["cam"], range(7))
     originals = {e: png_digest(tmp_path, e) or "" for e in episodes}
-    daemon = start_daemon(tmp_path, ROBOVID_VIDEO_FILE_SIZE_MB="0.012", ROBOVID_WORKERS="1")
-    try:
-        wait_for(lambda: len(rows_by_key(tmp_path)) == len(episodes), "every episode committed", daemon=daemon)
-        wait_for(lambda: all(png_digest(tmp_path, e) is None for e in episodes), "PNGs cleaned", daemon=daemon)
-    finally:
-        assert daemon.stop() == 0
+    daemon = finish_and_check(tmp_path, episodes, originals, ROBOVID_VIDEO_FILE_SIZE_MB="0.012", ROBOVID_WORKERS="1")
     files = sorted((tmp_path / "videos" / "cam").glob("chunk-*/file-*.mp4"))
     compacted = {Path(e["chunk"]) for e in daemon.events_named("chunk_compacted")}
     assert len(files) >= 3
     assert compacted and compacted <= set(files[:-1]), "finished files only, never the one being appended to"
     assert all(chunk_space(f).dead_bytes == 0 for f in compacted)
     assert all(chunk_space(f).dead_share <= COMPACT_ABOVE for f in files[:-1])
-    check_invariants(tmp_path, episodes, originals, final=True)
 
 
 @pytest.mark.parametrize("nothing_to_gain", ["one episode", "no dead space"])
@@ -146,11 +140,5 @@ def test_the_service_killed_mid_compaction_loses_nothing_and_compacts_after_the_
     assert killed.returncode == -9, f"the compaction was never reached: {killed.stderr[-2000:]}"
     assert len(temp_leftovers(next((tmp_path / "videos" / "cam").glob("chunk-*")))) == 1
     check_invariants(tmp_path, episodes, originals, final=False)
-    daemon = start_daemon(tmp_path, **settings)
-    try:
-        wait_for(lambda: len(rows_by_key(tmp_path)) == len(episodes), "every episode committed", daemon=daemon)
-        wait_for(lambda: all(png_digest(tmp_path, e) is None for e in episodes), "PNGs cleaned", daemon=daemon)
-    finally:
-        assert daemon.stop() == 0
+    daemon = finish_and_check(tmp_path, episodes, originals, **settings)
     assert daemon.events_named("chunk_compacted")
-    check_invariants(tmp_path, episodes, originals, final=True)

@@ -22,9 +22,9 @@ import pytest
 from daemon_harness import (
     Episode,
     check_invariants,
+    finish_and_check,
     png_digest,
     record,
-    rows_by_key,
     run_daemon,
     start_daemon,
     wait_for,
@@ -65,23 +65,13 @@ def _recording(root: Path) -> tuple[list[Episode], dict[Episode, str]]:
     return episodes, {e: png_digest(root, e) or "" for e in episodes}
 
 
-def _finish_and_check(root: Path, episodes: list[Episode], originals: dict[Episode, str], **env: str) -> None:
-    daemon = start_daemon(root, **env)
-    try:
-        wait_for(lambda: len(rows_by_key(root)) == len(episodes), "every episode committed", daemon=daemon)
-        wait_for(lambda: all(png_digest(root, e) is None for e in episodes), "every PNG folder cleaned", daemon=daemon)
-    finally:
-        assert daemon.stop() == 0
-    check_invariants(root, episodes, originals, final=True)
-
-
 @pytest.mark.parametrize("point", NAMED_POINTS)
 def test_kill_at_a_named_point_then_restart_loses_nothing_and_appends_nothing_twice(tmp_path: Path, point: str) -> None:
     episodes, originals = _recording(tmp_path)
     result = run_daemon(tmp_path, timeout=120, ROBOVID_FAULT_POINT=point, ROBOVID_WORKERS="1")
     assert result.returncode == -signal.SIGKILL, f"{point} was never reached: {result.stderr[-2000:]}"
     check_invariants(tmp_path, episodes, originals, final=False)
-    _finish_and_check(tmp_path, episodes, originals)
+    finish_and_check(tmp_path, episodes, originals)
 
 
 SMALL_FILES = {"ROBOVID_VIDEO_FILE_SIZE_MB": "0.012"}
@@ -102,7 +92,7 @@ def _random_kills(root: Path, kills: int, seed: int, **env: str) -> None:
             check_invariants(root, episodes, originals, final=False)
         except AssertionError as error:
             raise AssertionError(f"seed {seed}, kill {attempt}: {error}") from error
-    _finish_and_check(root, episodes, originals, **env)
+    finish_and_check(root, episodes, originals, **env)
 
 
 def test_random_kills_ci(tmp_path: Path) -> None:

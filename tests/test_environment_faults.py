@@ -44,6 +44,7 @@ from daemon_harness import (
     Episode,
     check_invariants,
     daemon_env,
+    finish_and_check,
     png_digest,
     record,
     rows_by_key,
@@ -147,10 +148,7 @@ def stop_timed(daemon: Daemon) -> tuple[int, float]:
 
 def finish(root: Path, episodes: list[Episode], originals: dict[Episode, str]) -> None:
     """A fresh daemon finishes every episode; then every invariant holds and `robovid verify` agrees."""
-    with running(root) as daemon:
-        wait_for(lambda: all_done(root, episodes), "every episode done and cleaned", daemon=daemon)
-    assert daemon.process.returncode == 0
-    check_invariants(root, episodes, originals, final=True)
+    finish_and_check(root, episodes, originals)
     assert_verify_passes(root)
 
 

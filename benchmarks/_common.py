@@ -452,6 +452,12 @@ def print_targets(targets: Sequence[dict[str, Any]]) -> None:
     )
 
 
+def print_ratios(ratios: dict[str, Any], header: str = "ratio") -> None:
+    """The ratios table every benchmark prints."""
+    print()
+    print(table([header, "value"], [[k, v] for k, v in ratios.items()]))
+
+
 def encode_yuv_frames(
     out: Path, encoder_name: str, options: dict[str, str], frames: Sequence[Any], size: tuple[int, int]
 ) -> None:

@@ -266,8 +266,7 @@ def print_summary(p: dict[str, Any]) -> None:
         f"load {p['machine']['load_avg_start']} -> {p['load_avg_end']}"
     )
     c.print_targets(p["targets"])
-    print()
-    print(c.table(["ratio", "value"], [[k, v] for k, v in p["ratios"].items()]))
+    c.print_ratios(p["ratios"])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -123,6 +123,25 @@ def check_same_frames(calls: dict[str, Callable[[list[float]], Any]], ts: list[f
     return {key: float((unit(fn(ts)) - reference).abs().max()) for key, fn in calls.items()}
 
 
+def bookkeeping_costs(path: Path, calls: int) -> dict[str, float]:
+    """µs (median) of what robovid's torchcodec call adds around the decode: cache borrow (with its change-check stat), request check."""
+    from robovid._decode_common import check_request
+    from robovid._decode_torchcodec import _default_decoder_cache
+
+    def borrow() -> None:
+        with _default_decoder_cache.borrow_decoder(path):
+            pass
+
+    ways = {"cache_borrow_and_stat": borrow, "request_check": lambda: check_request([1.0], TOLERANCE_S, path)}
+    times: dict[str, list[float]] = {key: [] for key in ways}
+    for _ in range(calls * 10):
+        for key, fn in ways.items():
+            started = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - started)
+    return {f"{key}_us": 1e6 * c.median(t) for key, t in times.items()}
+
+
 def conversion_costs(path: Path, calls: int) -> dict[str, float]:
     """ms (median) to turn 8 decoded uint8 frames into float32 in [0, 1]: robovid's torch line vs one numpy pass."""
     import numpy as np
@@ -187,8 +206,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_abs_difference_vs_plain": differences,
         "samples_s": {str(n): s for n, s in samples.items()},
         "float_conversion_8_frames": conversion_costs(path, a.calls),
+        "robovid_bookkeeping": bookkeeping_costs(path, a.calls),
         **summarize(samples),
     }
+    bookkeeping_s = sum(payload["robovid_bookkeeping"].values()) / 1e6
+    payload["ratios"]["robovid_bookkeeping_over_plain_warm_n1_p50"] = (
+        bookkeeping_s / payload["latency"]["1"]["plain_torchcodec_warm"]["p50_ms"] * 1000
+    )
     print_summary(payload)
     print(f"\nwrote {c.write_json(NAME, payload)}")
     return payload
@@ -244,10 +268,11 @@ def print_summary(p: dict[str, Any]) -> None:
         f"largest pixel difference from plain torchcodec: {max(p['max_abs_difference_vs_plain'].values()):.3g}"
     )
     c.print_targets(p["targets"])
-    print()
-    print(c.table(["ratio", "value"], [[k, v] for k, v in p["ratios"].items()]))
+    c.print_ratios(p["ratios"])
     print()
     print(c.table(["8 frames uint8 -> float32 [0, 1]", "median ms"], list(p["float_conversion_8_frames"].items())))
+    print()
+    print(c.table(["robovid's work around one call", "median µs"], list(p["robovid_bookkeeping"].items())))
 
 
 if __name__ == "__main__":

@@ -377,8 +377,7 @@ def print_summary(p: dict[str, Any]) -> None:
         f"= {p['ratios']['floor_s']:.2f} s"
     )
     c.print_targets(p["targets"])
-    print()
-    print(c.table(["ratio (paired, median of repeats)", "value"], [[k, v] for k, v in p["ratios"].items()]))
+    c.print_ratios(p["ratios"], "ratio (paired, median of repeats)")
     print("\nSVT-AV1's own log (version, preset actually used, parallelism), per contender:")
     for key in p["medians"]:
         lines = sorted({line for run in p["runs"] for line in run["results"][key].get("svt_log", [])})

@@ -510,7 +510,12 @@ def test_inotify_queue_overflow_loses_no_episode_the_rescan_finds_them_all(tmp_p
     try:
         for e in episodes:
             os.rename(episode_dir(staging, e.camera, e.index), episode_dir(root, e.camera, e.index))
-        wait_for(lambda: all_done(root, episodes), f"all {len(episodes)} episodes done", timeout=90, daemon=daemon)
+        wait_for(
+            lambda: all_done(root, episodes),
+            f"all {len(episodes)} episodes done",
+            timeout=120 + len(episodes) * 0.5,  # a deadline for the outcome, not a speed claim (as test_load)
+            daemon=daemon,
+        )
     finally:
         daemon.stop()
     assert daemon.process.returncode == 0

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import structlog
 from watchdog.observers.api import BaseObserver
 
+from robovid._faults import fault_point
 from robovid.errors import EpisodeError, VerificationError, VideoFormatError
 from robovid.layout import InfoJsonError, images_dir, is_inside, read_fps
 from robovid.metadata import SegmentStore
@@ -107,7 +108,7 @@ class Service:
         self._paused_for_space = False
         self._disk_full_until = 0.0
         self._backlog_samples: deque[tuple[float, int]] = deque()
-        self._last_backlog_warning = 0.0
+        self._last_backlog_warning: float | None = None
         self._info_stamp: tuple[int, int] | str | None = "unread"
         self._info_fps: int | None = None
         self._parked: set[tuple[str, int]] = set()
@@ -227,6 +228,7 @@ class Service:
         self._parked.clear()
         for ref in scan(self.root):
             self._candidates.setdefault((ref.camera, ref.episode), ref)
+        fault_point("service:rescan")
 
     def _ready_exists(self) -> bool:
         return any(self._is_ready(ref) for ref in self._candidates.values())
@@ -413,15 +415,20 @@ class Service:
         return ok
 
     def _watch_backlog(self) -> None:
+        """Warn when the waiting episodes grew over a whole window and never reached zero.
+
+        The backlog now is compared with the newest sample at least one window old (kept as the
+        anchor), so the warning does not depend on a sample happening to fall near the window's edge.
+        """
         now = time.monotonic()
         backlog = sum(1 for ref in self._candidates.values() if ref.path.exists())
         self._backlog_samples.append((now, backlog))
         window = self.settings.backlog_warn_s
-        while self._backlog_samples and now - self._backlog_samples[0][0] > window:
+        while len(self._backlog_samples) > 1 and now - self._backlog_samples[1][0] >= window:
             self._backlog_samples.popleft()
-        oldest_t, oldest = self._backlog_samples[0]
-        growing = now - oldest_t >= window * 0.9 and backlog > oldest and min(b for _, b in self._backlog_samples) > 0
-        if growing and now - self._last_backlog_warning > window:
+        anchor_t, anchor = self._backlog_samples[0]
+        growing = now - anchor_t >= window and backlog > anchor and min(b for _, b in self._backlog_samples) > 0
+        if growing and (self._last_backlog_warning is None or now - self._last_backlog_warning > window):
             self._last_backlog_warning = now
             log.warning(
                 "backlog_growing",

@@ -117,6 +117,7 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
     if key in ctx.done:
         clean(ctx, ref, ctx.state.intent(*key))
         return Outcome("cleaned")
+    fault_point("stage:before-encode", ctx.stop)
     signature = folder_signature(ref.path)
     frames = list_episode_frames(ref.path, ctx.root)
     source_mtime_ns, source_bytes = _source_stamp(frames)
@@ -201,7 +202,7 @@ def append(
             ref.camera, ref.episode, location.chunk_index, location.file_index, before, num_frames, row, source_mtime_ns
         )
         ctx.state.write_intent(intent)
-        fault_point("stage:after-intent")
+        fault_point("stage:after-intent", ctx.stop)
         try:
             segment = append_video(path, temp)
             break
@@ -313,7 +314,7 @@ def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None, frames: list[Pat
     for path in [*doomed, ref.path / ctx.marker]:  # the marker last: a folder that keeps frames stays complete
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        fault_point("clean:unlink")
+        fault_point("clean:unlink", ctx.stop)
     fault_point("clean:before-rmdir")
     _remove_empty_dirs(ref.path, stop_at=images_dir(ctx.root))
     fault_point("clean:before-clear-intent")

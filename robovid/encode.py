@@ -188,7 +188,7 @@ def _encode_stream(
             container.mux(stream.encode(frame))
             if index % DEMOTE_EVERY_FRAMES == 0:
                 demote_realtime_threads()
-            fault_point("encode:frame")
+            fault_point("encode:frame", stop)
         container.mux(stream.encode(None))
 
 

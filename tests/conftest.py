@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from daemon_harness import PointHooks
 
 from robovid.encode import encode_frames
 from robovid.settings import EncoderSettings
@@ -44,3 +45,9 @@ def episode_video(tmp_path_factory: pytest.TempPathFactory) -> EpisodeVideo:
         return cache[key]
 
     return make
+
+
+@pytest.fixture
+def points(tmp_path_factory: pytest.TempPathFactory) -> PointHooks:
+    """Test hooks for a daemon started with ``**points.env``, in a folder outside its root."""
+    return PointHooks(tmp_path_factory.mktemp("points"))

@@ -135,6 +135,38 @@ def run_daemon(root: Path, timeout: float = 60.0, **env: str) -> subprocess.Comp
     )
 
 
+@dataclass(frozen=True)
+class PointHooks:
+    """The daemon's test hooks at named points (``robovid._faults``): count its passes, hold a thread there.
+
+    Start the daemon with ``**hooks.env``. A held thread waits until :meth:`release`, or until the
+    daemon is asked to stop (for the points that pass the stop event), so a test can stop it there.
+    """
+
+    directory: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"ROBOVID_TEST_POINTS": str(self.directory)}
+
+    def hold(self, name: str) -> None:
+        (self.directory / f"{name}.hold").touch()
+
+    def release(self, name: str) -> None:
+        (self.directory / f"{name}.hold").unlink(missing_ok=True)
+
+    def passes(self, name: str) -> int:
+        """How many times the daemon has reached the point."""
+        try:
+            return (self.directory / f"{name}.passed").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def wait_passes(self, name: str, count: int, daemon: Daemon, timeout: float = DEADLINE_S) -> None:
+        """Wait until the daemon has reached the point ``count`` times in all."""
+        wait_for(lambda: self.passes(name) >= count, f"{count} passes through {name}", timeout, daemon)
+
+
 def wait_for(
     condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S, daemon: Daemon | None = None
 ) -> None:

@@ -19,7 +19,6 @@ import io
 import json
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from daemon_harness import (
     DROP_FILE_PERMISSION_OVERRIDE,
     Daemon,
     Episode,
+    PointHooks,
     check_invariants,
     chunk_files,
     decoded_indices,
@@ -281,19 +281,20 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     _write_corpus(root, outside)
     outside_files = _tree_digest(outside)
     written = {key: _digest(root, key) for key in _bad_keys()}
-    daemon = start_daemon(root, ROBOVID_RESCAN_S=str(RESCAN_S))
+    points = PointHooks(tmp_path_factory.mktemp("points"))
+    daemon = start_daemon(root, ROBOVID_RESCAN_S=str(RESCAN_S), **points.env)
     try:
         first_done = [e for e in _done_episodes() if (e.camera, e.index) not in _fixed_keys()]
         wait_for(lambda: _failed_keys(daemon) >= set(_bad_keys()), "every bad episode failed", daemon=daemon)
         wait_for(lambda: _done(root, first_done), "good and accepted episodes done", daemon=daemon)
-        failed_at = time.monotonic()
+        rescans_at_failure = points.passes("service:rescan")
         before_fix_digests = {key: _digest(root, key) for key in _bad_keys()}
         before_fix_rows = set(rows_by_key(root))
         for key in _fixed_keys():
             _rewrite(root, key)
         wait_for(lambda: _done(root, _done_episodes()), "fixed episodes retried and done", daemon=daemon)
         # No hot loop: the unfixed failures must stay at one event each over several rescans.
-        time.sleep(max(0.0, failed_at + 4 * RESCAN_S - time.monotonic()))
+        points.wait_passes("service:rescan", rescans_at_failure + 4, daemon)
     finally:
         exit_code = daemon.stop()
     return Corpus(
@@ -546,20 +547,24 @@ def late_frames(tmp_path_factory: pytest.TempPathFactory) -> LateFrames:
     root = tmp_path_factory.mktemp("late_frames")
     key: Key = (CAM, 0)
     directory = episode_dir(root, *key)
-    width, height, total, first_batch = 160, 120, 60, 40  # the first batch keeps the daemon busy ~0.5 s
+    width, height, total, first_batch = 160, 120, 60, 40
     source = scene(width, height, 0)
     frames = [_png_bytes(render_frame(source, width, height, 0, i)) for i in range(total)]
     directory.mkdir(parents=True)
     (directory / ".complete").touch()
     for i in range(first_batch):
         _frame(directory, i).write_bytes(frames[i])
-    daemon = start_daemon(root, ROBOVID_RESCAN_S=str(RESCAN_S))
+    points = PointHooks(tmp_path_factory.mktemp("points"))
+    points.hold("encode:frame")  # the late frames come while the daemon encodes the first batch
+    daemon = start_daemon(root, ROBOVID_RESCAN_S=str(RESCAN_S), **points.env)
     stop = threading.Event()
     writer = threading.Thread(target=_write_slowly, args=(directory, frames, first_batch, 0.005, stop))
     try:
         wait_for(lambda: bool(_events_for(daemon, "episode_started", key)), "episode picked up", daemon=daemon)
+        points.wait_passes("encode:frame", 1, daemon)
         writer.start()
         writer.join()
+        points.release("encode:frame")
         wait_for(lambda: key in rows_by_key(root), "a row for the episode", daemon=daemon)
         # Once the row exists the outcome is settled: either all frames are in it, or the rest must be reported.
         wait_for(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from daemon_harness import (
+    PointHooks,
     check_invariants,
     chunk_files,
     png_digest,
@@ -121,12 +122,12 @@ def test_second_instance_on_the_same_root_refuses_to_start(tmp_path: Path) -> No
         assert daemon.stop() == 0
 
 
-def test_corrupt_frame_fails_its_episode_keeps_its_pngs_and_the_rest_go_on(tmp_path: Path) -> None:
+def test_corrupt_frame_fails_its_episode_keeps_its_pngs_and_the_rest_go_on(tmp_path: Path, points: PointHooks) -> None:
     episodes = record(tmp_path, ["cam"], range(3))
     bad = episode_dir(tmp_path, "cam", 1) / "frame-000004.png"
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
     kept = png_digest(tmp_path, episodes[1])
-    daemon = start_daemon(tmp_path)
+    daemon = start_daemon(tmp_path, **points.env)
     try:
         wait_for(lambda: set(rows_by_key(tmp_path)) == {("cam", 0), ("cam", 2)}, "good episodes done", daemon=daemon)
         wait_for(lambda: bool(daemon.events_named("episode_failed")), "episode_failed event", daemon=daemon)
@@ -134,7 +135,8 @@ def test_corrupt_frame_fails_its_episode_keeps_its_pngs_and_the_rest_go_on(tmp_p
         assert failed["episode"] == 1 and failed["error_type"] == "CorruptFrameError"
         assert "frame-000004.png" in failed["reason"] and "PNGs were kept" in failed["action"]
         assert png_digest(tmp_path, episodes[1]) == kept
-        time.sleep(3)  # two rescans: a failed episode is not retried while its folder is unchanged
+        # Two rescans, each followed by a scheduling pass: a failed episode is not retried while its folder is unchanged.
+        points.wait_passes("service:rescan", points.passes("service:rescan") + 3, daemon)
         assert len(daemon.events_named("episode_failed")) == 1
         (episode_dir(tmp_path, "cam", 1) / ".complete").unlink()  # the operator re-records the episode
         write_episode(episode_dir(tmp_path, "cam", 1), 1, 8, 64, 48)
@@ -159,12 +161,12 @@ def test_gap_in_frame_numbers_fails_the_episode_naming_the_missing_frame(tmp_pat
     assert png_digest(tmp_path, episodes[0]) == kept and ("cam", 0) not in rows_by_key(tmp_path)
 
 
-def test_incomplete_episode_is_left_alone_until_its_marker_appears(tmp_path: Path) -> None:
+def test_incomplete_episode_is_left_alone_until_its_marker_appears(tmp_path: Path, points: PointHooks) -> None:
     write_episode(episode_dir(tmp_path, "cam", 0), 0, 8, 64, 48, marker=None)
-    daemon = start_daemon(tmp_path)
+    daemon = start_daemon(tmp_path, **points.env)
     try:
         wait_for(lambda: bool(daemon.events_named("started")), "started", daemon=daemon)
-        time.sleep(2.5)  # at least one rescan
+        points.wait_passes("service:rescan", 3, daemon)  # the scan at start, then a rescan and the pass after it
         assert rows_by_key(tmp_path) == {} and len(list(episode_dir(tmp_path, "cam", 0).glob("*.png"))) == 8
         (episode_dir(tmp_path, "cam", 0) / ".complete").touch()
         wait_for(lambda: ("cam", 0) in rows_by_key(tmp_path), "episode done after its marker", daemon=daemon)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
-from daemon_harness import chunk_files, record, rows_by_key, start_daemon, wait_for
+from daemon_harness import DEADLINE_S, PointHooks, chunk_files, record, rows_by_key, start_daemon, wait_for
 
 
 def _chunk_names(root: Path) -> list[str]:
@@ -68,14 +69,18 @@ def test_the_service_speaks_systemds_notify_protocol(tmp_path: Path) -> None:
             messages.append(sock.recv(256).decode())
 
 
-def test_a_backlog_that_keeps_growing_is_reported(tmp_path: Path) -> None:
-    daemon = start_daemon(tmp_path, ROBOVID_BACKLOG_WARN_S="1", ROBOVID_WORKERS="1")
+def test_a_backlog_that_keeps_growing_is_reported(tmp_path: Path, points: PointHooks) -> None:
+    points.hold("stage:before-encode")  # the one worker waits there: the backlog can only grow
+    daemon = start_daemon(tmp_path, ROBOVID_BACKLOG_WARN_S="1", ROBOVID_WORKERS="1", **points.env)
     try:
         wait_for(lambda: bool(daemon.events_named("started")), "started", daemon=daemon)
-        for episode in range(60):  # faster than one worker encodes them
-            record(tmp_path, ["cam"], range(episode, episode + 1))
-        wait_for(lambda: bool(daemon.events_named("backlog_growing")), "backlog_growing warning", daemon=daemon)
-        wait_for(lambda: len(rows_by_key(tmp_path)) == 60, "the backlog drained", daemon=daemon)
+        recorded, deadline = 0, time.monotonic() + DEADLINE_S
+        while recorded < 60 or not daemon.events_named("backlog_growing"):  # recording for over a window
+            assert time.monotonic() < deadline and daemon.process.poll() is None, "no backlog_growing warning"
+            record(tmp_path, ["cam"], range(recorded, recorded + 1))
+            recorded += 1
+        points.release("stage:before-encode")
+        wait_for(lambda: len(rows_by_key(tmp_path)) == recorded, "the backlog drained", daemon=daemon)
     finally:
         assert daemon.stop() == 0
     warning = daemon.events_named("backlog_growing")[0]

@@ -33,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -42,6 +42,7 @@ import pytest
 from daemon_harness import (
     Daemon,
     Episode,
+    PointHooks,
     check_invariants,
     daemon_env,
     finish_and_check,
@@ -348,16 +349,8 @@ def sigterm_recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _poll(condition: Callable[[], bool], daemon: Daemon, timeout: float = 60.0) -> bool:
-    """Watch for ``condition`` at sub-millisecond pace; False when episode 0 finished first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if daemon.events_named("episode_done") or daemon.process.poll() is not None:
-            return condition()
-        time.sleep(0.0005)
-    raise AssertionError(f"episode 0 neither reached the stage nor finished within {timeout} s")
+SIGTERM_POINTS = {"encode": "encode:frame", "append": "stage:after-intent", "clean": "clean:unlink"}
+"""Where episode 0 is held when SIGTERM comes: its first frame encoded, its journal intent written, its first PNG deleted."""
 
 
 def _names(directory: Path) -> list[str]:
@@ -376,25 +369,30 @@ def _journal_holds_an_intent(root: Path) -> bool:
 
 @pytest.mark.parametrize("stage", ["encode", "append", "clean"])
 def test_sigterm_during_a_stage_stops_cleanly_within_the_stop_timeout_and_a_restart_finishes(
-    tmp_path: Path, sigterm_recording: Path, stage: str
+    tmp_path: Path, sigterm_recording: Path, stage: str, points: PointHooks
 ) -> None:
     """SIGTERM while episode 0 is encoded (it is abandoned, PNGs kept), right when its journal intent
-    appears (append, commit and clean are never interrupted), or when its first PNG is deleted."""
+    appears (append, commit and clean are never interrupted), or when its first PNG is deleted.
+
+    The worker is held at that point (SIGTERM releases it), so the signal lands there on any machine."""
     root = tmp_path / "root"
     shutil.copytree(sigterm_recording, root)
     originals = {e: png_digest(root, e) or "" for e in SIGTERM_EPISODES}
-    daemon = start_daemon(root, ROBOVID_WORKERS="1")
+    point = SIGTERM_POINTS[stage]
+    points.hold(point)
+    daemon = start_daemon(root, ROBOVID_WORKERS="1", **points.env)
     reached = {
         "encode": lambda: bool(daemon.events_named("episode_started")),
         "append": lambda: _journal_holds_an_intent(root),
-        "clean": lambda: 0 < _pngs_left(root, 0) < SIGTERM_FRAMES or not episode_dir(root, CAMERA, 0).exists(),
+        "clean": lambda: 0 < _pngs_left(root, 0) < SIGTERM_FRAMES,
     }[stage]
     try:
         wait_for(lambda: bool(daemon.events_named("started")), "started", daemon=daemon)
-        caught = _poll(reached, daemon)
+        points.wait_passes(point, 1, daemon)
+        wait_for(reached, f"episode 0 held in its {stage} stage", daemon=daemon)
     finally:
         code, stop_s = stop_timed(daemon)
-    print(f"SIGTERM at {stage}: stage {'caught' if caught else 'missed'}, stopped in {stop_s:.2f} s")
+    print(f"SIGTERM at {stage}: stopped in {stop_s:.2f} s")
     assert code == 0 and stop_s < STOP_BOUND_S, f"exit {code} after {stop_s:.1f} s"
     assert daemon.events_named("stopped")
     check_invariants(root, SIGTERM_EPISODES, originals, final=False)

@@ -98,9 +98,23 @@ def test_a_recorder_writing_in_real_time_while_the_daemon_works_loses_nothing(tm
     episodes = [Episode(camera, index, num_frames) for index in range(num_episodes) for camera in cameras]
     errors: list[BaseException] = []
 
+    def before_the_last_episode(episode: int) -> None:
+        """Hold the recorder until the daemon has finished an episode: it works while recording, on any machine."""
+        if episode == num_episodes - 2:
+            wait_for(lambda: bool(daemon.events_named("episode_done")), "an episode done while recording", 90, daemon)
+
     def recorder() -> None:
         try:
-            simulate_recorder(tmp_path, cameras, num_episodes, num_frames, fps=30, width=160, height=120)
+            simulate_recorder(
+                tmp_path,
+                cameras,
+                num_episodes,
+                num_frames,
+                fps=30,
+                width=160,
+                height=120,
+                on_episode=before_the_last_episode,
+            )
         except BaseException as error:  # surfaced by the test thread below
             errors.append(error)
 

@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from robovid.append import read_movie
+from robovid._movie import read_movie
 from robovid.errors import RobovidError
 from robovid.layout import chunk_path
 from robovid.metadata import read_segments

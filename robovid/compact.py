@@ -20,8 +20,8 @@ from typing import BinaryIO
 import numpy as np
 
 from robovid._faults import fault_point
+from robovid._movie import Movie, read_movie, write_movie
 from robovid._mp4 import SampleTable
-from robovid.append import Movie, read_movie, write_movie
 from robovid.durable import atomic_output
 from robovid.errors import VideoFormatError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import structlog
 
-from robovid.append import check_compatible, read_movie, write_movie
+from robovid._movie import check_compatible, read_movie, write_movie
 from robovid.durable import atomic_output
 
 log = structlog.get_logger(__name__)

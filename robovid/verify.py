@@ -11,7 +11,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from robovid.append import VideoSegment, read_movie
+from robovid._movie import VideoSegment, read_movie
 from robovid.errors import VerificationError
 
 DEFAULT_MIN_PSNR_DB = 20.0

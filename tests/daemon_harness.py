@@ -23,7 +23,7 @@ from typing import Any
 
 import av
 
-from robovid.append import read_movie
+from robovid._movie import read_movie
 from robovid.durable import is_temp_path
 from robovid.layout import chunk_path, episode_dir
 from robovid.metadata import read_segments

@@ -31,12 +31,12 @@ from videocheck import (
     torchcodec_indices_played_at,
 )
 
+from robovid._movie import read_movie
 from robovid.append import (
     VideoSegment,
     _live_movies,
     append_video,
     count_frames,
-    read_movie,
     read_segment,
     recover_chunk,
     undo_append,

@@ -18,7 +18,8 @@ from conftest import EpisodeVideo
 from daemon_harness import check_invariants, finish_and_check, png_digest, record, run_daemon
 from videocheck import pyav_indices, sha256, temp_leftovers, torchcodec_indices_at
 
-from robovid.append import VideoSegment, append_video, read_movie, read_segment
+from robovid._movie import read_movie
+from robovid.append import VideoSegment, append_video, read_segment
 from robovid.compact import chunk_space, compact_chunk
 from robovid_watch.stages import COMPACT_ABOVE
 

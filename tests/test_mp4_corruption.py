@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import EpisodeVideo
 
-from robovid.append import append_video, read_movie
+from robovid._movie import read_movie
+from robovid.append import append_video
 from robovid.errors import VideoFormatError
 
 

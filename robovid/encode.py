@@ -22,11 +22,12 @@ from typing import BinaryIO, cast
 import av
 import numpy as np
 import structlog
+from av.video.reformatter import VideoReformatter
 
 from robovid._faults import fault_point
 from robovid.durable import atomic_output
 from robovid.errors import EmptyEpisodeError, FrameSizeError
-from robovid.frames import list_episode_frames, read_frame_rgb
+from robovid.frames import frame_size, list_episode_frames, read_frame_rgb
 from robovid.settings import EncoderSettings, reference_compatible
 
 log = structlog.get_logger(__name__)
@@ -233,13 +234,16 @@ class _FrameReader:
     def _run(self) -> None:
         started = time.thread_time()
         try:
-            size: tuple[int, int] | None = None
+            width, height = frame_size(self._paths[0])
+            rgb_frame, rgb = _rgb_frame(width, height)
+            reformatter = VideoReformatter()
             for index, path in enumerate(self._paths):
-                rgb = read_frame_rgb(path)
-                size = _check_size(rgb, size, path, self._paths[0])
+                rgb = read_frame_rgb(path, out=rgb)
                 if index in self._keep:
-                    self.kept[index] = rgb
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=self._pix_fmt)
+                    self.kept[index] = rgb.copy()
+                # rgb_frame is None when FFmpeg pads the rows of this width: then copy into a new frame
+                source = rgb_frame if rgb_frame is not None else av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame = reformatter.reformat(source, format=self._pix_fmt, threads=1)
                 if not self._put(frame):
                     return
             self._put(None)
@@ -282,11 +286,15 @@ class _FrameReader:
         self._thread.join()
 
 
-def _check_size(rgb: np.ndarray, size: tuple[int, int] | None, path: Path, first_path: Path) -> tuple[int, int]:
-    height, width = rgb.shape[:2]
-    if size is not None and size != (width, height):
-        raise FrameSizeError(
-            f"{path}: frame size {width}x{height} differs from {first_path.name} ({size[0]}x{size[1]}). "
-            "All frames of an episode must have one size; re-record the episode or fix the frames."
-        )
-    return (width, height)
+def _rgb_frame(width: int, height: int) -> tuple[av.VideoFrame | None, np.ndarray]:
+    """A reusable rgb24 frame and a ``(height, width, 3)`` array over its pixels, for decoding in place.
+
+    Each PNG is decoded straight into the frame's buffer, which the colour conversion then reads:
+    no copy and no new buffer per frame. When FFmpeg pads the rows (a width whose 3 bytes per
+    pixel are not a multiple of its alignment), there is no such view: (None, a plain array).
+    """
+    frame = av.VideoFrame(width, height, "rgb24")
+    plane = frame.planes[0]
+    if plane.line_size != width * 3:
+        return None, np.empty((height, width, 3), np.uint8)
+    return frame, np.frombuffer(memoryview(plane), np.uint8, count=height * width * 3).reshape(height, width, 3)

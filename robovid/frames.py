@@ -7,48 +7,57 @@ episode, never silently wrong pixels.
 
 Decoder choice
 --------------
-Measured on this machine (2026-11, 2 shared CPUs), 150 natural-looking 640x480 RGB frames written
-by Pillow at ``compress_level=1`` (~650 kB each), CPU time per frame, best of 3 passes (the worst
-of three such runs, under load from other jobs, was ~20% slower):
+Measured on this machine (2026-12-04, 2 shared CPUs, load ~3) by ``benchmarks/bench_png.py``: 100
+natural-looking 640x480 RGB frames written by Pillow at ``compress_level=1`` (~474 kB each), bytes
+in memory, CPU ms per frame (median of 5 interleaved passes), and whether the decoder holds the GIL
+(the p90 wake-up of a thread sleeping 0.2 ms meanwhile: ~0.3 ms when released, ~one decode when held):
 
-======================================================  ===========
-decoder                                                  ms/frame
-======================================================  ===========
-Pillow 13 ``Image.open(p).convert("RGB")`` to numpy       10.5
-pyspng 0.1.4 (libspng) ``pyspng.load(p.read_bytes())``     6.5
-chunk walk here: signature, IHDR, every CRC, IEND          0.2
-``read_frame_rgb`` (chunk walk + pyspng), 8-bit RGB        6.5
-``frame_size`` (33-byte header read)                       0.02
-======================================================  ===========
+=============================================  ===========  ===============
+decoder                                         ms/frame     GIL probe p90
+=============================================  ===========  ===============
+pyspng 0.1.4 (libspng) ``pyspng.load``           4.05         9.4 ms: held
+imagecodecs ``spng_decode`` (libspng 0.7.4)      4.91         0.27 ms
+imagecodecs ``png_decode`` (libpng 1.6)          4.66         0.27 ms
+OpenCV 5.1 ``cv2.imdecode`` + BGR to RGB         5.59         0.28 ms
+Pillow 13 ``Image.open(...).convert("RGB")``     8.74         0.29 ms
+chunk walk here: signature, IHDR, every CRC      0.14         0.27 ms
+``frame_size`` (33-byte header read)             0.02
+=============================================  ===========  ===============
 
-(OpenCV is not installed and was not measured; shared/notes/png-decoding.md has 9.1 ms.)
+robovid decodes with imagecodecs' libspng. It releases the GIL, so the reader threads of the
+service's workers decode in parallel with each other and with the rest of the process (pyspng
+held it for the whole decode), and it checks the chunk CRCs and the zlib Adler-32 that pyspng
+skipped, for 1.07-1.2x pyspng's CPU in the runs so far. Decoding straight into the encoder's
+reused frame buffer (``out=``) more than pays that back (``benchmarks/bench_levers.py``). The
+inflate alone is ~2.8 ms of a decode (libdeflate would take 0.46x of that, but no wheel pairs it
+with a PNG decoder that releases the GIL).
 
-Error behaviour on damaged files ("silent" = returns pixels without an error):
+Behaviour on damaged and unusual files (``bench_png.py``; "silent" = returns pixels, no error):
 
-==============================  ==========================  ==========================
-damage                          pyspng alone                Pillow alone
-==============================  ==========================  ==========================
-truncated in the middle         error ("end of stream")     error ("truncated")
-truncated just before IEND      silent                      silent
-byte flipped in IDAT (bad CRC)  **silent, wrong pixels**    error ("broken data stream")
-same, CRC recomputed            **silent, wrong pixels**    error (Adler-32)
-IDAT data too short, CRCs fine  error                       **silent, rows missing**
-JPEG renamed ``.png``           error (bad signature)       **silent, decodes the JPEG**
-zero-byte file                  error                       error
-16-bit RGB / grey               uint16 RGBA / grey+alpha    **silent, 8-bit values**
-grey+alpha, auto format         error ("invalid format")    decodes (as RGBA: both fine)
-palette or grey with ``tRNS``   **silent, alpha dropped**   keeps the transparency
-==============================  ==========================  ==========================
+==============================  =============================  =============================  ===================
+damage                          libspng (``spng_decode``)       libpng (``png_decode``)         ``read_frame_rgb``
+==============================  =============================  =============================  ===================
+truncated in the middle         error ("end of stream")        error ("stream too small")     CorruptFrameError
+truncated just before IEND      **silent**                     **silent**                     CorruptFrameError
+byte flipped in IDAT (bad CRC)  error ("IDAT stream error")    error ("incorrect data check")  CorruptFrameError
+same, CRC recomputed            error (Adler-32)               error (Adler-32)               CorruptFrameError
+IDAT data too short, CRCs fine  error ("stream too short")     error ("not enough data")      CorruptFrameError
+JPEG renamed ``.png``           error (bad signature)          error ("not a PNG image")      CorruptFrameError
+zero-byte file                  error                          error                          CorruptFrameError
+16-bit RGB / grey               error ("invalid format")       **silent, uint16**             FrameFormatError
+8/4/2/1-bit grey                grey (H, W), 8-bit             grey (H, W), 8-bit             RGB
+grey+alpha                      error ("invalid format")       grey+alpha (H, W, 2)           RGB, if opaque
+palette or RGB with ``tRNS``    **silent, alpha dropped**      RGBA (transparency applied)    RGB, if opaque
+RGBA                            RGBA                           RGBA                           RGB, if opaque
+==============================  =============================  =============================  ===================
 
-pyspng ignores chunk CRCs and the zlib Adler-32 (it sets ``SPNG_CRC_USE``), so neither decoder
-alone is safe. robovid therefore walks the chunks itself first (:func:`_check_png`): PNG
-signature, a valid IHDR, the CRC-32 of every chunk (``zlib.crc32``, ~0.2 ms/frame) and an IEND
-chunk at the end. That catches every truncation, bit flip and non-PNG file, so the fast pyspng
-decode then runs on data known to be exactly what the writer wrote. Pillow is used only for the
-rare PNGs with a ``tRNS`` chunk, whose transparency pyspng would drop. The one thing left
-unchecked is a writer that produced a bad deflate stream and correct CRCs over it (Adler-32
-mismatch); libspng still rejects streams that are too short or malformed. Bytes after IEND
-are ignored, as every decoder does.
+(pyspng alone was silent on a bad CRC, on a recomputed one and on 16-bit files; Pillow alone on
+too-short image data and, through ``convert("RGB")``, on 16-bit samples.) So robovid walks the
+chunks itself first (:func:`_check_png`): PNG signature, a valid IHDR, the CRC-32 of every chunk
+(``zlib.crc32``) and an IEND chunk at the end. That catches every truncation, bit flip and non-PNG
+file with a message that says which; then libspng decodes 8-bit RGB and palette frames without
+``tRNS`` (nearly every camera frame), and libpng everything else (grey, alpha, transparency), both
+checking the deflate stream's Adler-32. Bytes after IEND are ignored, as every decoder does.
 
 Pixel-format policy
 -------------------
@@ -65,7 +74,6 @@ Pixel-format policy
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import re
 import struct
@@ -73,9 +81,8 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
-import pyspng
-from PIL import Image
 
 from robovid.errors import (
     CorruptFrameError,
@@ -102,7 +109,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HEADER_SIZE_BYTES = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
 _MAX_CHUNK_LENGTH = 2**31 - 1  # PNG spec limit
 _VALID_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
-_COLOR_TYPES_WITH_ALPHA = (4, 6)
+_COLOR_TYPES_AS_RGB = (2, 3)  # RGB and palette: libspng returns them as 8-bit RGB
 _SHOW_NAMES = 5  # how many odd file names an error message lists
 
 _PARTIAL_WRITE_ADVICE = (
@@ -356,30 +363,42 @@ def _check_png(data: bytes, path: Path) -> _PngHeader:
 # ---------------------------------------------------------------- decoding
 
 
-def read_frame_rgb(path: Path) -> np.ndarray:
+def read_frame_rgb(path: Path, out: np.ndarray | None = None) -> np.ndarray:
     """Decode one PNG frame to a C-contiguous ``(height, width, 3)`` uint8 RGB array.
 
-    See the module docstring for the checks and the pixel-format policy.
+    With ``out`` (a C-contiguous uint8 array of that shape, for example a view of a video
+    frame's buffer) the pixels are written into it and ``out`` is returned: 8-bit RGB and
+    palette frames are decoded straight into it, no copy. See the module docstring for the
+    checks and the pixel-format policy. Decoding releases the GIL.
 
     Raises:
         CorruptFrameError: the file is empty, truncated, damaged or not a PNG.
         FrameFormatError: 16-bit samples or (semi-)transparent pixels.
+        FrameSizeError: ``out`` has another shape than the frame.
         UnreadableFrameError: permission denied.
         FrameSequenceError: the file disappeared.
     """
     path = Path(path)
     data = _read(path, None)
     header = _check_png(data, path)
+    if out is not None and out.shape != (header.height, header.width, 3):
+        raise FrameSizeError(
+            f"Frame {path} is {header.width}x{header.height}, but the frames before it are "
+            f"{out.shape[1]}x{out.shape[0]}: one episode must keep one size (did the camera resolution "
+            "change?). Resize the frames to one size or split the episode."
+        )
     if header.bit_depth == 16:
         raise FrameFormatError(
             f"Frame {path}: 16-bit PNG (depth map?) is not supported: robovid would drop 8 bits per "
             "sample; store it as 8-bit or keep it as PNG."
         )
-    if header.has_trns:
-        return _opaque_rgb(_decode_rgba_pillow(data, path), path)
-    if header.color_type in _COLOR_TYPES_WITH_ALPHA:
-        return _opaque_rgb(_decode_spng(data, "RGBA", path), path)
-    return _decode_spng(data, "RGB", path)
+    if header.color_type in _COLOR_TYPES_AS_RGB and not header.has_trns:
+        return _decode_spng_rgb(data, path, out)
+    rgb = _opaque_rgb(_decode_libpng(data, path), path)
+    if out is None:
+        return rgb
+    np.copyto(out, rgb)
+    return out
 
 
 def _read(path: Path, size_bytes: int | None) -> bytes:
@@ -399,20 +418,19 @@ def _read(path: Path, size_bytes: int | None) -> bytes:
         ) from e
 
 
-def _decode_spng(data: bytes, fmt: str, path: Path) -> np.ndarray:
-    """Decode checked PNG bytes with libspng to ``fmt`` ("RGB" or "RGBA")."""
+def _decode_spng_rgb(data: bytes, path: Path, out: np.ndarray | None) -> np.ndarray:
+    """Decode checked 8-bit RGB or palette PNG bytes with libspng (GIL released), into ``out`` if given."""
     try:
-        return np.asarray(pyspng.load(data, fmt))
-    except RuntimeError as e:
+        return np.asarray(imagecodecs.spng_decode(data, out=out))
+    except (RuntimeError, ValueError) as e:  # imagecodecs.SpngError is a RuntimeError
         raise _undecodable(path, e) from e
 
 
-def _decode_rgba_pillow(data: bytes, path: Path) -> np.ndarray:
-    """Decode checked PNG bytes with Pillow to RGBA, applying tRNS transparency."""
+def _decode_libpng(data: bytes, path: Path) -> np.ndarray:
+    """Decode checked PNG bytes with libpng: grey (H, W), grey+alpha (H, W, 2), RGB or RGBA, tRNS applied."""
     try:
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-            return np.asarray(image.convert("RGBA"))
-    except (OSError, SyntaxError, ValueError) as e:
+        return np.asarray(imagecodecs.png_decode(data))
+    except (RuntimeError, ValueError) as e:  # imagecodecs.PngError is a RuntimeError
         raise _undecodable(path, e) from e
 
 
@@ -423,9 +441,21 @@ def _undecodable(path: Path, error: Exception) -> CorruptFrameError:
     )
 
 
-def _opaque_rgb(rgba: np.ndarray, path: Path) -> np.ndarray:
-    """Drop the alpha channel of ``rgba`` if every pixel is opaque, else raise FrameFormatError."""
-    alpha = rgba[..., 3]
+def _opaque_rgb(pixels: np.ndarray, path: Path) -> np.ndarray:
+    """Grey, grey+alpha, RGB or RGBA ``pixels`` as RGB; FrameFormatError if any pixel is not opaque."""
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    channels = pixels.shape[2]
+    if channels in (2, 4):
+        _check_opaque(pixels[..., -1], path)
+        pixels = pixels[..., :-1]
+    if pixels.shape[2] == 1:
+        return np.repeat(pixels, 3, axis=2)
+    return np.ascontiguousarray(pixels)
+
+
+def _check_opaque(alpha: np.ndarray, path: Path) -> None:
+    """Raise FrameFormatError naming the most transparent pixel unless every ``alpha`` is 255."""
     if int(alpha.min()) != 255:
         y, x = np.unravel_index(int(np.argmin(alpha)), alpha.shape)
         raise FrameFormatError(
@@ -433,4 +463,3 @@ def _opaque_rgb(rgba: np.ndarray, path: Path) -> np.ndarray:
             f"y={y}); video has no alpha channel, so robovid would lose them. Store the frames as "
             "opaque RGB, or keep this episode as PNG."
         )
-    return np.ascontiguousarray(rgba[..., :3])

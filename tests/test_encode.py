@@ -249,6 +249,30 @@ def test_kept_frames_are_the_source_frames(tmp_path: Path, episode_pngs: list[Pa
     assert result.size_bytes == (tmp_path / "episode.mp4").stat().st_size
 
 
+def test_frames_whose_rows_ffmpeg_pads_are_encoded_exactly(tmp_path: Path, no_leaked_threads: None) -> None:
+    """72 px rows are padded in FFmpeg's frames (width not a multiple of 16): the reader copies, not views."""
+    frames = write_episode(tmp_path / "episode", 4, 8, 72, 48, seed=4)
+
+    result = encode_frames(frames, tmp_path / "episode.mp4", FPS, EncoderSettings(preset=10), keep={0, 7})
+
+    assert pyav_indices(tmp_path / "episode.mp4") == [(4, n) for n in range(8)]
+    decoded = pyav_frames(tmp_path / "episode.mp4")
+    assert min(psnr(decoded[n], read_png(frames[n])) for n in range(8)) > 30
+    assert np.array_equal(result.kept_frames[7], read_png(frames[7]))
+
+
+def test_kept_frames_stay_intact_while_later_frames_are_decoded(
+    tmp_path: Path, episode_pngs: list[Path], no_leaked_threads: None
+) -> None:
+    """The reader decodes every PNG into one reused buffer; a kept frame must be its own copy."""
+    keep = set(range(len(episode_pngs)))
+
+    result = encode_frames(episode_pngs, tmp_path / "episode.mp4", FPS, EncoderSettings(), keep=keep)
+
+    for index, path in enumerate(episode_pngs):
+        assert np.array_equal(result.kept_frames[index], read_png(path)), index
+
+
 def resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

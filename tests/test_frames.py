@@ -383,6 +383,40 @@ def test_gray16_is_refused_as_a_possible_depth_map(tmp_path: Path) -> None:
         read_frame_rgb(path)
 
 
+def test_two_and_four_bit_gray_are_scaled_to_8_bit_rgb(tmp_path: Path) -> None:
+    for depth in (2, 4):
+        levels = rgb_image()[..., 0] >> (8 - depth)
+        per_byte = 8 // depth
+        packed = levels.reshape(H, W // per_byte, per_byte)
+        weights = np.array([depth * (per_byte - 1 - i) for i in range(per_byte)])
+        rows = b"".join(b"\0" + (row << weights).sum(axis=1).astype(np.uint8).tobytes() for row in packed)
+        path = raw_png(tmp_path / f"gray{depth}.png", W, H, color_type=0, depth=depth, rows=rows)
+        expected = (levels.astype(np.uint16) * 255 // (2**depth - 1)).astype(np.uint8)
+        np.testing.assert_array_equal(read_frame_rgb(path), np.repeat(expected[..., None], 3, axis=2))
+
+
+def test_rgb8_is_decoded_into_the_given_array(tmp_path: Path) -> None:
+    expected = rgb_image()
+    out = np.zeros((H, W, 3), np.uint8)
+    frame = read_frame_rgb(save(expected, tmp_path / "f.png"), out=out)
+    assert frame is out
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_gray8_is_converted_into_the_given_array(tmp_path: Path) -> None:
+    gray = rgb_image()[..., 0]
+    out = np.zeros((H, W, 3), np.uint8)
+    assert read_frame_rgb(save(gray, tmp_path / "f.png"), out=out) is out
+    np.testing.assert_array_equal(out, np.repeat(gray[..., None], 3, axis=2))
+
+
+def test_a_frame_of_another_size_than_the_given_array_is_refused_naming_both(tmp_path: Path) -> None:
+    path = save(rgb_image(), tmp_path / "f.png")
+    with pytest.raises(FrameSizeError, match=f"{W}x{H}.*{W}x{H + 2}") as excinfo:
+        read_frame_rgb(path, out=np.zeros((H + 2, W, 3), np.uint8))
+    assert str(path) in str(excinfo.value)
+
+
 # ---------------------------------------------------------------- read_frame_rgb: damaged files
 
 
@@ -407,6 +441,19 @@ def test_flipped_idat_byte_fails_the_crc_check(tmp_path: Path) -> None:
     data[offset + 8 + length // 2] ^= 0xFF
     path.write_bytes(data)
     assert_partial_write_advice(assert_corrupt(path, "IDAT", "CRC"))
+
+
+def test_damaged_image_data_under_recomputed_crcs_fails_its_checksum(tmp_path: Path) -> None:
+    """A writer that damaged the deflate stream and then computed the CRC over it: the zlib Adler-32 catches it."""
+    path = save(rgb_image(), tmp_path / "f.png")
+    data = bytearray(path.read_bytes())
+    offset, length = chunk_offset(data, b"IDAT")
+    data[offset + 8 + length // 2] ^= 0xFF
+    data[offset + 8 + length : offset + 12 + length] = struct.pack(
+        ">I", zlib.crc32(data[offset + 4 : offset + 8 + length])
+    )
+    path.write_bytes(data)
+    assert_corrupt(path, "cannot be decoded")
 
 
 def test_jpeg_renamed_png_is_corrupt(tmp_path: Path) -> None:

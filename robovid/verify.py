@@ -14,6 +14,10 @@ import numpy as np
 from robovid._movie import VideoSegment, read_movie
 from robovid.errors import VerificationError
 
+DECODER_THREADS = 1
+"""Decoder threads for verification: the service runs one verify per worker and its workers already keep
+the cores busy, where one dav1d thread decodes an episode for 0.65x the CPU of FFmpeg's automatic
+threading (benchmarks/bench_levers.py)."""
 DEFAULT_MIN_PSNR_DB = 20.0
 """Far below what crf 30 gives on camera footage (~37 dB), far above a wrong or garbled frame (<15 dB)."""
 
@@ -52,7 +56,7 @@ def verify_video(
     try:
         with av.open(source, "r") as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream.thread_count = DECODER_THREADS
             for index, frame in enumerate(container.decode(stream)):
                 count += 1
                 if index in references:

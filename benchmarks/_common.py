@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,7 +32,7 @@ CACHE_DIR = OUT_DIR / "cache"
 FPS = 30
 WIDTH, HEIGHT = 640, 480
 EPISODE_FRAMES = 300
-_PACKAGES = ("av", "numpy", "pillow", "pyspng", "pyarrow", "psutil", "torch", "torchcodec", "robovid")
+_PACKAGES = ("av", "numpy", "pillow", "imagecodecs", "pyspng", "pyarrow", "psutil", "torch", "torchcodec", "robovid")
 
 
 # ---------------------------------------------------------------- machine and run facts
@@ -459,12 +459,12 @@ def print_ratios(ratios: dict[str, Any], header: str = "ratio") -> None:
 
 
 def encode_yuv_frames(
-    out: Path, encoder_name: str, options: dict[str, str], frames: Sequence[Any], size: tuple[int, int]
+    out: Path | BinaryIO, encoder_name: str, options: dict[str, str], frames: Sequence[Any], size: tuple[int, int]
 ) -> None:
-    """Encode ready ``yuv420p`` PyAV frames into an MP4 (the encoder alone, for the CPU split)."""
+    """Encode ready ``yuv420p`` PyAV frames into an MP4 file or file object (the encoder alone, for the CPU split)."""
     import av
 
-    with av.open(str(out), "w", format="mp4") as output:
+    with av.open(str(out) if isinstance(out, Path) else out, "w", format="mp4") as output:
         stream = output.add_stream(encoder_name, FPS, options=options)
         stream.pix_fmt, (stream.width, stream.height) = "yuv420p", size
         for frame in frames:

@@ -18,7 +18,16 @@ import time
 
 from benchmarks import _common as c
 
-BENCHMARKS = ("bench_encode", "bench_append", "bench_decode", "bench_presets", "bench_e2e")
+BENCHMARKS = (
+    "bench_encode",
+    "bench_append",
+    "bench_decode",
+    "bench_presets",
+    "bench_path",
+    "bench_png",
+    "bench_levers",
+    "bench_e2e",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

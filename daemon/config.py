@@ -11,12 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from robovid.errors import InvalidEncoderOptionError
 from robovid.settings import EncoderSettings
 
-EXIT_CONFIG = 78
-"""EX_CONFIG: systemd's unit has RestartPreventExitStatus=78, so a bad value does not restart-loop."""
-
-
-class ConfigError(Exception):
-    """A ``ROBOVID_*`` variable has a bad value; the message names it and the allowed values."""
+from .errors import ConfigError
 
 
 class Settings(BaseSettings):

@@ -9,15 +9,21 @@ from types import FrameType
 
 import structlog
 
-from robovid.metadata import MetadataError
-
-from .config import EXIT_CONFIG, ConfigError, load_settings
+from .config import load_settings
+from .errors import (
+    EXIT_CONFIG,
+    EXIT_DATA,
+    EXIT_FAILURE,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigError,
+    MetadataError,
+    ObserverDiedError,
+    RootLockedError,
+)
 from .logs import configure_logging
-from .service import ObserverDiedError, Service
-from .state import EXIT_LOCKED, RootLockedError
-
-EXIT_DATA = 65
-"""EX_DATAERR: the segments metadata is unreadable; restarting cannot help (RestartPreventExitStatus)."""
+from .service import Service
 
 USAGE = """usage: robovid-watch
 
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args:
         print(USAGE, file=sys.stdout if args[0] in ("-h", "--help") else sys.stderr)
-        return 0 if args[0] in ("-h", "--help") else 64
+        return EXIT_OK if args[0] in ("-h", "--help") else EXIT_USAGE
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner on every episode
     try:
         settings = load_settings()
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DATA
     except ObserverDiedError as error:
         log.error("observer_died", detail=str(error))
-        return 1
+        return EXIT_FAILURE
     except OSError as error:
         log.error(
             "root_unusable",
@@ -71,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             path=getattr(error, "filename", None),
             action="check that the recording root is mounted read-write and writable by the service user",
         )
-        return 1
+        return EXIT_FAILURE
     except Exception as error:
         log.exception("crashed", detail=str(error))
-        return 1
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import queue
 import shutil
 import signal
@@ -25,14 +24,15 @@ import structlog
 from watchdog.observers.api import BaseObserver
 
 from robovid._faults import fault_point
-from robovid.errors import EpisodeError, VerificationError, VideoFormatError
-from robovid.layout import InfoJsonError, images_dir, is_inside, read_fps
+from robovid.errors import EpisodeError, InfoJsonError, UnsafePathError, VerificationError, VideoFormatError
+from robovid.layout import check_inside, images_dir, read_fps
 from robovid.metadata import SegmentStore
 
 from .config import Settings
 from .discover import EpisodeRef, folder_signature, is_complete, ref_from_path, scan, start_observer
+from .errors import DuplicateEpisodeError, EpisodeChangedError, ObserverDiedError
 from .notify import sd_notify
-from .stages import Context, EpisodeChangedError, Outcome, process_episode, recover_intents
+from .stages import Context, Outcome, process_episode, recover_intents
 from .state import Failure, RootState
 
 log = structlog.get_logger("robovid_watch")
@@ -67,10 +67,6 @@ def _stop_signals_blocked() -> Iterator[None]:
 def _observer_alive(observer: BaseObserver) -> bool:
     """The observer thread and every watch's reader (watchdog stops a reader whose folder was deleted)."""
     return observer.is_alive() and all(emitter.is_alive() for emitter in observer.emitters)
-
-
-class ObserverDiedError(RuntimeError):
-    """watchdog's observer thread stopped; the service exits non-zero so systemd restarts it."""
 
 
 @dataclass
@@ -261,13 +257,10 @@ class Service:
             if key in ctx.done and self.state.intent(*key) is None:
                 self._report_duplicate(ref)
                 continue
-            if not is_inside(ref.path, self.root):
-                self._fail(
-                    ref,
-                    f"{ref.path} resolves to {os.path.realpath(ref.path)}, outside the recording root {self.root} "
-                    "(through a symlink). robovid reads only inside the root: copy the data there instead of linking.",
-                    "UnsafePathError",
-                )
+            try:
+                check_inside(ref.path, self.root, "Episode folder")
+            except UnsafePathError as error:
+                self._fail(ref, error)
                 continue
             future = pool.submit(self._run_one, ctx, ref, fps)
             self._in_flight[key] = future
@@ -344,9 +337,9 @@ class Service:
                 action=f"free space on {self.root}; robovid retries by itself (every {max(5.0, self.settings.rescan_s):.0f} s)",
             )
         elif isinstance(error, (EpisodeError, VerificationError, VideoFormatError)):
-            self._fail(ref, str(error), type(error).__name__)
+            self._fail(ref, error)
         else:
-            self._fail(ref, f"unexpected {type(error).__name__}: {error}", type(error).__name__, exc=error)
+            self._fail(ref, error, unexpected=True)
         if self.on_progress is not None:
             self.on_progress(ref, "failed")
 
@@ -369,9 +362,12 @@ class Service:
         if self.on_progress is not None:
             self.on_progress(ref, outcome.status)
 
-    def _fail(self, ref: EpisodeRef, reason: str, error_type: str, exc: BaseException | None = None) -> None:
+    def _fail(self, ref: EpisodeRef, error: BaseException, unexpected: bool = False) -> None:
+        """Record and report the episode's failure; ``unexpected``: a bug, logged with its traceback."""
         self.counters.failed += 1
         self._parked.add((ref.camera, ref.episode))
+        error_type = type(error).__name__
+        reason = f"unexpected {error_type}: {error}" if unexpected else str(error)
         failure = Failure(
             ref.camera, ref.episode, str(ref.path), reason, error_type, folder_signature(ref.path), time.time()
         )
@@ -385,15 +381,16 @@ class Service:
             error_type=error_type,
             action="the PNGs were kept; fix or replace the frames (any change to the folder retries it), "
             "or move the folder out of images/",
-            exc_info=exc,
+            exc_info=error if unexpected else None,
         )
 
     def _report_duplicate(self, ref: EpisodeRef) -> None:
         self._fail(
             ref,
-            f"episode {ref.episode} of camera {ref.camera!r} is already in the video metadata; this folder was "
-            "recorded again with the same index and is not deleted",
-            "DuplicateEpisodeError",
+            DuplicateEpisodeError(
+                f"episode {ref.episode} of camera {ref.camera!r} is already in the video metadata; this folder was "
+                "recorded again with the same index and is not deleted"
+            ),
         )
 
     # health ----------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from robovid.compact import chunk_space, compact_chunk
 from robovid.durable import fsync_dir
 from robovid.encode import EncodeResult, encode_frames_into
 from robovid.errors import (
-    EpisodeError,
     FrameSequenceError,
     FrameSizeError,
     MismatchedVideosError,
@@ -51,18 +50,10 @@ from robovid.settings import EncoderSettings
 from robovid.verify import check_segment_decodes, verify_video
 
 from .discover import EpisodeRef, folder_signature
+from .errors import DuplicateEpisodeError, EpisodeChangedError
 from .state import Intent, RootState
 
 log = structlog.get_logger("robovid_watch")
-
-
-class DuplicateEpisodeError(EpisodeError):
-    """A committed episode's folder holds files that were not encoded; they are kept."""
-
-
-class EpisodeChangedError(RobovidError):
-    """The folder changed while it was being encoded; the encode is dropped and the episode queued again."""
-
 
 SPOOL_MAX_BYTES = 64 * 1024 * 1024
 COMPACT_ABOVE = 0.10

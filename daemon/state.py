@@ -27,12 +27,7 @@ from robovid.durable import (
 )
 from robovid.layout import segments_dir, state_dir
 
-EXIT_LOCKED = 75
-"""EX_TEMPFAIL: another process holds the root; systemd may retry later."""
-
-
-class RootLockedError(Exception):
-    """Another robovid process is working on this root."""
+from .errors import RootLockedError
 
 
 def camera_id(camera: str) -> str:

@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 64
+from robovid_watch.errors import EXIT_FAILURE as EXIT_PROBLEMS
+from robovid_watch.errors import EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,11 +108,10 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_process(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from robovid.metadata import MetadataError
-    from robovid_watch.config import EXIT_CONFIG, ConfigError, load_settings
+    from robovid_watch.config import load_settings
+    from robovid_watch.errors import EXIT_CONFIG, EXIT_LOCKED, ConfigError, MetadataError, RootLockedError
     from robovid_watch.logs import configure_logging
     from robovid_watch.service import Service
-    from robovid_watch.state import EXIT_LOCKED, RootLockedError
 
     os.environ["ROBOVID_ROOT"] = str(args.root)
     if args.workers is not None:

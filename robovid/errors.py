@@ -1,8 +1,9 @@
-"""Every error robovid raises, under one base class.
+"""Every error the robovid library raises, under one base class; all exported by :mod:`robovid`.
 
 Each type also derives from the built-in it refines, so code written against the
 reference module (which raised ``ValueError``/``FileNotFoundError``) keeps working.
-Messages say what was wrong, where, and what to do.
+Messages say what was wrong, where, and what to do. The service's own errors, and the
+exit code each maps to, are in ``robovid_watch.errors``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class UnsafePathError(EpisodeError, PermissionError):
     """A path leaves the recording root (for example through a symlink)."""
 
 
-class VerificationError(RobovidError):
+class VerificationError(RobovidError, ValueError):
     """An encoded video does not match its source frames; nothing was deleted."""
 
 
@@ -71,3 +72,11 @@ class FrameFormatError(EpisodeError):
 
 class UnreadableFrameError(EpisodeError, PermissionError):
     """A frame file or episode folder exists but robovid may not read it (permissions)."""
+
+
+class MetadataError(RobovidError, ValueError):
+    """The segments metadata is unreadable or inconsistent, or lacks the segment asked for."""
+
+
+class InfoJsonError(RobovidError, ValueError):
+    """``meta/info.json`` exists but cannot be used."""

@@ -91,8 +91,8 @@ from robovid.errors import (
     FrameSequenceError,
     FrameSizeError,
     UnreadableFrameError,
-    UnsafePathError,
 )
+from robovid.layout import check_inside
 
 __all__ = [
     "FRAME_PATTERN",
@@ -155,7 +155,7 @@ def list_episode_frames(episode_dir: Path, root: Path | None = None) -> list[Pat
     episode_dir = Path(episode_dir)
     real_root = None if root is None else os.path.realpath(root)
     if real_root is not None:
-        _check_inside(episode_dir, real_root, "Episode folder")
+        check_inside(episode_dir, real_root, "Episode folder")
     names_by_index = _scan_frames(episode_dir, real_root)
     if not names_by_index:
         raise EmptyEpisodeError(
@@ -223,17 +223,7 @@ def _check_entry(entry: os.DirEntry[str], real_root: str | None) -> None:
             "file. Restore the target or replace the link by the frame file."
         )
     if real_root is not None:
-        _check_inside(Path(entry.path), real_root, "Frame")
-
-
-def _check_inside(path: Path, real_root: str, what: str) -> None:
-    """Raise UnsafePathError unless ``path`` resolves inside ``real_root`` (already resolved)."""
-    real = os.path.realpath(path)
-    if os.path.commonpath([real, real_root]) != real_root:
-        raise UnsafePathError(
-            f"{what} {path} resolves to {real}, outside the recording root {real_root} (through a "
-            "symlink?). robovid reads only inside the root: copy the data there instead of linking."
-        )
+        check_inside(Path(entry.path), real_root, "Frame")
 
 
 def _check_no_gap(episode_dir: Path, indices: list[int]) -> None:

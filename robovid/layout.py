@@ -14,15 +14,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from robovid.errors import RobovidError
+from robovid.errors import InfoJsonError, UnsafePathError
 
 EPISODE_DIR_RE = re.compile(r"episode-(\d{6,})")
 CHUNK_DIR_RE = re.compile(r"chunk-(\d{3,})")
 FILE_RE = re.compile(r"file-(\d{3,})\.mp4")
-
-
-class InfoJsonError(RobovidError, ValueError):
-    """``meta/info.json`` exists but cannot be used."""
 
 
 @dataclass(frozen=True, order=True)
@@ -102,8 +98,15 @@ def read_fps(root: Path, default: int) -> int:
     return fps
 
 
-def is_inside(path: Path, root: Path) -> bool:
-    """True when ``path`` resolves (through every symlink) to a place under ``root``."""
+def check_inside(path: Path, root: Path | str, what: str) -> None:
+    """UnsafePathError unless ``path`` resolves (through every symlink) to ``root`` or a place under it.
+
+    ``what`` names the path in the message ("Episode folder", "Frame").
+    """
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
-    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise UnsafePathError(
+            f"{what} {path} resolves to {real}, outside the recording root {real_root} (through a "
+            "symlink?). robovid reads only inside the root: copy the data there instead of linking."
+        )

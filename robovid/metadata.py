@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from robovid._faults import fault_point
 from robovid.durable import atomic_output
-from robovid.errors import RobovidError
+from robovid.errors import MetadataError
 from robovid.layout import chunk_path, segments_dir
 
 ROWS_PER_PART = 256
@@ -59,10 +59,6 @@ SEGMENT_SCHEMA = pa.schema(
     ]
 )
 """Columns of the segments table. ``first_frame`` is the episode's first frame in its chunk file."""
-
-
-class MetadataError(RobovidError):
-    """The segments metadata is unreadable or inconsistent."""
 
 
 def _parts(root: Path) -> list[tuple[int, Path]]:

@@ -1,0 +1,70 @@
+"""The service's errors, each beside the exit code it maps to; every exit code of ``robovid-watch`` and ``robovid``.
+
+Exit codes follow sysexits.h. systemd's unit has ``RestartPreventExitStatus=65 78``: restarting
+cannot fix bad settings or unreadable metadata, so those two stop the service for good, while
+1 (and 75, another instance holding the root) let systemd try again. Library errors live in
+:mod:`robovid.errors`; the service's derive from the same :class:`~robovid.errors.RobovidError`.
+"""
+
+from __future__ import annotations
+
+from robovid.errors import EpisodeError, MetadataError, RobovidError
+
+EXIT_OK = 0
+
+EXIT_FAILURE = 1
+"""An error systemd should restart the service for (:class:`ObserverDiedError`, an unusable root, a crash);
+for the ``robovid`` command, problems found (failed episodes, a damaged segment, a file not compacted)."""
+
+
+class ObserverDiedError(RobovidError, RuntimeError):
+    """watchdog's observer thread stopped; the service exits with :data:`EXIT_FAILURE` so systemd restarts it."""
+
+
+EXIT_USAGE = 64
+"""EX_USAGE: the command line is wrong (``robovid-watch`` takes no arguments; ``robovid`` without a command)."""
+
+EXIT_DATA = 65
+"""EX_DATAERR, for :class:`~robovid.errors.MetadataError` (re-exported here): the segments metadata is
+unreadable; restarting cannot help (RestartPreventExitStatus)."""
+
+
+class RootLockedError(RobovidError, BlockingIOError):
+    """Another robovid process is working on this root."""
+
+
+EXIT_LOCKED = 75
+"""EX_TEMPFAIL, for :class:`RootLockedError`: another process holds the root; systemd may retry later."""
+
+
+class ConfigError(RobovidError, ValueError):
+    """A ``ROBOVID_*`` variable has a bad value; the message names it and the allowed values."""
+
+
+EXIT_CONFIG = 78
+"""EX_CONFIG, for :class:`ConfigError`: systemd's unit has RestartPreventExitStatus=78, so a bad value
+does not restart-loop."""
+
+
+class DuplicateEpisodeError(EpisodeError):
+    """A committed episode's folder holds files that were not encoded, or was recorded again; they are kept."""
+
+
+class EpisodeChangedError(RobovidError, RuntimeError):
+    """The folder changed while it was being encoded; the encode is dropped and the episode queued again."""
+
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_DATA",
+    "EXIT_FAILURE",
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "ConfigError",
+    "DuplicateEpisodeError",
+    "EpisodeChangedError",
+    "MetadataError",
+    "ObserverDiedError",
+    "RootLockedError",
+]

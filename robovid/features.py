@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import structlog
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -29,11 +32,27 @@ class VideoFrame:
 
 
 def register_with_datasets() -> bool:
-    """Register :class:`VideoFrame` with ``datasets`` if that package is installed; True if done."""
-    if importlib.util.find_spec("datasets") is None:
-        return False
-    from datasets.features.features import register_feature
+    """Register :class:`VideoFrame` with Hugging Face ``datasets`` if that package is installed; True if done.
 
+    Only an installed ``datasets`` distribution counts. A folder named ``datasets`` on the
+    import path (ML projects often have one) is not Hugging Face's package: it is never
+    imported when the package is not installed, and when it shadows the installed package
+    the registration is skipped with a warning instead of failing ``import robovid``.
+    """
+    try:
+        importlib.metadata.distribution("datasets")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    try:
+        from datasets.features.features import register_feature
+    except ImportError as error:
+        log.warning(
+            "datasets_not_registered",
+            reason=f"{type(error).__name__}: {error}",
+            hint="a folder or module named 'datasets' on the import path shadows Hugging Face datasets; "
+            "rename it, or run from another directory, to use VideoFrame as a datasets feature",
+        )
+        return False
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "'register_feature' is experimental", category=UserWarning)
         register_feature(VideoFrame, "VideoFrame")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +41,36 @@ def test_importing_every_module_and_the_public_names_does_not_import_torch() -> 
 def test_the_probe_sees_a_module_that_was_imported() -> None:
     """Guard against a vacuous pass: the same subprocess probe reports what an import did load."""
     assert "numpy" in loaded_modules("import numpy", ("numpy",))
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {},  # an empty folder: a namespace package named datasets
+        {"__init__.py": "raise SystemExit('this project folder must not be imported by robovid')\n"},
+        {"features.py": "raise SystemExit('this project module must not be imported by robovid')\n"},
+    ],
+    ids=["empty", "package", "module-inside"],
+)
+def test_a_datasets_folder_in_the_working_directory_does_not_break_import(
+    tmp_path: Path, layout: dict[str, str]
+) -> None:
+    """ML projects often have a ``datasets/`` folder; Hugging Face ``datasets`` is not installed here."""
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    for name, text in layout.items():
+        (folder / name).write_text(text)
+    script = "import robovid; print(robovid.VideoFrame()())"
+
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=IMPORT_TIMEOUT_S,
+        check=False,
+    )
+
+    assert importlib.util.find_spec("datasets") is None, "Hugging Face datasets is installed: this case needs it absent"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "struct<path: string, timestamp: float>"

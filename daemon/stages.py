@@ -17,6 +17,7 @@ present -> cleaning is finished. No step deletes a PNG that is not in a committe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -44,7 +45,7 @@ from robovid.errors import (
 )
 from robovid.frames import frame_size, list_episode_frames
 from robovid.layout import ChunkLocation, chunk_path, images_dir, list_chunks
-from robovid.metadata import SegmentStore
+from robovid.metadata import SegmentRow, SegmentStore
 from robovid.probe import get_video_info
 from robovid.settings import EncoderSettings
 from robovid.verify import check_segment_decodes, verify_video
@@ -121,7 +122,18 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
         verify_report = _timed(
             timings, "verify_s", verify_video, temp, len(frames), result.kept_frames, ctx.min_psnr_db
         )
-        row = _row(ref, fps, result, temp, source_bytes, timings, verify_report.min_psnr_db)
+        row = SegmentRow.from_video_info(
+            get_video_info(temp),
+            episode_index=ref.episode,
+            video_key=ref.camera,
+            num_frames=result.num_frames,
+            fps=fps,
+            video_bytes=result.size_bytes,
+            source_bytes=source_bytes,
+            encode_s=timings["encode_s"],
+            verify_s=timings["verify_s"],
+            min_psnr_db=verify_report.min_psnr_db,
+        )
         with ctx.camera_lock(ref.camera):
             recover_intents(ctx, camera=ref.camera)
             if key in ctx.done:
@@ -130,10 +142,10 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
                 raise EpisodeChangedError(f"{ref.path} changed while it was encoded; it will be encoded again.")
             segment = _timed(timings, "append_s", append, ctx, ref, temp, len(frames), row, source_mtime_ns)
             fault_point("stage:after-append")
-            commit(ctx, ref, segment, row | {"append_s": timings["append_s"]})
+            commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
             fault_point("stage:after-commit")
     clean(ctx, ref, ctx.state.intent(*key), frames)
-    return Outcome("done", len(frames), result.size_bytes, row["source_bytes"], timings)
+    return Outcome("done", len(frames), result.size_bytes, source_bytes, timings)
 
 
 def _source_stamp(frames: list[Path]) -> tuple[int, int]:
@@ -173,7 +185,7 @@ def _sample_indices(num_frames: int, samples: int) -> set[int]:
 
 
 def append(
-    ctx: Context, ref: EpisodeRef, temp: BinaryIO, num_frames: int, row: dict[str, Any], source_mtime_ns: int
+    ctx: Context, ref: EpisodeRef, temp: BinaryIO, num_frames: int, row: SegmentRow, source_mtime_ns: int
 ) -> VideoSegment:
     """Stage 5: journal the intent, append to the camera's current chunk file, check it reads back.
 
@@ -284,10 +296,18 @@ def compact_previous(ctx: Context, camera: str, location: ChunkLocation) -> None
     )
 
 
-def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: dict[str, Any]) -> None:
+def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: SegmentRow) -> None:
     """Stage 6: the durable metadata row; after this the episode is done."""
     location = _location_of(ctx, ref.camera, segment.path)
-    ctx.store.commit([_with_location(row, location, segment)])
+    placed = row.placed(
+        chunk_index=location.chunk_index,
+        file_index=location.file_index,
+        from_timestamp=segment.from_timestamp,
+        to_timestamp=segment.to_timestamp,
+        first_frame=segment.first_frame,
+        committed_at=datetime.now(UTC),
+    )
+    ctx.store.commit([placed])
     ctx.done.add((ref.camera, ref.episode))
 
 
@@ -407,58 +427,6 @@ def _location_of(ctx: Context, camera: str, path: Path) -> ChunkLocation:
         if location.path(ctx.root, camera) == path:
             return location
     raise FileNotFoundError(f"{path} is not a chunk file of camera {camera!r}.")
-
-
-def _with_location(row: dict[str, Any], location: ChunkLocation, segment: VideoSegment) -> dict[str, Any]:
-    return row | {
-        "chunk_index": location.chunk_index,
-        "file_index": location.file_index,
-        "from_timestamp": segment.from_timestamp,
-        "to_timestamp": segment.to_timestamp,
-        "first_frame": segment.first_frame,
-        "committed_at": datetime.now(UTC),
-    }
-
-
-def _row(
-    ref: EpisodeRef,
-    fps: int,
-    result: EncodeResult,
-    temp: BinaryIO,
-    source_bytes: int,
-    timings: dict[str, float],
-    min_psnr: float,
-) -> dict[str, Any]:
-    info = get_video_info(temp)
-    return {
-        "episode_index": ref.episode,
-        "video_key": ref.camera,
-        "num_frames": result.num_frames,
-        "fps": fps,
-        **{k: info.get(k) for k in _INFO_KEYS},
-        "video.preset": None if info.get("video.preset") is None else str(info.get("video.preset")),
-        "video_bytes": result.size_bytes,
-        "source_bytes": source_bytes,
-        "encode_s": timings.get("encode_s"),
-        "verify_s": timings.get("verify_s"),
-        "append_s": None,
-        "min_psnr_db": None if min_psnr != min_psnr else min_psnr,
-    }
-
-
-_INFO_KEYS = (
-    "video.height",
-    "video.width",
-    "video.codec",
-    "video.pix_fmt",
-    "video.fps",
-    "video.channels",
-    "video.is_depth_map",
-    "has_audio",
-    "video.g",
-    "video.crf",
-    "video.fast_decode",
-)
 
 
 def _timed(timings: dict[str, float], name: str, func: Any, *args: Any) -> Any:

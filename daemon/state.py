@@ -14,7 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from robovid.durable import (
     write_bytes_durably,
 )
 from robovid.layout import segments_dir, state_dir
+from robovid.metadata import SegmentRow
 
 from .errors import RootLockedError
 
@@ -50,10 +51,18 @@ class Intent:
     frames_before: int
     """Frames in the chunk file before this append (0 when it did not exist)."""
     num_frames: int
-    row: dict[str, Any] = field(default_factory=dict)
+    row: SegmentRow
     """The metadata row, less its location in the chunk."""
     source_mtime_ns: int = 0
     """Newest mtime of the encoded PNGs: a file newer than this was not encoded and is never deleted."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"row": self.row.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Intent:
+        """The intent :meth:`to_json` wrote; its row comes back typed (:meth:`SegmentRow.from_json`)."""
+        return cls(**(data | {"row": SegmentRow.from_json(data["row"])}))
 
 
 @dataclass
@@ -125,14 +134,14 @@ class RootState:
 
     # journal ---------------------------------------------------------------------------
     def write_intent(self, intent: Intent) -> None:
-        write_bytes_durably(self.journal_dir / _entry_name(intent.camera, intent.episode), _json(asdict(intent)))
+        write_bytes_durably(self.journal_dir / _entry_name(intent.camera, intent.episode), _json(intent.to_json()))
 
     def intents(self) -> list[Intent]:
-        return [Intent(**data) for data in _read_all(self.journal_dir)]
+        return [Intent.from_json(data) for data in _read_all(self.journal_dir)]
 
     def intent(self, camera: str, episode: int) -> Intent | None:
         data = _read_json(self.journal_dir / _entry_name(camera, episode))
-        return Intent(**data) if data else None
+        return Intent.from_json(data) if data else None
 
     def clear_intent(self, camera: str, episode: int) -> None:
         unlink_durably([self.journal_dir / _entry_name(camera, episode)])
@@ -155,7 +164,7 @@ class RootState:
 
 
 def _json(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, sort_keys=True, ensure_ascii=True, default=str).encode()
+    return json.dumps(data, sort_keys=True, ensure_ascii=True).encode()
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

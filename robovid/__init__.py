@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the names below load on first use (PEP 562): `import robovi
     from robovid.compact import ChunkSpace, chunk_space, compact_chunk
     from robovid.concat import concatenate_video_files
     from robovid.decode import (
+        decode_episode_frames,
         decode_video_frames,
         decode_video_frames_npu,
         decode_video_frames_torchvision,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # the names below load on first use (PEP 562): `import robovi
     )
     from robovid.encode import encode_video_frames
     from robovid.features import VideoFrame
-    from robovid.metadata import decode_episode_frames, read_lerobot_episodes, read_segments
+    from robovid.metadata import read_lerobot_episodes, read_segments
     from robovid.probe import get_audio_info, get_video_duration_in_s, get_video_info, get_video_pixel_channels
     from robovid.settings import EncoderSettings
 
@@ -73,7 +74,7 @@ _LAZY = {
     "get_safe_default_codec": "robovid.decode",
     "encode_video_frames": "robovid.encode",
     "VideoFrame": "robovid.features",
-    "decode_episode_frames": "robovid.metadata",
+    "decode_episode_frames": "robovid.decode",
     "read_lerobot_episodes": "robovid.metadata",
     "read_segments": "robovid.metadata",
     "get_audio_info": "robovid.probe",

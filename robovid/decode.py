@@ -24,7 +24,8 @@ import structlog
 from robovid._decode_pyav import decode_video_frames_pyav
 from robovid._decode_torchcodec import decode_video_frames_torchcodec
 from robovid.cache import load_video_decoder_class
-from robovid.errors import BackendUnavailableError
+from robovid.errors import BackendUnavailableError, MetadataError
+from robovid.layout import chunk_path, segments_dir
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from robovid._decode_common import Frames
 
 __all__ = [
+    "decode_episode_frames",
     "decode_video_frames",
     "decode_video_frames_npu",
     "decode_video_frames_pyav",
@@ -118,3 +120,35 @@ def decode_video_frames_npu(
 
     frames = decode_video_frames_pyav(video_path, timestamps, tolerance_s, log_loaded_timestamps)
     return torch.as_tensor(frames).to("npu")
+
+
+def decode_episode_frames(
+    root: Path | str,
+    video_key: str,
+    episode_index: int,
+    timestamps: Sequence[float],
+    tolerance_s: float,
+    backend: str | None = None,
+) -> Frames:
+    """Decode frames of one episode by the episode's own timestamps (0 = its first frame).
+
+    Looks the episode up in the segments metadata (:mod:`robovid.metadata`) and queries its
+    chunk file at ``from_timestamp + t``. Returns what :func:`decode_video_frames` returns.
+    """
+    from robovid.metadata import find_segment  # pyarrow loads here, not with the decoders
+
+    root = Path(root)
+    row = find_segment(root, video_key, episode_index)
+    if row is None:
+        raise MetadataError(
+            f"Episode {episode_index} of camera {video_key!r} is not in {segments_dir(root)}: "
+            "not encoded yet, or failed (see `robovid status`)."
+        )
+    if row.chunk_index is None or row.file_index is None or row.from_timestamp is None:
+        raise MetadataError(
+            f"Episode {episode_index} of camera {video_key!r} has a row in {segments_dir(root)} without its "
+            "location in a chunk file. Run `robovid verify` on the root."
+        )
+    path = chunk_path(root, video_key, row.chunk_index, row.file_index)
+    start = row.from_timestamp
+    return decode_video_frames(path, [start + t for t in timestamps], tolerance_s, backend)

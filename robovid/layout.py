@@ -54,6 +54,10 @@ def segments_dir(root: Path) -> Path:
     return root / "meta" / "robovid" / "segments"
 
 
+def segment_part_path(root: Path, number: int) -> Path:
+    return segments_dir(root) / f"part-{number:06d}.parquet"
+
+
 def state_dir(root: Path) -> Path:
     return root / ".robovid"
 

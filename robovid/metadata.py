@@ -1,17 +1,24 @@
-"""Episode segment metadata: one Parquet row per (episode, camera), written durably.
+"""Episode segment metadata: one Parquet row per (episode, camera), typed, written durably.
 
 Rows live in ``{root}/meta/robovid/segments/part-NNNNNN.parquet``. A commit rewrites
 only the newest part (at most :data:`ROWS_PER_PART` rows) through a temp file, fsync
 and ``os.replace``, so a commit costs the same on the first episode and the ten
 thousandth, and a reader (plain ``pyarrow.parquet``) only ever sees whole files.
+
+A row crosses from the service into Parquet and through the service's JSON journal as a
+:class:`SegmentRow`, whose fields are the columns of :data:`SEGMENT_SCHEMA`.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +28,7 @@ import pyarrow.parquet as pq
 from robovid._faults import fault_point
 from robovid.durable import atomic_output
 from robovid.errors import MetadataError
-from robovid.layout import chunk_path, segments_dir
+from robovid.layout import segment_part_path, segments_dir
 
 ROWS_PER_PART = 256
 PART_RE = re.compile(r"part-(\d{6,})\.parquet")
@@ -61,6 +68,180 @@ SEGMENT_SCHEMA = pa.schema(
 """Columns of the segments table. ``first_frame`` is the episode's first frame in its chunk file."""
 
 
+_COLUMN_OF_FIELD = {name.replace(".", "_"): name for name in SEGMENT_SCHEMA.names}
+"""Field name of :class:`SegmentRow` -> its column (``video.height`` is field ``video_height``)."""
+_PROBED_COLUMNS = [name for name in SEGMENT_SCHEMA.names if name.startswith("video.") or name == "has_audio"]
+"""Columns filled from :func:`robovid.probe.get_video_info`, which uses the same (LeRobot) names."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentRow:
+    """One row of the segments table: one episode of one camera, where it lies and how it was made.
+
+    The fields are the columns of :data:`SEGMENT_SCHEMA`, in its order, with a column
+    ``video.x`` as field ``video_x``. The location fields (``chunk_index`` to ``first_frame``)
+    and ``committed_at`` stay ``None`` until the episode is placed in its chunk (:meth:`placed`).
+    """
+
+    episode_index: int
+    video_key: str
+    """The camera key."""
+    chunk_index: int | None = None
+    file_index: int | None = None
+    from_timestamp: float | None = None
+    """Start of the episode in its chunk file, in seconds."""
+    to_timestamp: float | None = None
+    """End of the episode's last frame in its chunk file, in seconds."""
+    first_frame: int | None = None
+    """The episode's first frame among all frames of its chunk file."""
+    num_frames: int
+    fps: int
+    video_height: int | None = None
+    video_width: int | None = None
+    video_codec: str | None = None
+    video_pix_fmt: str | None = None
+    video_fps: int | None = None
+    video_channels: int | None = None
+    video_is_depth_map: bool | None = None
+    has_audio: bool | None = None
+    video_g: int | None = None
+    video_crf: int | None = None
+    video_preset: str | None = None
+    video_fast_decode: int | None = None
+    video_bytes: int | None = None
+    """Bytes of the encoded episode."""
+    source_bytes: int | None = None
+    """Bytes of its PNG frames."""
+    encode_s: float | None = None
+    verify_s: float | None = None
+    append_s: float | None = None
+    min_psnr_db: float | None = None
+    """Lowest PSNR of the frames compared with their PNG (None when none was compared)."""
+    committed_at: datetime | None = None
+
+    @classmethod
+    def from_video_info(
+        cls,
+        info: Mapping[str, Any],
+        *,
+        episode_index: int,
+        video_key: str,
+        num_frames: int,
+        fps: int,
+        video_bytes: int,
+        source_bytes: int,
+        encode_s: float | None = None,
+        verify_s: float | None = None,
+        min_psnr_db: float | None = None,
+    ) -> SegmentRow:
+        """The row of a freshly encoded episode, its ``video.*`` columns from ``get_video_info`` of the encode."""
+        probed = {
+            column: _probed_value(info.get(column), SEGMENT_SCHEMA.field(column).type) for column in _PROBED_COLUMNS
+        }
+        return cls.from_record(
+            probed
+            | {
+                "episode_index": episode_index,
+                "video_key": video_key,
+                "num_frames": num_frames,
+                "fps": fps,
+                "video_bytes": video_bytes,
+                "source_bytes": source_bytes,
+                "encode_s": encode_s,
+                "verify_s": verify_s,
+                "min_psnr_db": None if min_psnr_db is None or min_psnr_db != min_psnr_db else min_psnr_db,  # NaN
+            }
+        )
+
+    def placed(
+        self,
+        *,
+        chunk_index: int,
+        file_index: int,
+        from_timestamp: float,
+        to_timestamp: float,
+        first_frame: int,
+        committed_at: datetime,
+    ) -> SegmentRow:
+        """This row with the episode's location in its chunk file and the commit time."""
+        return dataclasses.replace(
+            self,
+            chunk_index=chunk_index,
+            file_index=file_index,
+            from_timestamp=from_timestamp,
+            to_timestamp=to_timestamp,
+            first_frame=first_frame,
+            committed_at=committed_at,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The row keyed by column name, with Python values (what pyarrow reads and writes)."""
+        return {column: getattr(self, name) for name, column in _COLUMN_OF_FIELD.items()}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SegmentRow:
+        """A row from a column-keyed mapping (a ``Table.to_pylist()`` item); absent columns are None."""
+        values: dict[str, Any] = {name: record.get(column) for name, column in _COLUMN_OF_FIELD.items()}
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row keyed by column name with JSON values: :meth:`from_json` gives back an equal row.
+
+        Timestamps and dates become ISO 8601 strings, binary values base64; floats keep every bit
+        (``json`` writes their shortest exact repr, and inf/NaN as ``Infinity``/``NaN``).
+        """
+        return {
+            column: _to_json_value(value, SEGMENT_SCHEMA.field(column).type)
+            for column, value in self.to_record().items()
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SegmentRow:
+        """The row :meth:`to_json` wrote, each value typed by its column's type in :data:`SEGMENT_SCHEMA`."""
+        return cls.from_record(
+            {
+                column: _from_json_value(value, SEGMENT_SCHEMA.field(column).type)
+                for column, value in data.items()
+                if column in SEGMENT_SCHEMA.names
+            }
+        )
+
+
+def _probed_value(value: Any, arrow_type: pa.DataType) -> Any:
+    """A probe value in its column's type (robovid's preset tag may hold a number; the column is a string)."""
+    return str(value) if value is not None and pa.types.is_string(arrow_type) else value
+
+
+def _is_binary(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_fixed_size_binary(arrow_type)
+    )
+
+
+def _to_json_value(value: Any, arrow_type: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
+        return value.isoformat()
+    if _is_binary(arrow_type):
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
+def _from_json_value(value: Any, arrow_type: pa.DataType) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_timestamp(arrow_type):
+        return datetime.fromisoformat(value)
+    if pa.types.is_date(arrow_type):
+        return date.fromisoformat(value)
+    if _is_binary(arrow_type):
+        return base64.b64decode(value)
+    return value
+
+
 def _parts(root: Path) -> list[tuple[int, Path]]:
     directory = segments_dir(root)
     if not directory.is_dir():
@@ -91,12 +272,12 @@ def read_segments(root: Path | str) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def find_segment(root: Path | str, video_key: str, episode_index: int) -> dict[str, Any] | None:
+def find_segment(root: Path | str, video_key: str, episode_index: int) -> SegmentRow | None:
     """The row of one episode of one camera, or None when it is not committed."""
     table = read_segments(root)
-    for row in table.to_pylist():
-        if row["video_key"] == video_key and row["episode_index"] == episode_index:
-            return row
+    for record in table.to_pylist():
+        if record["video_key"] == video_key and record["episode_index"] == episode_index:
+            return SegmentRow.from_record(record)
     return None
 
 
@@ -127,16 +308,16 @@ class SegmentStore:
         self.root = root
         self._lock = threading.Lock()
 
-    def commit(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    def commit(self, rows: Sequence[SegmentRow]) -> None:
         """Add rows; durable (fsynced, directory included) when this returns."""
         with self._lock:
             parts = _parts(self.root)
             number, existing = (parts[-1][0], _read_part(parts[-1][1])) if parts else (0, None)
             if existing is not None and existing.num_rows + len(rows) > ROWS_PER_PART:
                 number, existing = number + 1, None
-            new = pa.Table.from_pylist([dict(r) for r in rows], schema=SEGMENT_SCHEMA)
+            new = pa.Table.from_pylist([row.to_record() for row in rows], schema=SEGMENT_SCHEMA)
             table = pa.concat_tables([existing, new]) if existing is not None else new
-            path = segments_dir(self.root) / f"part-{number:06d}.parquet"
+            path = segment_part_path(self.root, number)
             with atomic_output(path) as temp:
                 pq.write_table(table, temp, compression="zstd")
                 fault_point("commit:before-rename")
@@ -145,29 +326,3 @@ class SegmentStore:
         """(video_key, episode_index) of every committed row."""
         table = read_segments(self.root)
         return set(zip(table["video_key"].to_pylist(), table["episode_index"].to_pylist(), strict=True))
-
-
-def decode_episode_frames(
-    root: Path | str,
-    video_key: str,
-    episode_index: int,
-    timestamps: Sequence[float],
-    tolerance_s: float,
-    backend: str | None = None,
-) -> Any:
-    """Decode frames of one episode by the episode's own timestamps (0 = its first frame).
-
-    Looks the episode up in the segments metadata and queries its chunk file at
-    ``from_timestamp + t``. Returns what :func:`robovid.decode_video_frames` returns.
-    """
-    from robovid.decode import decode_video_frames
-
-    root = Path(root)
-    row = find_segment(root, video_key, episode_index)
-    if row is None:
-        raise MetadataError(
-            f"Episode {episode_index} of camera {video_key!r} is not in {segments_dir(root)}: "
-            "not encoded yet, or failed (see `robovid status`)."
-        )
-    path = chunk_path(root, video_key, row["chunk_index"], row["file_index"])
-    return decode_video_frames(path, [row["from_timestamp"] + t for t in timestamps], tolerance_s, backend)

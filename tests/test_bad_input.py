@@ -43,8 +43,8 @@ from daemon_harness import (
 )
 from PIL import Image
 
+from robovid.decode import decode_episode_frames
 from robovid.layout import chunk_path, episode_dir, segments_dir
-from robovid.metadata import decode_episode_frames
 from robovid.synthetic import burn_index, read_index, render_frame, scene, write_episode
 from robovid.verify import psnr_db
 from robovid_watch.state import RootState

@@ -21,9 +21,10 @@ from daemon_harness import (
     wait_for,
 )
 
+from robovid.decode import decode_episode_frames
 from robovid.frames import read_frame_rgb
 from robovid.layout import episode_dir
-from robovid.metadata import decode_episode_frames, read_lerobot_episodes
+from robovid.metadata import read_lerobot_episodes
 from robovid.synthetic import read_index, write_episode
 from robovid.verify import psnr_db
 

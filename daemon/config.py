@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,10 +70,14 @@ class Settings(BaseSettings):
         )
 
 
-def load_settings() -> Settings:
-    """Read and validate the environment; ConfigError naming every bad variable."""
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the environment; ConfigError naming every bad variable.
+
+    ``overrides`` (field name -> value, e.g. from command-line options) take precedence over the
+    ``ROBOVID_*`` variables and are validated the same way.
+    """
     try:
-        settings = Settings()
+        settings = Settings(**overrides)
     except ValidationError as error:
         raise ConfigError(_describe(error)) from error
     try:

@@ -17,7 +17,7 @@ from robovid.layout import chunk_path
 def robovid(*args: str, root: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = daemon_env(root or Path("."))
     return subprocess.run(
-        [sys.executable, "-m", "robovid.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "robovid_watch.cli", *args], env=env, capture_output=True, text=True, timeout=300
     )
 
 

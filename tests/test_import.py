@@ -1,18 +1,22 @@
-"""Importing robovid (what the daemon on a robot PC does) loads neither torch nor torchcodec."""
+"""Importing robovid (what the daemon on a robot PC does) loads neither torch nor torchcodec, nor the service."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import robovid
+
 IMPORT_TIMEOUT_S = 120
 HEAVY = ("torch", "torchcodec")
 MODULES = ["robovid", "robovid.append", "robovid.encode", "robovid.concat", "robovid.probe"]
+LIBRARY_MODULES = ["robovid", *(f"robovid.{info.name}" for info in pkgutil.iter_modules(robovid.__path__))]
 
 
 def loaded_modules(statement: str, packages: tuple[str, ...] = HEAVY) -> list[str]:
@@ -38,9 +42,17 @@ def test_importing_every_module_and_the_public_names_does_not_import_torch() -> 
     assert loaded_modules("; ".join(f"import {m}" for m in MODULES) + "; from robovid import *") == []
 
 
+def test_importing_any_library_module_never_imports_the_service() -> None:
+    """The library is the lower layer: ``robovid_watch`` (folder ``daemon/``) may import it, never the reverse."""
+    assert "robovid.verify" in LIBRARY_MODULES and "robovid._movie" in LIBRARY_MODULES
+    statement = "; ".join(f"import {m}" for m in LIBRARY_MODULES) + "; from robovid import *"
+    assert loaded_modules(statement, ("robovid_watch",)) == []
+
+
 def test_the_probe_sees_a_module_that_was_imported() -> None:
     """Guard against a vacuous pass: the same subprocess probe reports what an import did load."""
     assert "numpy" in loaded_modules("import numpy", ("numpy",))
+    assert "robovid_watch.cli" in loaded_modules("import robovid_watch.cli", ("robovid_watch",))
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""``robovid``: the command line for people at a terminal.
+"""``robovid``: the command line for people at a terminal (the service's side: ``process`` runs its pipeline).
 
 robovid process ROOT     drain the backlog once (progress bar), then exit
 robovid verify ROOT      decode every segment's first and last frame via the metadata
@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from robovid_watch.errors import EXIT_FAILURE as EXIT_PROBLEMS
-from robovid_watch.errors import EXIT_USAGE
+from .errors import EXIT_FAILURE as EXIT_PROBLEMS
+from .errors import EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,16 +108,16 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_process(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from robovid_watch.config import load_settings
-    from robovid_watch.errors import EXIT_CONFIG, EXIT_LOCKED, ConfigError, MetadataError, RootLockedError
-    from robovid_watch.logs import configure_logging
-    from robovid_watch.service import Service
+    from .config import load_settings
+    from .errors import EXIT_CONFIG, EXIT_LOCKED, ConfigError, MetadataError, RootLockedError
+    from .logs import configure_logging
+    from .service import Service
 
-    os.environ["ROBOVID_ROOT"] = str(args.root)
+    overrides: dict[str, Any] = {"root": args.root}
     if args.workers is not None:
-        os.environ["ROBOVID_WORKERS"] = str(args.workers)
+        overrides["workers"] = args.workers
     try:
-        settings = load_settings()
+        settings = load_settings(**overrides)
     except ConfigError as error:
         print(f"robovid process: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -145,7 +145,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from robovid.check import verify_root
+    from robovid.verify import verify_root
 
     problems, checked = verify_root(args.root, backend=args.backend)
     if args.json:
@@ -180,7 +180,8 @@ def status_report(root: Path) -> dict[str, Any]:
     """Counts for `robovid status` (also used by tests)."""
     from robovid.layout import images_dir, parse_episode_dir
     from robovid.metadata import read_segments
-    from robovid_watch.state import RootState
+
+    from .state import RootState
 
     rows = read_segments(root).to_pylist()
     since = datetime.now(UTC) - timedelta(hours=1)

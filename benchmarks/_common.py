@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -232,9 +232,9 @@ def run_measured(argv: Sequence[str], timeout_s: float = 1800) -> Measured:
         return Measured(stdout=out.read(), stderr=err.read(), **measured)
 
 
-def run_worker(module: str, args: Sequence[str]) -> dict[str, Any]:
+def run_worker(module: str, args: Sequence[str], timeout_s: float = 1800) -> dict[str, Any]:
     """Run ``python -m module --worker ARGS`` in a fresh process; return its JSON report plus its rusage."""
-    measured = run_measured([sys.executable, "-m", module, "--worker", *args])
+    measured = run_measured([sys.executable, "-m", module, "--worker", *args], timeout_s)
     if measured.returncode != 0:
         raise RuntimeError(f"worker {module} {list(args)} failed ({measured.returncode}):\n{measured.stderr[-3000:]}")
     report: dict[str, Any] = json.loads(measured.stdout.strip().splitlines()[-1])
@@ -459,7 +459,7 @@ def print_ratios(ratios: dict[str, Any], header: str = "ratio") -> None:
 
 
 def encode_yuv_frames(
-    out: Path | BinaryIO, encoder_name: str, options: dict[str, str], frames: Sequence[Any], size: tuple[int, int]
+    out: Path | BinaryIO, encoder_name: str, options: dict[str, str], frames: Iterable[Any], size: tuple[int, int]
 ) -> None:
     """Encode ready ``yuv420p`` PyAV frames into an MP4 file or file object (the encoder alone, for the CPU split)."""
     import av

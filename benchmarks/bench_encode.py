@@ -1,7 +1,7 @@
 """Encode throughput, CPU and memory: robovid's pipelined encoder against simple baselines.
 
 Each contender encodes the same 300-frame 640x480 natural-content PNG episode with
-libsvtav1 g=2 crf=30 and the same preset (robovid's default, 12), in a fresh process
+libsvtav1 g=2 crf=30 and the same preset (robovid's default unless ``--preset``), in a fresh process
 of its own, so its peak RSS is its own and torch is never imported:
 
 - ``robovid``: ``robovid.encode.encode_frames`` (PNG reader thread + encoder), the library's default
@@ -9,7 +9,7 @@ of its own, so its peak RSS is its own and torch is never imported:
 - ``robovid threads=0`` / ``threads=2``: the same with SVT-AV1's own choice of parallelism, or ``lp=2``;
 - ``naive``: for each PNG, Pillow open + convert("RGB"), ``av.VideoFrame.from_image``, encode, mux;
 - ``naive, encoder default preset``: the same without a preset (what the reference module does);
-- ``ffmpeg CLI``: ``ffmpeg -framerate 30 -i frame-%06d.png -c:v libsvtav1 -g 2 -crf 30 -preset 12 ...``
+- ``ffmpeg CLI``: ``ffmpeg -framerate 30 -i frame-%06d.png -c:v libsvtav1 -g 2 -crf 30 -preset P ...``
   (the system FFmpeg, which links its own, older SVT-AV1: see the versions in the JSON).
 
 The floor is what the work costs when nothing is wasted: CPU seconds of PNG decoding
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _common as c
+from robovid.settings import DEFAULT_SVTAV1_PRESET
 
 NAME = "bench_encode"
 MODULE = "benchmarks.bench_encode"
@@ -123,7 +124,7 @@ def run_worker_main(argv: list[str]) -> None:
     parser.add_argument("--worker", required=True)
     parser.add_argument("--episode", type=Path, required=True)
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--preset", default="12")
+    parser.add_argument("--preset", default=str(DEFAULT_SVTAV1_PRESET))
     parser.add_argument("--threads", type=int, default=None, help="EncoderSettings.threads (default: the library's)")
     a = parser.parse_args(argv)
     if a.worker == "robovid":
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=3, help="distinct episodes, used in turn by the repeats")
     parser.add_argument("--frames", type=int, default=c.EPISODE_FRAMES)
-    parser.add_argument("--preset", default="12")
+    parser.add_argument("--preset", default=str(DEFAULT_SVTAV1_PRESET))
     parser.add_argument("--quick", action="store_true", help="1 repeat of 60 frames")
     parser.add_argument(
         "--allow-realtime", action="store_true", help="as root, let SVT-AV1 give its threads SCHED_FIFO"

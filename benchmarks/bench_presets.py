@@ -1,18 +1,28 @@
-"""The speed / size / quality trade-off of encoder presets (issue 5, section 3).
+"""Encoder presets side by side: fidelity (stale frames), speed, size and quality (issues 5 and 8).
 
-One 300-frame 640x480 natural-content episode, converted to yuv420p once and held in
-memory, is encoded with g=2 crf=30 by each configuration through PyAV, one encoder
-using both cores, each run in a fresh process (no torch): libsvtav1 presets 6, 8, 10,
-12, 13 (SVT-AV1 may map some to others: its own log line is reported), and h264 / hevc
-with robovid's settings (no B-frames, closed GOPs, x264/x265's default preset). Reported:
-encode frames/s, encoder CPU ms per frame, bytes per frame, mean PSNR against the source
-PNGs (whole frame, and the scene below the burnt-in index strip), the encoder's memory
-(peak RSS while encoding minus RSS before it started, the peak
-reset through ``/proc/self/clear_refs`` once the frames are in memory), and the latency of decoding 1 and 8 random
-frames with a warm plain torchcodec decoder (``seek_mode="approximate"``, uint8, built once).
+Every libsvtav1 preset 0-13, libsvtav1 without a preset (what LeRobot's reference does: SVT-AV1
+then picks its own default), h264 and hevc with robovid's settings (no B-frames, closed GOPs,
+x264/x265's default preset), all at g=2 crf=30 (and h264 at crf 26 and 23, nearer AV1's quality),
+each run in a fresh process (no torch):
 
-    .venv/bin/python -m benchmarks.bench_presets           # 3 repeats, median
-    .venv/bin/python -m benchmarks.bench_presets --quick   # 1 repeat of 60 frames
+- **fidelity**: the clips of :mod:`robovid.fidelity` (blinking 8/16/32 px patches at every
+  superblock position at 640x480 and 1280x720, the bottom fiducial strip, moving objects, pans,
+  a small moving pattern) are encoded and every decoded frame is judged region by region; a
+  frame is *stale* when some region is closer to the previous source frame than to its own.
+  150 frames per clip (24 for the small pattern clip); presets below ``--slow-below`` (0 and 1:
+  0.9-3.5 s of CPU per 640x480 frame) use ``--slow-suite-frames`` frames per clip instead;
+- **speed, size, quality**: one 300-frame 640x480 natural-content episode, converted to yuv420p
+  once and held in memory, encoded with robovid's thread setting (``lp=1`` for libsvtav1); encoder
+  CPU ms per frame, bytes per frame, mean PSNR against the source PNGs (whole frame, and the scene
+  below the burnt-in index strip), the encoder's memory, and the latency of decoding 1 and 8 random
+  frames with a warm plain torchcodec decoder. Presets below ``--slow-below`` use ``--slow-frames``.
+
+The default is chosen from the table: the fastest libsvtav1 preset with 0 stale frames on the whole
+suite and a scene PSNR within 0.2 dB of the reference's own default encode.
+
+    .venv/bin/python -m benchmarks.bench_presets                      # everything (hours on 2 busy cores)
+    .venv/bin/python -m benchmarks.bench_presets --configs svt-6,svt-8 --repeats 1 --tag -68
+    .venv/bin/python -m benchmarks.bench_presets --quick              # 1 repeat, 60 frames, short suite
 """
 
 from __future__ import annotations
@@ -29,15 +39,16 @@ from benchmarks import _common as c
 NAME = "bench_presets"
 MODULE = "benchmarks.bench_presets"
 G, CRF = 2, 30
-CONFIGS = {
-    "svt-6": ("libsvtav1", 6),
-    "svt-8": ("libsvtav1", 8),
-    "svt-10": ("libsvtav1", 10),
-    "svt-12": ("libsvtav1", 12),
-    "svt-13": ("libsvtav1", 13),
-    "h264": ("h264", None),
-    "hevc": ("hevc", None),
+REFERENCE = "svt-none"
+CONFIGS: dict[str, tuple[str, int | str | None, int]] = {
+    **{f"svt-{p}": ("libsvtav1", p, CRF) for p in range(14)},
+    REFERENCE: ("libsvtav1", "none", CRF),
+    "h264": ("h264", None, CRF),
+    "hevc": ("hevc", None, CRF),
+    "h264-crf26": ("h264", None, 26),  # h264 at about AV1's quality: a CPU-cheap faithful alternative?
+    "h264-crf23": ("h264", None, 23),
 }
+SCENE_PSNR_MARGIN_DB = 0.2
 
 
 def yuv_frames_path(episode: Path, num_frames: int) -> Path:
@@ -54,17 +65,26 @@ def yuv_frames_path(episode: Path, num_frames: int) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- worker (a fresh process per encode)
+# ---------------------------------------------------------------- workers (a fresh process each)
+
+
+def encoder_of(config: str) -> tuple[str, dict[str, str]]:
+    """The FFmpeg encoder name and options of a config (robovid's settings; no preset for the reference)."""
+    from robovid.settings import EncoderSettings
+
+    vcodec, preset, crf = CONFIGS[config]
+    settings = EncoderSettings(vcodec=vcodec, g=G, crf=crf, preset=None if preset == "none" else preset)
+    options = settings.codec_options()
+    if preset == "none":
+        del options["preset"]
+    return settings.encoder_name, options
 
 
 def worker_encode(yuv: Path, out: Path, config: str) -> dict[str, Any]:
     import av
     import numpy as np
 
-    from robovid.settings import EncoderSettings
-
-    vcodec, preset = CONFIGS[config]
-    settings = EncoderSettings(vcodec=vcodec, g=G, crf=CRF, preset=preset)
+    encoder, options = encoder_of(config)
     planes = np.load(yuv)
     frames = [av.VideoFrame.from_ndarray(p, format="yuv420p") for p in planes]
     del planes
@@ -72,17 +92,41 @@ def worker_encode(yuv: Path, out: Path, config: str) -> dict[str, Any]:
     rss_before = c.rss_mb()
     peak_was_reset = c.reset_peak_rss()  # the frames were built through a copy: forget that peak
 
-    wall, cpu, _ = c.timed(
-        lambda: c.encode_yuv_frames(out, settings.encoder_name, settings.codec_options(), frames, (width, height))
-    )
+    wall, cpu, _ = c.timed(lambda: c.encode_yuv_frames(out, encoder, options, frames, (width, height)))
     return {
         "wall_s": wall,
         "cpu_s": cpu,
         "rss_before_encode_mb": rss_before,
         "peak_rss_during_encode_mb": c.peak_rss_mb() if peak_was_reset else float("nan"),
-        "codec_options": settings.codec_options(),
-        "encoder": settings.encoder_name,
+        "codec_options": options,
+        "encoder": encoder,
     }
+
+
+def worker_fidelity(config: str, frames: int, hd_frames: int, pattern_frames: int, work: Path) -> dict[str, Any]:
+    """Encode every fidelity clip with ``config`` and judge every decoded frame."""
+    import av
+
+    from robovid import fidelity
+
+    encoder, options = encoder_of(config)
+    clips = {}
+    for clip in fidelity.suite(frames, hd_frames, pattern_frames):
+        video = work / f"fidelity-{config}-{clip.name}.mp4"
+        rgb = (av.VideoFrame.from_ndarray(clip.frame(i), format="rgb24") for i in range(clip.num_frames))
+        yuv = (frame.reformat(format="yuv420p") for frame in rgb)  # streamed: a 720p clip never sits in memory
+        c.encode_yuv_frames(video, encoder, options, yuv, (clip.width, clip.height))
+        report = fidelity.analyse_video(clip, video)
+        clips[clip.name] = {
+            "frames": clip.num_frames,
+            "stale": report.stale_count,
+            "stale_frames": report.stale_frames,
+            "stale_by_kind": report.stale_by_kind(),
+            "bytes": video.stat().st_size,
+            "details": report.describe() if report.stale_count else "",
+        }
+        video.unlink()
+    return {"clips": clips, "stale_frames": sum(v["stale"] for v in clips.values())}
 
 
 # ---------------------------------------------------------------- parent
@@ -109,92 +153,148 @@ def decode_latency(video: Path, calls: int, seed: int) -> dict[str, Any]:
     return result
 
 
+def _is_slow(key: str, below: int) -> bool:
+    preset = CONFIGS[key][1]
+    return isinstance(preset, int) and preset < below
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=c.EPISODE_FRAMES)
+    parser.add_argument("--suite-frames", type=int, default=150, help="frames per fidelity clip")
+    parser.add_argument("--slow-below", type=int, default=2, help="libsvtav1 presets below this are 'slow'")
+    parser.add_argument("--slow-frames", type=int, default=60, help="episode frames for slow presets (1 repeat)")
+    parser.add_argument("--slow-suite-frames", type=int, default=12, help="frames per fidelity clip, slow presets")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name")
     parser.add_argument("--decode-calls", type=int, default=100)
-    parser.add_argument("--quick", action="store_true", help="1 repeat of 60 frames, 20 decode calls")
+    parser.add_argument("--quick", action="store_true", help="1 repeat of 60 frames, 30-frame suite, 20 decode calls")
     parser.add_argument("--allow-realtime", action="store_true", help="as root, let SVT-AV1 use SCHED_FIFO")
     a = parser.parse_args(argv)
     if a.quick:
-        a.repeats, a.frames, a.decode_calls = 1, 60, 20
+        a.repeats, a.frames, a.suite_frames, a.decode_calls = 1, 60, 30, 20
+    keys = [k for k in a.configs.split(",") if k]
+    unknown = sorted(set(keys) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown configs {unknown}; choose from {', '.join(CONFIGS)}")
     c.REALTIME["allowed"] = a.allow_realtime
     info = c.machine_info()
-    c.print_header("bench_presets: 640x480 episode in memory, g=2 crf=30, one encoder", info)
+    c.print_header("bench_presets: fidelity suite + 640x480 episode in memory, g=2 crf=30, one encoder", info)
     episode = c.episode_dirs(1)[0]
-    yuv = yuv_frames_path(episode, a.frames)
     sources = c.read_sources(c.frame_paths(episode)[: a.frames])
     work = c.OUT_DIR / "presets"
     work.mkdir(parents=True, exist_ok=True)
-    keys = list(CONFIGS)
+    frames_of = {k: min(a.frames, a.slow_frames) if _is_slow(k, a.slow_below) else a.frames for k in keys}
+    yuv_of = {n: yuv_frames_path(episode, n) for n in set(frames_of.values())}
     runs: list[dict[str, Any]] = []
     for repeat in range(a.repeats):
         order = keys[repeat % len(keys) :] + keys[: repeat % len(keys)]
-        print(f"repeat {repeat + 1}/{a.repeats}, order {order}", flush=True)
+        print(f"repeat {repeat + 1}/{a.repeats}", flush=True)
         results = {}
         for key in order:
-            report = c.run_worker(MODULE, ["encode", "--yuv", str(yuv), "--out", str(work / f"{key}.mp4"), key])
-            report["bytes"] = (work / f"{key}.mp4").stat().st_size
+            if repeat and _is_slow(key, a.slow_below):
+                continue
+            out = work / f"{key}.mp4"
+            report = c.run_worker(MODULE, ["encode", "--yuv", str(yuv_of[frames_of[key]]), "--out", str(out), key])
+            report["bytes"] = out.stat().st_size
+            report["load_avg"] = c.load_avg()
             results[key] = report
+            print(f"  {key}: {1000 * report['cpu_s'] / frames_of[key]:.1f} CPU ms/frame", flush=True)
         runs.append({"load_avg": c.load_avg(), "results": results})
+    c.write_json(f"{NAME}{a.tag}-speed", {"machine": info, "frames": frames_of, "runs": runs})  # kept if the rest fails
     final: dict[str, dict[str, Any]] = {}
     for key in keys:
-        video = work / f"{key}.mp4"
-        quality = c.mean_psnr(video, sources, episode=0)
-        if quality.frames != a.frames:
-            raise RuntimeError(f"{key}: {quality.frames} frames, not {a.frames}")
-        final[key] = {
-            "psnr_db": quality.psnr_db,
-            "scene_psnr_db": quality.scene_psnr_db,
-            "strip_psnr_db": quality.strip_psnr_db,
-            "unreadable_index_frames": quality.unreadable_index_frames,
-        }
-        final[key] |= decode_latency(video, a.decode_calls, seed=len(key))
-        video.unlink()
+        final[key] = quality_of(work / f"{key}.mp4", sources[: frames_of[key]], a.decode_calls, key)
+        suite_frames = a.slow_suite_frames if _is_slow(key, a.slow_below) else a.suite_frames
+        args = [str(suite_frames), str(suite_frames), "24", str(work)]
+        fidelity = c.run_worker(MODULE, ["fidelity", key, *args], timeout_s=6 * 3600)
+        final[key] |= {"suite_frames": suite_frames, "stale_frames": fidelity["stale_frames"], "fidelity": fidelity}
+        print(f"  {key}: {fidelity['stale_frames']} stale frames on the suite ({suite_frames} per clip)", flush=True)
+    table = summarize(runs, final, keys, frames_of)
     payload = {
         "benchmark": NAME,
         "machine": info,
         "load_avg_end": c.load_avg(),
-        "frames": a.frames,
+        "frames": frames_of,
         "repeats": a.repeats,
         "settings": {"g": G, "crf": CRF, "fps": c.FPS},
         "runs": runs,
-        "table": summarize(runs, final, keys, a.frames),
+        "table": table,
+        "choice": choose_default(table),
     }
     print_summary(payload)
-    print(f"\nwrote {c.write_json(NAME, payload)}")
+    print(f"\nwrote {c.write_json(NAME + a.tag, payload)}")
     return payload
 
 
+def quality_of(video: Path, sources: list[Any], decode_calls: int, key: str) -> dict[str, Any]:
+    quality = c.mean_psnr(video, sources, episode=0)
+    if quality.frames != len(sources):
+        raise RuntimeError(f"{key}: {quality.frames} frames, not {len(sources)}")
+    result = {
+        "psnr_db": quality.psnr_db,
+        "scene_psnr_db": quality.scene_psnr_db,
+        "strip_psnr_db": quality.strip_psnr_db,
+        "unreadable_index_frames": quality.unreadable_index_frames,
+    }
+    result |= decode_latency(video, decode_calls, seed=len(key))
+    video.unlink()
+    return result
+
+
 def summarize(
-    runs: list[dict[str, Any]], final: dict[str, dict[str, Any]], keys: list[str], frames: int
+    runs: list[dict[str, Any]], final: dict[str, dict[str, Any]], keys: list[str], frames_of: dict[str, int]
 ) -> dict[str, dict[str, Any]]:
     table = {}
     for key in keys:
-        rows = [run["results"][key] for run in runs]
-        wall = c.median([r["wall_s"] for r in rows])
-        cpu = c.median([r["cpu_s"] for r in rows])
-        peak = c.median([r["process"]["peak_rss_mb"] for r in rows])
-        encoder_mb = c.median([r["peak_rss_during_encode_mb"] - r["rss_before_encode_mb"] for r in rows])
+        rows = [run["results"][key] for run in runs if key in run["results"]]
+        frames = frames_of[key]
         svt = sorted({line for r in rows for line in r["svt_log"]})
         table[key] = {
             "encoder": rows[0]["encoder"],
             "codec_options": rows[0]["codec_options"],
-            "frames_per_s": frames / wall,
-            "cpu_ms_per_frame": 1000 * cpu / frames,
+            "episode_frames": frames,
+            "repeats": len(rows),
+            "frames_per_s": frames / c.median([r["wall_s"] for r in rows]),
+            "cpu_ms_per_frame": 1000 * c.median([r["cpu_s"] for r in rows]) / frames,
             "bytes_per_frame": c.median([r["bytes"] for r in rows]) / frames,
-            "peak_rss_mb": peak,
-            "encoder_rss_mb": encoder_mb,
+            "peak_rss_mb": c.median([r["process"]["peak_rss_mb"] for r in rows]),
+            "encoder_rss_mb": c.median([r["peak_rss_during_encode_mb"] - r["rss_before_encode_mb"] for r in rows]),
             "svt_preset_used": _svt_preset(svt),
             "svt_log": svt,
             **final[key],
         }
-    base = table["svt-12"]
+    base = table.get(REFERENCE)
     for row in table.values():
-        row["cpu_vs_svt12"] = row["cpu_ms_per_frame"] / base["cpu_ms_per_frame"]
-        row["bytes_vs_svt12"] = row["bytes_per_frame"] / base["bytes_per_frame"]
+        if base is not None:
+            row["cpu_vs_reference"] = row["cpu_ms_per_frame"] / base["cpu_ms_per_frame"]
+            row["bytes_vs_reference"] = row["bytes_per_frame"] / base["bytes_per_frame"]
+            row["scene_psnr_vs_reference_db"] = row["scene_psnr_db"] - base["scene_psnr_db"]
+        else:
+            row["cpu_vs_reference"] = row["bytes_vs_reference"] = row["scene_psnr_vs_reference_db"] = float("nan")
     return table
+
+
+def choose_default(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The fastest libsvtav1 preset with 0 stale frames and scene PSNR within the margin of the reference."""
+    faithful = [
+        key
+        for key, row in table.items()
+        if key.startswith("svt-")
+        and key != REFERENCE
+        and row["stale_frames"] == 0
+        and row["scene_psnr_vs_reference_db"] >= -SCENE_PSNR_MARGIN_DB
+    ]
+    if not faithful:
+        return {"config": None, "reason": "no libsvtav1 preset met both conditions"}
+    best = min(faithful, key=lambda k: table[k]["cpu_ms_per_frame"])
+    return {
+        "config": best,
+        "faithful": faithful,
+        "reason": f"the fastest (CPU ms per frame) of {', '.join(faithful)}: 0 stale frames on the suite and scene "
+        f"PSNR within {SCENE_PSNR_MARGIN_DB} dB of the reference's default encode",
+    }
 
 
 def _svt_preset(lines: list[str]) -> str:
@@ -211,27 +311,39 @@ def print_summary(p: dict[str, Any]) -> None:
             [
                 key,
                 r["svt_preset_used"],
-                r["frames_per_s"],
+                f"{r['stale_frames']} ({r['suite_frames']})",
                 r["cpu_ms_per_frame"],
-                r["cpu_vs_svt12"],
+                r["cpu_vs_reference"],
+                r["frames_per_s"],
                 r["bytes_per_frame"] / 1000,
-                r["bytes_vs_svt12"],
+                r["bytes_vs_reference"],
                 r["psnr_db"],
                 r["scene_psnr_db"],
-                r["strip_psnr_db"],
+                r["scene_psnr_vs_reference_db"],
                 r["unreadable_index_frames"],
                 r["decode_1_p50_ms"],
-                r["decode_8_p50_ms"],
                 r["encoder_rss_mb"],
+                f"{r['episode_frames']} x {r['repeats']}",
             ]
         )
-    headers = ["config", "SVT preset used", "encode frames/s", "CPU ms/frame", "CPU vs svt-12", "kB/frame"]
-    headers += ["size vs svt-12", "PSNR dB", "scene PSNR dB", "strip PSNR dB", "unreadable index frames"]
-    headers += ["decode 1 ms", "decode 8 ms", "encoder MB"]
+    headers = ["config", "SVT preset used", "stale frames (frames per clip)", "CPU ms/frame", "CPU vs reference"]
+    headers += ["encode frames/s", "kB/frame", "size vs reference", "PSNR dB", "scene PSNR dB"]
+    headers += [
+        "scene PSNR vs reference dB",
+        "unreadable index frames",
+        "decode 1 ms",
+        "encoder MB",
+        "frames x repeats",
+    ]
     print()
     print(c.table(headers, rows))
+    print("\nstale frames per clip:")
+    clip_names = list(next(iter(p["table"].values()))["fidelity"]["clips"])
+    clip_rows = [[k, *(r["fidelity"]["clips"][n]["stale"] for n in clip_names)] for k, r in p["table"].items()]
+    print(c.table(["config", *clip_names], clip_rows))
+    print(f"\nchoice: {p['choice']}")
     print(
-        f"\nmedians of {p['repeats']} repeats, {p['frames']} frames; decode: medians of warm calls; "
+        f"\nmedians of the repeats; decode: medians of warm calls; "
         f"load {p['machine']['load_avg_start']} -> {p['load_avg_end']}"
     )
 
@@ -239,6 +351,15 @@ def print_summary(p: dict[str, Any]) -> None:
 def run_worker_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", required=True)
+    if argv[1] == "fidelity":
+        parser.add_argument("config", choices=list(CONFIGS))
+        parser.add_argument("frames", type=int)
+        parser.add_argument("hd_frames", type=int)
+        parser.add_argument("pattern_frames", type=int)
+        parser.add_argument("work", type=Path)
+        f = parser.parse_args(argv)
+        c.worker_report(**worker_fidelity(f.config, f.frames, f.hd_frames, f.pattern_frames, f.work))
+        return
     parser.add_argument("--yuv", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("config", choices=list(CONFIGS))

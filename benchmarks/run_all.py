@@ -26,6 +26,7 @@ BENCHMARKS = (
     "bench_path",
     "bench_png",
     "bench_levers",
+    "bench_verify",
     "bench_e2e",
 )
 

@@ -24,7 +24,14 @@ import structlog
 from watchdog.observers.api import BaseObserver
 
 from robovid._faults import fault_point
-from robovid.errors import EpisodeError, InfoJsonError, UnsafePathError, VerificationError, VideoFormatError
+from robovid.errors import (
+    EpisodeError,
+    FrameMismatchError,
+    InfoJsonError,
+    UnsafePathError,
+    VerificationError,
+    VideoFormatError,
+)
 from robovid.layout import check_inside, images_dir, read_fps
 from robovid.metadata import SegmentStore
 
@@ -77,6 +84,19 @@ class Counters:
     cleaned: int = 0
     failed: int = 0
     deferred: int = 0
+
+
+FAIL_ACTION = (
+    "the PNGs were kept; fix or replace the frames (any change to the folder retries it), or move the folder out "
+    "of images/"
+)
+MISMATCH_ACTION = (
+    "the PNGs were kept: the encoded video does not show what the camera saw in this tile. Encode with a slower "
+    "preset (unset ROBOVID_PRESET for robovid's default, or set a lower number), a lower ROBOVID_CRF or "
+    "ROBOVID_VCODEC=h264, restart the service, then retry the episode by touching a file in its folder (any "
+    "change to the folder retries it)"
+)
+"""What an ``episode_failed`` event for a frame that does not show its source tells the operator."""
 
 
 class Service:
@@ -379,9 +399,8 @@ class Service:
             path=str(ref.path),
             reason=reason,
             error_type=error_type,
-            action="the PNGs were kept; fix or replace the frames (any change to the folder retries it), "
-            "or move the folder out of images/",
             exc_info=error if unexpected else None,
+            **_what_to_do(error),
         )
 
     def _report_duplicate(self, ref: EpisodeRef) -> None:
@@ -434,3 +453,10 @@ class Service:
                 action="robovid is not keeping up with the recorder: lower the preset, raise ROBOVID_WORKERS, "
                 "or give the service more CPU",
             )
+
+
+def _what_to_do(error: BaseException) -> dict[str, object]:
+    """The ``episode_failed`` event's action, and for a frame that does not show its source, which frame and tile."""
+    if isinstance(error, FrameMismatchError):
+        return {"action": MISMATCH_ACTION, "frame": error.frame, "tile": error.tile, "mismatch": error.kind}
+    return {"action": FAIL_ACTION}

@@ -3,7 +3,8 @@
 Read :func:`process_episode` top to bottom. The order is the safety argument:
 
 1. encode into a spooled temp file (memory, or ``.robovid/tmp`` past 64 MiB);
-2. verify the temp video against the PNGs (frame count, every frame decodes, PSNR);
+2. verify the temp video against the PNGs (frame count, every frame decodes and shows its own
+   source frame tile by tile, PSNR);
 3. write the journal intent (durable), then append to the chunk (crash-safe on its own);
 4. commit the metadata row (durable);
 5. only then delete the PNGs, and last the intent.
@@ -120,7 +121,14 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
         result = _timed(timings, "encode_s", encode, ctx, frames, temp, fps)
         fault_point("stage:after-encode")
         verify_report = _timed(
-            timings, "verify_s", verify_video, temp, len(frames), result.kept_frames, ctx.min_psnr_db
+            timings,
+            "verify_s",
+            verify_video,
+            temp,
+            len(frames),
+            result.kept_frames,
+            ctx.min_psnr_db,
+            result.fingerprints,
         )
         row = SegmentRow.from_video_info(
             get_video_info(temp),
@@ -172,7 +180,7 @@ def encode(ctx: Context, frames: list[Path], temp: BinaryIO, fps: int) -> Encode
     """Stage 3: encode the PNGs into a spooled temp file (memory; .robovid/tmp past SPOOL_MAX_BYTES)."""
     width, height = frame_size(frames[0])
     keep = _sample_indices(len(frames), samples=VERIFY_KEEP_BYTES // max(1, width * height * 3) - 2)
-    return encode_frames_into(temp, frames, fps, ctx.encoder, keep=keep, stop=ctx.stop)
+    return encode_frames_into(temp, frames, fps, ctx.encoder, keep=keep, stop=ctx.stop, fingerprints=True)
 
 
 def _sample_indices(num_frames: int, samples: int) -> set[int]:

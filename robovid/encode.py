@@ -27,6 +27,7 @@ from av.video.reformatter import VideoReformatter
 from robovid._faults import fault_point
 from robovid.durable import atomic_output
 from robovid.errors import EmptyEpisodeError, FrameSizeError
+from robovid.fingerprint import Fingerprint, fingerprint
 from robovid.frames import frame_size, list_episode_frames, read_frame_rgb
 from robovid.settings import EncoderSettings, reference_compatible
 
@@ -54,6 +55,8 @@ class EncodeResult:
     """CPU seconds the reader thread spent decoding and converting PNGs."""
     kept_frames: dict[int, np.ndarray] = field(default_factory=dict)
     """Source frames (RGB) kept for verification, by frame index."""
+    fingerprints: list[Fingerprint] = field(default_factory=list)
+    """Every source frame's fingerprint, in order (empty unless asked for), for verification."""
 
 
 def encode_video_frames(
@@ -100,15 +103,18 @@ def encode_frames(
     settings: EncoderSettings,
     keep: Collection[int] = (),
     stop: threading.Event | None = None,
+    fingerprints: bool = False,
 ) -> EncodeResult:
     """Encode the given frames, in order, into ``video_path`` (published atomically).
 
     ``keep`` names frame indices whose decoded RGB source is returned for
-    verification, so the caller never has to read those PNGs again. ``stop``, when
-    set, abandons the encode between frames (InterruptedError; nothing published).
+    verification, so the caller never has to read those PNGs again; with
+    ``fingerprints``, every source frame's :class:`~robovid.fingerprint.Fingerprint`
+    is returned too. ``stop``, when set, abandons the encode between frames
+    (InterruptedError; nothing published).
     """
     with atomic_output(video_path) as temp, open(temp, "w+b") as out:
-        result = encode_frames_into(out, frame_paths, fps, settings, keep, stop)
+        result = encode_frames_into(out, frame_paths, fps, settings, keep, stop, fingerprints)
     result.video_path = video_path
     return result
 
@@ -120,6 +126,7 @@ def encode_frames_into(
     settings: EncoderSettings,
     keep: Collection[int] = (),
     stop: threading.Event | None = None,
+    fingerprints: bool = False,
 ) -> EncodeResult:
     """Encode into a seekable binary file object (for example a spooled temp file held in memory).
 
@@ -130,7 +137,7 @@ def encode_frames_into(
         raise EmptyEpisodeError(f"No frames to encode in {frame_paths!r}.")
     rate = _frame_rate(fps)
     started = time.perf_counter()
-    reader = _FrameReader(frame_paths, settings.pix_fmt, set(keep))
+    reader = _FrameReader(frame_paths, settings.pix_fmt, set(keep), fingerprints)
     try:
         first = reader.first_frame()
         _check_encodable(first.width, first.height, settings, frame_paths[0])
@@ -147,6 +154,7 @@ def encode_frames_into(
         encode_s=time.perf_counter() - started,
         read_cpu_s=reader.cpu_s,
         kept_frames=reader.kept,
+        fingerprints=reader.fingerprints,
     )
 
 
@@ -219,11 +227,13 @@ def demote_realtime_threads() -> int:
 class _FrameReader:
     """Decodes PNGs on a background thread, a few frames ahead of the encoder."""
 
-    def __init__(self, paths: Sequence[Path], pix_fmt: str, keep: set[int]) -> None:
+    def __init__(self, paths: Sequence[Path], pix_fmt: str, keep: set[int], fingerprints: bool) -> None:
         self._paths = paths
         self._pix_fmt = pix_fmt
         self._keep = keep
+        self._fingerprints = fingerprints
         self.kept: dict[int, np.ndarray] = {}
+        self.fingerprints: list[Fingerprint] = []
         self.cpu_s = 0.0
         self._queue: queue.Queue[av.VideoFrame | BaseException | None] = queue.Queue(PREFETCH_FRAMES)
         self._closed = threading.Event()
@@ -244,6 +254,8 @@ class _FrameReader:
                 # rgb_frame is None when FFmpeg pads the rows of this width: then copy into a new frame
                 source = rgb_frame if rgb_frame is not None else av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 frame = reformatter.reformat(source, format=self._pix_fmt, threads=1)
+                if self._fingerprints:  # of the very frame the encoder gets (its YUV planes)
+                    self.fingerprints.append(fingerprint(frame))
                 if not self._put(frame):
                     return
             self._put(None)

@@ -66,6 +66,19 @@ class VerificationError(RobovidError, ValueError):
     """An encoded video does not match its source frames; nothing was deleted."""
 
 
+class FrameMismatchError(VerificationError):
+    """A decoded frame does not show its own source frame in some tile (stale or far off)."""
+
+    def __init__(self, message: str, frame: int, tile: dict[str, int], kind: str) -> None:
+        super().__init__(message)
+        self.frame = frame
+        """Index of the first frame found wrong, in the episode."""
+        self.tile = tile
+        """The tile as a pixel rectangle: ``{"x", "y", "w", "h"}``."""
+        self.kind = kind
+        """``stale`` (shows the previous frame's content) or ``off`` (far off its own frame)."""
+
+
 class FrameFormatError(EpisodeError):
     """A frame decodes but its pixel format is one robovid refuses (16-bit, translucent alpha)."""
 

@@ -25,9 +25,14 @@ X26X_PRESETS = (
     "placebo",
 )
 CRF_RANGE = {"libsvtav1": (0, 63), "h264": (0, 51), "hevc": (0, 51)}
-DEFAULT_SVTAV1_PRESET = 12
-"""Chosen in benchmarks/README.md: 0.56x the encoder CPU of FFmpeg's default 8, 0.81x the bytes,
--0.3 dB PSNR on camera footage (SVT-AV1 4.1 runs 12 as its preset 11). Use 10 for sharp detail."""
+DEFAULT_SVTAV1_PRESET = 6
+"""The fastest SVT-AV1 4.1 preset that is faithful on the fidelity suite (benchmarks/README.md, bench_presets):
+0 stale frames in every clip of :mod:`robovid.fidelity`, where presets 7-10 leave stale content at the edge
+of a 720p pan (new content entering the frame) and 11-13 (12 and 13 run as 11) in small blinking patches,
+fiducials and moving objects, mostly in the partial bottom row of superblocks. Its scene PSNR is no lower
+than that of the reference's encode (no preset: SVT-AV1 picks 8). It costs about twice preset 8's encoder
+CPU. The service's verify stage checks every frame of every episode tile by tile (:mod:`robovid.fingerprint`),
+whatever the preset, so a faster preset set by hand cannot silently lose content."""
 ENCODER_TAG = "robovid-encoder:"
 """Prefix of the MP4 ``comment`` tag in which robovid records the settings it used."""
 
@@ -43,7 +48,7 @@ class EncoderSettings:
     crf: int | None = 30
     """Constant rate factor (``None``: the codec's default)."""
     preset: int | str | None = None
-    """libsvtav1: 0-13 (``None``: robovid's default 12); h264/hevc: an x264 preset name."""
+    """libsvtav1: 0-13 (``None``: robovid's default, DEFAULT_SVTAV1_PRESET); h264/hevc: an x264 preset name."""
     fast_decode: int = 0
     """libsvtav1: 0-2 (``fast-decode``); h264/hevc: any value > 0 sets ``tune=fastdecode``."""
     threads: int | None = None

@@ -32,9 +32,10 @@ _BITS = 16
 _ROWS = 3  # episode, frame, check (a CRC of both)
 _MAX_INDEX = (1 << _BITS) - 1
 _MIN_CELL_PX = 4
-# A cell whose central mean falls in this open interval is neither black nor white (misreads outside it
-# are caught by the CRC check row).
-_AMBIGUOUS = (100.0, 156.0)  # inter-frame prediction leaves cells near 77 or 178 at 640x480; the check row guards
+# A cell whose central mean falls in this open interval is neither black nor white. Keep it strict: a faithful
+# encoder keeps the cells black and white; cells decoded near grey mean stale or smeared content (SVT-AV1
+# presets 11-13 did that), which the strip exists to catch.
+_AMBIGUOUS = (64.0, 192.0)
 _CHECK_XOR = 0x5A5A  # so blank (all-black or all-white) strips fail the check
 
 # Scene: values stay inside video range, so sensor noise never clips and yuv420p keeps them.

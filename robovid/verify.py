@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,7 +21,8 @@ import av
 import numpy as np
 
 from robovid._movie import VideoSegment, read_movie
-from robovid.errors import RobovidError, VerificationError
+from robovid.errors import FrameMismatchError, RobovidError, VerificationError
+from robovid.fingerprint import Fingerprint, compare, fingerprint
 from robovid.layout import chunk_path
 from robovid.metadata import read_segments
 
@@ -53,9 +54,13 @@ def verify_video(
     expected_frames: int,
     references: Mapping[int, np.ndarray],
     min_psnr_db: float = DEFAULT_MIN_PSNR_DB,
+    fingerprints: Sequence[Fingerprint] | None = None,
 ) -> VerifyReport:
     """Decode every frame; check the count and the PSNR of ``references`` (index -> RGB source).
 
+    With ``fingerprints`` (one per source frame, from the encode), every decoded frame is also
+    compared with its own source frame tile by tile (:func:`robovid.fingerprint.compare`): a
+    tile that shows the previous frame's content, or is far off its own, fails.
     Raises VerificationError saying what differs; the caller keeps the source frames.
     """
     count = 0
@@ -70,6 +75,8 @@ def verify_video(
             stream.thread_count = DECODER_THREADS
             for index, frame in enumerate(container.decode(stream)):
                 count += 1
+                if fingerprints is not None and index < len(fingerprints):
+                    _check_tiles(name, index, frame, fingerprints)
                 if index in references:
                     value = psnr_db(frame.to_ndarray(format="rgb24"), references[index])
                     worst = value if math.isnan(worst) else min(worst, value)
@@ -83,6 +90,21 @@ def verify_video(
     if count != expected_frames:
         raise VerificationError(f"{name}: holds {count} frames, expected {expected_frames}. The PNGs were kept.")
     return VerifyReport(count, worst)
+
+
+def _check_tiles(name: str, index: int, frame: av.VideoFrame, fingerprints: Sequence[Fingerprint]) -> None:
+    own = fingerprints[index]
+    if frame.format.name != own.pix_fmt:
+        frame = frame.reformat(format=own.pix_fmt)
+    mismatch = compare(index, fingerprint(frame), own, fingerprints[index - 1] if index else None)
+    if mismatch is not None:
+        raise FrameMismatchError(
+            f"{name}: {mismatch.describe()}. The encoder did not reproduce what the camera saw there; "
+            "the PNGs were kept.",
+            mismatch.frame,
+            mismatch.rect(),
+            mismatch.kind,
+        )
 
 
 def check_segment_decodes(segment: VideoSegment) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from daemon_harness import PointHooks
 
-from robovid.encode import encode_frames
+from robovid import fidelity
+from robovid.encode import EncodeResult, encode_frames
 from robovid.settings import EncoderSettings
 from robovid.synthetic import write_episode
 
@@ -51,3 +52,25 @@ def episode_video(tmp_path_factory: pytest.TempPathFactory) -> EpisodeVideo:
 def points(tmp_path_factory: pytest.TempPathFactory) -> PointHooks:
     """Test hooks for a daemon started with ``**points.env``, in a folder outside its root."""
     return PointHooks(tmp_path_factory.mktemp("points"))
+
+
+FidelityEncode = Callable[[fidelity.Clip, EncoderSettings], tuple[Path, EncodeResult]]
+
+
+@pytest.fixture(scope="session")
+def fidelity_encode(tmp_path_factory: pytest.TempPathFactory) -> FidelityEncode:
+    """Return ``encode(clip, settings) -> (video, result)``: the clip written as PNGs, encoded by the library
+    (fingerprints taken in its reader thread), once per session for each (clip, settings). Read-only files."""
+    root = tmp_path_factory.mktemp("fidelity")
+    cache: dict[tuple[str, int, EncoderSettings], tuple[Path, EncodeResult]] = {}
+
+    def encode(clip: fidelity.Clip, settings: EncoderSettings) -> tuple[Path, EncodeResult]:
+        key = (clip.name, clip.num_frames, settings)
+        if key not in cache:
+            name = f"{clip.name}-{clip.num_frames}-{len(cache)}"
+            frames = fidelity.write_clip(clip, root / name, marker=None)
+            video = root / f"{name}.mp4"
+            cache[key] = video, encode_frames(frames, video, 30, settings, fingerprints=True)
+        return cache[key]
+
+    return encode

@@ -1,8 +1,10 @@
-"""Stages 1-2: discover episode folders and wait until they are complete.
+"""Stages 1-2: discover episode folders and wait until they are complete; the fps they were recorded at.
 
 The full scan is the source of truth; watchdog events are only hints that make the
 service look sooner (the kernel drops inotify events on overflow, and watchdog's
 dispatcher thread dies on a handler exception, so the handler only enqueues).
+New episodes are encoded at the fps of ``meta/info.json`` when the recorder wrote one
+(:class:`FpsSource` re-reads it when it changes), else at ``ROBOVID_FPS``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from watchdog.events import (
     DirCreatedEvent,
     DirMovedEvent,
@@ -27,7 +30,10 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from robovid.layout import images_dir, parse_episode_dir
+from robovid.errors import InfoJsonError
+from robovid.layout import images_dir, info_json_path, parse_episode_dir, read_fps
+
+log = structlog.get_logger("robovid_watch")
 
 
 @dataclass(frozen=True, order=True)
@@ -70,7 +76,7 @@ def ref_from_path(root: Path, path: str) -> EpisodeRef | None:
     index = parse_episode_dir(parts[1])
     if index is None:
         return None
-    return EpisodeRef(index, parts[0], images_dir(root) / parts[0] / parts[1])
+    return EpisodeRef(index, parts[0], images_dir(root) / parts[0] / parts[1])  # the folder's own name
 
 
 def is_complete(ref: EpisodeRef, marker: str, settle_s: float, now: float | None = None) -> bool:
@@ -139,3 +145,35 @@ def start_observer(root: Path, hints: queue.SimpleQueue[str]) -> BaseObserver:
     observer.daemon = True
     observer.start()
     return observer
+
+
+class FpsSource:
+    """The fps for new episodes: ``meta/info.json``'s (re-read when the file changes), else ``default``."""
+
+    def __init__(self, root: Path, default: int) -> None:
+        self.root = root
+        self.default = default
+        self._stamp: tuple[int, int] | str | None = "unread"
+        self._fps: int | None = None
+
+    def current(self) -> int | None:
+        """The fps, or None while ``meta/info.json`` is invalid (logged once per change of the file)."""
+        info = info_json_path(self.root)
+        try:
+            st = info.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._fps = read_fps(self.root, self.default)
+            except InfoJsonError as error:
+                self._fps = None
+                log.error(
+                    "info_json_invalid",
+                    path=str(info),
+                    detail=str(error),
+                    action="no new episode is started until meta/info.json is fixed or removed",
+                )
+        return self._fps

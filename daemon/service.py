@@ -1,4 +1,9 @@
-"""The service loop: recover, scan, schedule episodes onto workers, report, stop cleanly.
+"""The service loop: recover, then hints -> schedule -> collect until stopped.
+
+Each pass of the loop takes the file events (hints) and finished episodes, schedules every
+complete episode onto a free worker, and classifies each outcome (done, failed, deferred for
+space, changed, abandoned). Discovery and completion are :mod:`robovid_watch.discover`, the work
+on one episode :mod:`robovid_watch.stages`, disk and backlog checks :mod:`robovid_watch.health`.
 
 Threads: the main thread owns all scheduling state; ``workers`` threads run
 :func:`robovid_watch.stages.process_episode`; watchdog's observer thread only puts
@@ -9,13 +14,10 @@ stages (and the encoder between frames), so nothing is interrupted mid-append.
 from __future__ import annotations
 
 import contextlib
-import errno
 import queue
-import shutil
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,20 +26,14 @@ import structlog
 from watchdog.observers.api import BaseObserver
 
 from robovid._faults import fault_point
-from robovid.errors import (
-    EpisodeError,
-    FrameMismatchError,
-    InfoJsonError,
-    UnsafePathError,
-    VerificationError,
-    VideoFormatError,
-)
-from robovid.layout import check_inside, images_dir, read_fps
+from robovid.errors import EpisodeError, FrameMismatchError, UnsafePathError, VerificationError, VideoFormatError
+from robovid.layout import check_inside, images_dir
 from robovid.metadata import SegmentStore
 
 from .config import Settings
-from .discover import EpisodeRef, folder_signature, is_complete, ref_from_path, scan, start_observer
+from .discover import EpisodeRef, FpsSource, folder_signature, is_complete, ref_from_path, scan, start_observer
 from .errors import DuplicateEpisodeError, EpisodeChangedError, ObserverDiedError
+from .health import BacklogWatch, DiskGuard, is_disk_full
 from .notify import sd_notify
 from .stages import Context, Outcome, process_episode, recover_intents
 from .state import Failure, RootState
@@ -46,7 +42,6 @@ log = structlog.get_logger("robovid_watch")
 
 TICK_S = 1.0
 COALESCE_S = 0.2
-DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -121,12 +116,9 @@ class Service:
         self._candidates: dict[tuple[str, int], EpisodeRef] = {}
         self._in_flight: dict[tuple[str, int], Future[Outcome]] = {}
         self._completed: queue.SimpleQueue[tuple[EpisodeRef, Future[Outcome]]] = queue.SimpleQueue()
-        self._paused_for_space = False
-        self._disk_full_until = 0.0
-        self._backlog_samples: deque[tuple[float, int]] = deque()
-        self._last_backlog_warning: float | None = None
-        self._info_stamp: tuple[int, int] | str | None = "unread"
-        self._info_fps: int | None = None
+        self.disk = DiskGuard(self.root, settings.min_free_mb)
+        self.backlog = BacklogWatch(settings.backlog_warn_s)
+        self.fps = FpsSource(self.root, settings.fps)
         self._parked: set[tuple[str, int]] = set()
         """Failed or duplicate episodes not looked at again until a hint or a rescan touches them."""
 
@@ -146,7 +138,7 @@ class Service:
         try:
             recover_intents(ctx)
         except OSError as error:
-            if error.errno not in DISK_FULL_ERRNOS:
+            if not is_disk_full(error):
                 raise
             log.error("disk_full", detail=str(error), action="recovery resumes once space is freed on the root")
         images_dir(self.root).mkdir(parents=True, exist_ok=True)
@@ -165,7 +157,7 @@ class Service:
                     self._collect_finished()
                     self._schedule(ctx, pool)
                     sd_notify("WATCHDOG=1")
-                    self._watch_backlog()
+                    self.backlog.sample(sum(1 for ref in self._candidates.values() if ref.path.exists()))
                     if observer is not None and not _observer_alive(observer):
                         raise ObserverDiedError(
                             "The file watcher (watchdog observer) died; exiting so systemd restarts robovid-watch."
@@ -263,8 +255,8 @@ class Service:
 
     # scheduling ------------------------------------------------------------------------
     def _schedule(self, ctx: Context, pool: ThreadPoolExecutor) -> None:
-        fps = self._fps()
-        if fps is None or not self._space_ok():
+        fps = self.fps.current()
+        if fps is None or not self.disk.space_ok():
             return
         for key, ref in sorted(self._candidates.items(), key=lambda item: (item[1].episode, item[1].camera)):
             if len(self._in_flight) >= self.settings.workers or self.stop.is_set():
@@ -298,28 +290,6 @@ class Service:
         bound.info("episode_started", path=str(ref.path), fps=fps)
         return process_episode(ctx, ref, fps)
 
-    def _fps(self) -> int | None:
-        """fps for new episodes: meta/info.json (re-read when it changes), else ROBOVID_FPS; None if invalid."""
-        info = self.root / "meta" / "info.json"
-        try:
-            st = info.stat()
-            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = None
-        if stamp != self._info_stamp:
-            self._info_stamp = stamp
-            try:
-                self._info_fps = read_fps(self.root, self.settings.fps)
-            except InfoJsonError as error:
-                self._info_fps = None
-                log.error(
-                    "info_json_invalid",
-                    path=str(info),
-                    detail=str(error),
-                    action="no new episode is started until meta/info.json is fixed or removed",
-                )
-        return self._info_fps
-
     def _collect_finished(self) -> None:
         while True:
             try:
@@ -345,9 +315,9 @@ class Service:
             log.info("episode_abandoned", camera=ref.camera, episode=ref.episode, reason="stop requested; PNGs kept")
         elif isinstance(error, EpisodeChangedError):
             log.info("episode_changed", camera=ref.camera, episode=ref.episode, detail=str(error))
-        elif isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+        elif is_disk_full(error):
             self.counters.deferred += 1
-            self._disk_full_until = time.monotonic() + max(5.0, self.settings.rescan_s)
+            self.disk.pause(max(5.0, self.settings.rescan_s))
             log.error(
                 "disk_full",
                 camera=ref.camera,
@@ -411,48 +381,6 @@ class Service:
                 "recorded again with the same index and is not deleted"
             ),
         )
-
-    # health ----------------------------------------------------------------------------
-    def _space_ok(self) -> bool:
-        if time.monotonic() < self._disk_full_until:
-            return False
-        free_mb = shutil.disk_usage(self.root).free / (1024 * 1024)
-        ok = free_mb >= self.settings.min_free_mb
-        if ok and self._paused_for_space:
-            log.info("disk_space_back", free_mb=round(free_mb))
-        if not ok and not self._paused_for_space:
-            log.error(
-                "disk_low",
-                free_mb=round(free_mb),
-                min_free_mb=self.settings.min_free_mb,
-                action="no new episode is started until space is freed (ROBOVID_MIN_FREE_MB)",
-            )
-        self._paused_for_space = not ok
-        return ok
-
-    def _watch_backlog(self) -> None:
-        """Warn when the waiting episodes grew over a whole window and never reached zero.
-
-        The backlog now is compared with the newest sample at least one window old (kept as the
-        anchor), so the warning does not depend on a sample happening to fall near the window's edge.
-        """
-        now = time.monotonic()
-        backlog = sum(1 for ref in self._candidates.values() if ref.path.exists())
-        self._backlog_samples.append((now, backlog))
-        window = self.settings.backlog_warn_s
-        while len(self._backlog_samples) > 1 and now - self._backlog_samples[1][0] >= window:
-            self._backlog_samples.popleft()
-        anchor_t, anchor = self._backlog_samples[0]
-        growing = now - anchor_t >= window and backlog > anchor and min(b for _, b in self._backlog_samples) > 0
-        if growing and (self._last_backlog_warning is None or now - self._last_backlog_warning > window):
-            self._last_backlog_warning = now
-            log.warning(
-                "backlog_growing",
-                backlog_episodes=backlog,
-                window_s=window,
-                action="robovid is not keeping up with the recorder: lower the preset, raise ROBOVID_WORKERS, "
-                "or give the service more CPU",
-            )
 
 
 def _what_to_do(error: BaseException) -> dict[str, object]:

@@ -1,18 +1,19 @@
-"""Stages 3-7 for one episode: encode -> verify -> append -> commit -> clean.
+"""Stages 3-7 for one episode: encode -> verify -> append -> commit -> clean, one function each.
 
 Read :func:`process_episode` top to bottom. The order is the safety argument:
 
-1. encode into a spooled temp file (memory, or ``.robovid/tmp`` past 64 MiB);
-2. verify the temp video against the PNGs (frame count, every frame decodes and shows its own
-   source frame tile by tile, PSNR);
-3. write the journal intent (durable), then append to the chunk (crash-safe on its own);
-4. commit the metadata row (durable);
-5. only then delete the PNGs, and last the intent.
+1. :func:`encode` into a spooled temp file (memory, or ``.robovid/tmp`` past 64 MiB);
+2. :func:`verify` the temp video against the PNGs (frame count, every frame decodes and shows its
+   own source frame tile by tile, PSNR);
+3. :func:`append`: write the journal intent (durable), then append to the chunk (crash-safe on
+   its own; which file, and compacting the one it finished, is :mod:`robovid_watch.chunks`);
+4. :func:`commit` the metadata row (durable);
+5. only then :func:`clean`: delete the PNGs, and last the intent.
 
-A crash between any two steps is resolved at restart by :func:`recover_intents`:
-no row and the chunk unchanged -> the episode is redone from its PNGs; no row but the
-chunk holds the append -> the row is committed from the chunk's own timestamps; row
-present -> cleaning is finished. No step deletes a PNG that is not in a committed row.
+A crash between any two steps is resolved at restart by :func:`recover_intents`, here beside
+the protocol it undoes: no row and the chunk unchanged -> the episode is redone from its PNGs;
+no row but the chunk holds the append -> the row is committed from the chunk's own timestamps;
+row present -> cleaning is finished. No step deletes a PNG that is not in a committed row.
 """
 
 from __future__ import annotations
@@ -20,37 +21,36 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 import structlog
 
 from robovid._faults import fault_point
 from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
-from robovid.compact import chunk_space, compact_chunk
 from robovid.durable import fsync_dir
 from robovid.encode import EncodeResult, encode_frames_into
 from robovid.errors import (
     FrameSequenceError,
     FrameSizeError,
     MismatchedVideosError,
-    RobovidError,
     VerificationError,
     VideoFormatError,
 )
 from robovid.frames import frame_size, list_episode_frames
-from robovid.layout import ChunkLocation, chunk_path, images_dir, list_chunks
+from robovid.layout import chunk_path, episode_dir, images_dir
 from robovid.metadata import SegmentRow, SegmentStore
 from robovid.probe import get_video_info
 from robovid.settings import EncoderSettings
-from robovid.verify import check_segment_decodes, verify_video
+from robovid.verify import VerifyReport, check_segment_decodes, verify_video
 
+from .chunks import compact_previous, current_chunk, location_of, log_chunk_skipped
 from .discover import EpisodeRef, folder_signature
 from .errors import DuplicateEpisodeError, EpisodeChangedError
 from .state import Intent, RootState
@@ -58,8 +58,6 @@ from .state import Intent, RootState
 log = structlog.get_logger("robovid_watch")
 
 SPOOL_MAX_BYTES = 64 * 1024 * 1024
-COMPACT_ABOVE = 0.10
-"""A finished chunk file with more than this share of dead space (old movie boxes) is compacted."""
 """An encoded episode stays in memory up to this size (written to disk once, into the chunk)."""
 VERIFY_KEEP_BYTES = 48 * 1024 * 1024
 """Memory for source frames kept for the PSNR check (an 8K frame is 100 MB: then first and last only)."""
@@ -102,6 +100,16 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def stage_timer(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the wall seconds of the block as ``timings[name]`` (also when it raises)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = time.perf_counter() - started
+
+
 def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
     """Turn one complete episode folder into a committed segment, then free its PNGs."""
     key = (ref.camera, ref.episode)
@@ -118,42 +126,54 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
     timings: dict[str, float] = {}
     with tempfile.SpooledTemporaryFile(SPOOL_MAX_BYTES, mode="w+b", dir=str(ctx.state.tmp_dir)) as spooled:
         temp = cast(BinaryIO, spooled)
-        result = _timed(timings, "encode_s", encode, ctx, frames, temp, fps)
+        with stage_timer(timings, "encode_s"):
+            encoded = encode(ctx, frames, temp, fps)
         fault_point("stage:after-encode")
-        verify_report = _timed(
-            timings,
-            "verify_s",
-            verify_video,
-            temp,
-            len(frames),
-            result.kept_frames,
-            ctx.min_psnr_db,
-            result.fingerprints,
-        )
-        row = SegmentRow.from_video_info(
-            get_video_info(temp),
-            episode_index=ref.episode,
-            video_key=ref.camera,
-            num_frames=result.num_frames,
-            fps=fps,
-            video_bytes=result.size_bytes,
-            source_bytes=source_bytes,
-            encode_s=timings["encode_s"],
-            verify_s=timings["verify_s"],
-            min_psnr_db=verify_report.min_psnr_db,
-        )
+        with stage_timer(timings, "verify_s"):
+            report = verify(ctx, temp, len(frames), encoded)
+        row = _row(ref, fps, temp, encoded, report, source_bytes, timings)
         with ctx.camera_lock(ref.camera):
             recover_intents(ctx, camera=ref.camera)
-            if key in ctx.done:
-                raise EpisodeChangedError(f"{ref.path} was committed by recovery meanwhile; it will be cleaned.")
-            if folder_signature(ref.path) != signature:
-                raise EpisodeChangedError(f"{ref.path} changed while it was encoded; it will be encoded again.")
-            segment = _timed(timings, "append_s", append, ctx, ref, temp, len(frames), row, source_mtime_ns)
+            _check_unchanged(ctx, ref, signature)
+            with stage_timer(timings, "append_s"):
+                segment = append(ctx, ref, temp, len(frames), row, source_mtime_ns)
             fault_point("stage:after-append")
             commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
             fault_point("stage:after-commit")
     clean(ctx, ref, ctx.state.intent(*key), frames)
-    return Outcome("done", len(frames), result.size_bytes, source_bytes, timings)
+    return Outcome("done", len(frames), encoded.size_bytes, source_bytes, timings)
+
+
+def _row(
+    ref: EpisodeRef,
+    fps: int,
+    temp: BinaryIO,
+    encoded: EncodeResult,
+    report: VerifyReport,
+    source_bytes: int,
+    timings: dict[str, float],
+) -> SegmentRow:
+    """The episode's metadata row before it has a place in a chunk file."""
+    return SegmentRow.from_video_info(
+        get_video_info(temp),
+        episode_index=ref.episode,
+        video_key=ref.camera,
+        num_frames=encoded.num_frames,
+        fps=fps,
+        video_bytes=encoded.size_bytes,
+        source_bytes=source_bytes,
+        encode_s=timings["encode_s"],
+        verify_s=timings["verify_s"],
+        min_psnr_db=report.min_psnr_db,
+    )
+
+
+def _check_unchanged(ctx: Context, ref: EpisodeRef, signature: str) -> None:
+    """EpisodeChangedError if recovery committed the episode meanwhile, or its folder changed since it was read."""
+    if (ref.camera, ref.episode) in ctx.done:
+        raise EpisodeChangedError(f"{ref.path} was committed by recovery meanwhile; it will be cleaned.")
+    if folder_signature(ref.path) != signature:
+        raise EpisodeChangedError(f"{ref.path} changed while it was encoded; it will be encoded again.")
 
 
 def _source_stamp(frames: list[Path]) -> tuple[int, int]:
@@ -177,10 +197,24 @@ def _check_frame_pixels(ctx: Context, first_frame: Path) -> None:
 
 
 def encode(ctx: Context, frames: list[Path], temp: BinaryIO, fps: int) -> EncodeResult:
-    """Stage 3: encode the PNGs into a spooled temp file (memory; .robovid/tmp past SPOOL_MAX_BYTES)."""
+    """Stage 3: encode the PNGs into a spooled temp file (memory; .robovid/tmp past SPOOL_MAX_BYTES).
+
+    Keeps the decoded source of the frames :func:`verify` compares, so no PNG is read twice.
+    """
     width, height = frame_size(frames[0])
     keep = _sample_indices(len(frames), samples=VERIFY_KEEP_BYTES // max(1, width * height * 3) - 2)
     return encode_frames_into(temp, frames, fps, ctx.encoder, keep=keep, stop=ctx.stop, fingerprints=True)
+
+
+def verify(ctx: Context, temp: BinaryIO, num_pngs: int, encoded: EncodeResult) -> VerifyReport:
+    """Stage 4: every frame of the encode decodes, there are ``num_pngs`` of them, each shows its own source frame.
+
+    Tile by tile against the source fingerprints the encode kept (FrameMismatchError names the
+    frame and tile), and the kept frames match their PNG above the PSNR floor. VerificationError
+    otherwise (the PNGs are kept). The appended copy is checked again after
+    the append (:func:`append`).
+    """
+    return verify_video(temp, num_pngs, encoded.kept_frames, ctx.min_psnr_db, encoded.fingerprints)
 
 
 def _sample_indices(num_frames: int, samples: int) -> set[int]:
@@ -199,14 +233,16 @@ def append(
 
     The caller holds the camera's lock and has resolved the camera's journal.
     """
-    location = current_chunk(ctx, ref.camera, temp.seek(0, os.SEEK_END))
-    compact_previous(ctx, ref.camera, location)
+    location = current_chunk(
+        ctx.root, ref.camera, temp.seek(0, os.SEEK_END), ctx.file_size_limit_bytes, ctx.files_per_chunk
+    )
+    compact_previous(ctx.root, ref.camera, location)
     for _attempt in range(3):
         path = location.path(ctx.root, ref.camera)
         try:
             before = count_frames(path) if path.exists() else 0
         except VideoFormatError as error:
-            _log_chunk_skipped(path, error)
+            log_chunk_skipped(path, error)
             location = location.next(ctx.files_per_chunk)
             continue
         intent = Intent(
@@ -219,7 +255,7 @@ def append(
             break
         except (MismatchedVideosError, VideoFormatError) as error:
             ctx.state.clear_intent(ref.camera, ref.episode)
-            _log_chunk_skipped(path, error)
+            log_chunk_skipped(path, error)
             location = location.next(ctx.files_per_chunk)
         except BaseException:
             _undo_partial_append(ctx, ref, path)
@@ -235,15 +271,6 @@ def append(
     return segment
 
 
-def _log_chunk_skipped(path: Path, error: Exception) -> None:
-    log.error(
-        "chunk_skipped",
-        chunk=str(path),
-        detail=str(error),
-        action="starting a new chunk file; the skipped file is left untouched for inspection",
-    )
-
-
 def _undo_partial_append(ctx: Context, ref: EpisodeRef, path: Path) -> None:
     """After a failed append (disk full, I/O error): drop its uncommitted tail, forget the intent."""
     intent = ctx.state.intent(ref.camera, ref.episode)
@@ -254,59 +281,9 @@ def _undo_partial_append(ctx: Context, ref: EpisodeRef, path: Path) -> None:
             ctx.state.clear_intent(ref.camera, ref.episode)
 
 
-def current_chunk(ctx: Context, camera: str, incoming_bytes: int) -> ChunkLocation:
-    """The file to append to: the camera's last one, or the next when this would pass the size limit."""
-    chunks = list_chunks(ctx.root, camera)
-    if not chunks:
-        return ChunkLocation(0, 0)
-    last = chunks[-1]
-    size = last.path(ctx.root, camera).stat().st_size
-    if size > 0 and size + incoming_bytes > ctx.file_size_limit_bytes:
-        return last.next(ctx.files_per_chunk)
-    return last
-
-
-def compact_previous(ctx: Context, camera: str, location: ChunkLocation) -> None:
-    """When a new file is about to start, give back the dead space appends left in the one before it.
-
-    Only past COMPACT_ABOVE dead space (old movie boxes), and only with room for a full copy
-    beside it. A failure costs nothing but the space: the file stays as it was, and is logged.
-    """
-    if location.path(ctx.root, camera).exists():
-        return
-    earlier = [c for c in list_chunks(ctx.root, camera) if c < location]
-    if not earlier:
-        return
-    path = earlier[-1].path(ctx.root, camera)
-    try:
-        space = chunk_space(path)
-        if space.dead_share <= COMPACT_ABOVE:
-            return
-        if shutil.disk_usage(path.parent).free < 2 * space.file_bytes:
-            log.info("chunk_not_compacted", chunk=str(path), reason="not enough free space for a copy")
-            return
-        started = time.monotonic()
-        compact_chunk(path)
-    except (RobovidError, OSError, EOFError) as error:  # EOFError: a sample run past the end of the file
-        log.warning(
-            "chunk_not_compacted",
-            chunk=str(path),
-            detail=str(error),
-            action="nothing to do: the file is complete and readable, it only keeps its dead space",
-        )
-        return
-    log.info(
-        "chunk_compacted",
-        chunk=str(path),
-        bytes_before=space.file_bytes,
-        bytes_freed=space.dead_bytes,
-        seconds=round(time.monotonic() - started, 3),
-    )
-
-
 def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: SegmentRow) -> None:
     """Stage 6: the durable metadata row; after this the episode is done."""
-    location = _location_of(ctx, ref.camera, segment.path)
+    location = location_of(ctx.root, ref.camera, segment.path)
     placed = row.placed(
         chunk_index=location.chunk_index,
         file_index=location.file_index,
@@ -384,7 +361,7 @@ def recover_intents(ctx: Context, camera: str | None = None) -> None:
                 log.info("dropped_uncommitted_append", chunk=str(path), camera=intent.camera, episode=intent.episode)
             frames_now = count_frames(path) if path.exists() else 0
         except VideoFormatError as error:
-            _log_chunk_skipped(path, error)
+            log_chunk_skipped(path, error)
             ctx.state.clear_intent(intent.camera, intent.episode)
             continue
         if frames_now == intent.frames_before + intent.num_frames:
@@ -425,21 +402,4 @@ def _finish_cleaning(ctx: Context, intent: Intent) -> None:
 
 
 def _ref_of(ctx: Context, intent: Intent) -> EpisodeRef:
-    return EpisodeRef(
-        intent.episode, intent.camera, images_dir(ctx.root) / intent.camera / f"episode-{intent.episode:06d}"
-    )
-
-
-def _location_of(ctx: Context, camera: str, path: Path) -> ChunkLocation:
-    for location in list_chunks(ctx.root, camera):
-        if location.path(ctx.root, camera) == path:
-            return location
-    raise FileNotFoundError(f"{path} is not a chunk file of camera {camera!r}.")
-
-
-def _timed(timings: dict[str, float], name: str, func: Any, *args: Any) -> Any:
-    started = time.perf_counter()
-    try:
-        return func(*args)
-    finally:
-        timings[name] = time.perf_counter() - started
+    return EpisodeRef(intent.episode, intent.camera, episode_dir(ctx.root, intent.camera, intent.episode))

@@ -85,9 +85,14 @@ def list_chunks(root: Path, camera: str) -> list[ChunkLocation]:
     return sorted(found)
 
 
+def info_json_path(root: Path) -> Path:
+    """LeRobot's dataset description, written by the recorder (robovid reads its ``fps``)."""
+    return root / "meta" / "info.json"
+
+
 def read_fps(root: Path, default: int) -> int:
     """``fps`` from ``meta/info.json`` when the file exists, else ``default``."""
-    info_path = root / "meta" / "info.json"
+    info_path = info_json_path(root)
     if not info_path.exists():
         return default
     try:

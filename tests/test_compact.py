@@ -21,7 +21,7 @@ from videocheck import pyav_indices, sha256, temp_leftovers, torchcodec_indices_
 from robovid._movie import read_movie
 from robovid.append import VideoSegment, append_video, read_segment
 from robovid.compact import chunk_space, compact_chunk
-from robovid_watch.stages import COMPACT_ABOVE
+from robovid_watch.chunks import COMPACT_ABOVE
 
 FRAMES = 6
 JOIN_TIMEOUT_S = 60

@@ -288,11 +288,15 @@ def moov_bytes(template: Movie, table: _mp4.SampleTable) -> bytes:
     mdia = trak.need(b"mdia", where)
     _mp4.write_sample_table(mdia.need(b"minf", where).need(b"stbl", where), table)
     media_duration = int(table.durations.sum())
-    movie_duration = round(media_duration * template.movie_timescale / template.media_timescale)
+    # The movie's timescale becomes the track's, so mvhd, tkhd and elst state the duration exactly:
+    # at FFmpeg's 1000 (ms) a 40-frame 30 fps file read as 1.3330078 s, and the next episode, placed
+    # at that duration (LeRobot's writer, aggregate_datasets), started 0.33 ms before its first frame.
+    mvhd = moov.need(b"mvhd", where)
+    _mp4.set_timescale(mvhd, template.media_timescale)
     _mp4.set_duration(mdia.need(b"mdhd", where), media_duration, 16, 24)
-    _mp4.set_duration(moov.need(b"mvhd", where), movie_duration, 16, 24)
-    _mp4.set_duration(trak.need(b"tkhd", where), movie_duration, 20, 28)
-    _mp4.set_edit_duration(trak, movie_duration)
+    _mp4.set_duration(mvhd, media_duration, 16, 24)
+    _mp4.set_duration(trak.need(b"tkhd", where), media_duration, 20, 28)
+    _mp4.set_edit_duration(trak, media_duration)
     return moov.serialize()
 
 

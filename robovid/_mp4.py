@@ -322,6 +322,13 @@ def set_duration(box: Box, duration: int, offset_v0: int, offset_v1: int) -> Non
     box.payload = bytes(payload)
 
 
+def set_timescale(box: Box, timescale: int) -> None:
+    """Write the timescale of an ``mvhd`` or ``mdhd`` box in place."""
+    payload = bytearray(box.payload)
+    struct.pack_into(">I", payload, 20 if payload[0] == 1 else 12, timescale)
+    box.payload = bytes(payload)
+
+
 def read_timescale(box: Box) -> int:
     """The timescale of an ``mvhd`` or ``mdhd`` box."""
     offset = 20 if box.payload[0] == 1 else 12

@@ -99,7 +99,7 @@ def encode_video_frames(
 def encode_frames(
     frame_paths: Sequence[Path],
     video_path: Path,
-    fps: float,
+    fps: float | Fraction,
     settings: EncoderSettings,
     keep: Collection[int] = (),
     stop: threading.Event | None = None,
@@ -122,7 +122,7 @@ def encode_frames(
 def encode_frames_into(
     out: BinaryIO,
     frame_paths: Sequence[Path],
-    fps: float,
+    fps: float | Fraction,
     settings: EncoderSettings,
     keep: Collection[int] = (),
     stop: threading.Event | None = None,
@@ -158,7 +158,7 @@ def encode_frames_into(
     )
 
 
-def _frame_rate(fps: float) -> Fraction:
+def _frame_rate(fps: float | Fraction) -> Fraction:
     """fps as an exact rate (29.97 -> 2997/100); ValueError for anything not a positive number."""
     if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not 0 < fps <= 1000:
         raise ValueError(f"Invalid fps ({fps!r}). It must be a number from 1 to 1000, such as 30.")

@@ -254,14 +254,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_compact(args: argparse.Namespace) -> int:
     from robovid.compact import chunk_space, compact_chunk
     from robovid.errors import RobovidError
+    from robovid.layout import list_cameras, list_chunks
 
     files: list[Path] = []
     for path in args.paths:
         if not path.is_dir():
             files.append(path)
             continue
-        for camera in sorted(p for p in (path / "videos").glob("*") if p.is_dir()):
-            files += sorted(camera.glob("chunk-*/file-*.mp4"))[:-1]  # the last one may still grow
+        for camera in list_cameras(path):
+            files += [location.path(path, camera) for location in list_chunks(path, camera)][:-1]  # the last may grow
     code, freed = 0, 0
     for file in files:
         try:

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from robovid.encoders import ENCODERS, SOFTWARE_PIX_FMTS, SOFTWARE_VCODECS
 from robovid.errors import InvalidEncoderOptionError
 from robovid.settings import EncoderSettings
 
 from .errors import ConfigError
+
+# Codecs, pixel formats and crf bounds come from robovid.encoders' table, software encoders only
+# (the service never opens a hardware encoder); each codec's own crf range is checked by EncoderSettings.
+CRF_MIN = int(min(ENCODERS[name].crf_range[0] for name in SOFTWARE_VCODECS))
+CRF_MAX = int(max(ENCODERS[name].crf_range[1] for name in SOFTWARE_VCODECS))
+if TYPE_CHECKING:
+    VCodec = str
+    PixFmt = str
+else:  # a Literal of the table's names: pydantic lists them in its message
+    VCodec = Literal[SOFTWARE_VCODECS]
+    PixFmt = Literal[SOFTWARE_PIX_FMTS]
 
 
 class Settings(BaseSettings):
@@ -20,10 +32,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROBOVID_", extra="ignore", case_sensitive=False)
 
     root: Path = Path("/var/lib/robovid")
-    vcodec: Literal["libsvtav1", "h264", "hevc"] = "libsvtav1"
-    pix_fmt: Literal["yuv420p", "yuv444p"] = "yuv420p"
+    vcodec: VCodec = "libsvtav1"
+    pix_fmt: PixFmt = "yuv420p"
     g: int = Field(2, ge=1, le=10_000)
-    crf: int = Field(30, ge=0, le=63)
+    crf: int = Field(30, ge=CRF_MIN, le=CRF_MAX)
     preset: str = ""
     fast_decode: int = Field(0, ge=0, le=2)
     encoder_threads: int = Field(1, ge=0, le=256)

@@ -44,7 +44,7 @@ from robovid.errors import (
     VideoFormatError,
 )
 from robovid.frames import frame_size, list_episode_frames
-from robovid.layout import chunk_path, episode_dir, images_dir
+from robovid.layout import chunk_path, episode_dir, frame_path, images_dir
 from robovid.metadata import SegmentRow, SegmentStore
 from robovid.probe import get_video_info
 from robovid.settings import EncoderSettings
@@ -305,7 +305,8 @@ def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None, frames: list[Pat
     """
     if intent is None:
         return  # a committed episode whose folder reappeared: the service reports it, never deletes it
-    names = {p.name for p in frames} if frames is not None else {f"frame-{i:06d}.png" for i in range(intent.num_frames)}
+    encoded = frames if frames is not None else [frame_path(ref.path, i) for i in range(intent.num_frames)]
+    names = {p.name for p in encoded}
     doomed = _encoded_files(ref.path, names, intent.source_mtime_ns)
     for path in [*doomed, ref.path / ctx.marker]:  # the marker last: a folder that keeps frames stays complete
         with contextlib.suppress(FileNotFoundError):

@@ -25,7 +25,7 @@ from robovid.durable import (
     unlink_durably,
     write_bytes_durably,
 )
-from robovid.layout import segments_dir, state_dir
+from robovid.layout import chunk_dirs, failed_dir, journal_dir, lock_path, segments_dir, state_dir, tmp_dir
 from robovid.metadata import SegmentRow
 
 from .errors import RootLockedError
@@ -84,9 +84,9 @@ class RootState:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.dir = state_dir(root)
-        self.journal_dir = self.dir / "journal"
-        self.failed_dir = self.dir / "failed"
-        self.tmp_dir = self.dir / "tmp"
+        self.journal_dir = journal_dir(root)
+        self.failed_dir = failed_dir(root)
+        self.tmp_dir = tmp_dir(root)
         self._lock_fd: int | None = None
 
     def prepare(self) -> None:
@@ -95,7 +95,7 @@ class RootState:
 
     def acquire_lock(self) -> None:
         """Take the root lock or raise RootLockedError naming the holder."""
-        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(lock_path(self.root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -126,7 +126,7 @@ class RootState:
         removed = [Path(e.path) for e in os.scandir(self.tmp_dir)]
         for directory in (self.journal_dir, self.failed_dir):
             removed += [Path(e.path) for e in os.scandir(directory) if is_temp_path(Path(e.path))]
-        for directory in [segments_dir(self.root), *self.root.glob("videos/*/chunk-*")]:
+        for directory in [segments_dir(self.root), *chunk_dirs(self.root)]:
             with contextlib.suppress(FileNotFoundError, NotADirectoryError, PermissionError):
                 removed += [Path(e.path) for e in os.scandir(directory) if is_stale_temp_path(Path(e.path))]
         unlink_durably(removed)

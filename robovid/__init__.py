@@ -12,126 +12,105 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from robovid.errors import (
-    BackendUnavailableError,
-    CorruptFrameError,
-    EmptyEpisodeError,
-    EpisodeError,
-    FrameFormatError,
-    FrameMismatchError,
-    FrameSequenceError,
-    FrameSizeError,
-    FrameTimestampError,
-    InfoJsonError,
-    InvalidEncoderOptionError,
-    MetadataError,
-    MismatchedVideosError,
-    RobovidError,
-    UnreadableFrameError,
-    UnsafePathError,
-    VerificationError,
-    VideoFormatError,
-)
+from robovid import errors as _errors
 
-if TYPE_CHECKING:  # the names below load on first use (PEP 562): `import robovid` stays light
-    from robovid._decode_pyav import decode_video_frames_pyav
-    from robovid._decode_torchcodec import decode_video_frames_torchcodec
-    from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
-    from robovid.cache import VideoDecoderCache
-    from robovid.compact import ChunkSpace, chunk_space, compact_chunk
-    from robovid.concat import concatenate_video_files
-    from robovid.decode import (
-        decode_episode_frames,
-        decode_video_frames,
-        decode_video_frames_npu,
-        decode_video_frames_torchvision,
-        get_safe_default_codec,
-    )
-    from robovid.encode import encode_video_frames
-    from robovid.features import VideoFrame
-    from robovid.metadata import read_lerobot_episodes, read_segments
-    from robovid.probe import get_audio_info, get_video_duration_in_s, get_video_info, get_video_pixel_channels
-    from robovid.settings import EncoderSettings
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    "robovid.errors": (
+        "BackendUnavailableError",
+        "CorruptFrameError",
+        "EmptyEpisodeError",
+        "EpisodeError",
+        "FrameFormatError",
+        "FrameMismatchError",
+        "FrameSequenceError",
+        "FrameSizeError",
+        "FrameTimestampError",
+        "InfoJsonError",
+        "InvalidEncoderOptionError",
+        "MetadataError",
+        "MismatchedVideosError",
+        "RobovidError",
+        "UnreadableFrameError",
+        "UnsafePathError",
+        "VerificationError",
+        "VideoFormatError",
+    ),
+    "robovid._decode_pyav": ("decode_video_frames_pyav",),
+    "robovid._decode_torchcodec": ("decode_video_frames_torchcodec",),
+    "robovid.append": ("VideoSegment", "append_video", "count_frames", "read_segment", "recover_chunk", "undo_append"),
+    "robovid.cache": ("VideoDecoderCache",),
+    "robovid.compact": ("ChunkSpace", "chunk_space", "compact_chunk"),
+    "robovid.concat": ("concatenate_video_files",),
+    "robovid.decode": (
+        "decode_episode_frames",
+        "decode_video_frames",
+        "decode_video_frames_npu",
+        "decode_video_frames_torchvision",
+        "get_safe_default_codec",
+    ),
+    "robovid.encode": ("encode_video_frames",),
+    "robovid.features": ("VideoFrame",),
+    "robovid.metadata": ("read_lerobot_episodes", "read_segments"),
+    "robovid.probe": ("get_audio_info", "get_video_duration_in_s", "get_video_info", "get_video_pixel_channels"),
+    "robovid.settings": ("EncoderSettings",),
+}
+"""The one list of robovid's public names, by the module that defines them. The errors load with
+``import robovid``; every other name on first use (PEP 562), so ``import robovid`` stays light.
+``__all__`` is made from it; tests/test_public_api.py ties it to the imports below (for type
+checkers) and to the names the README uses."""
+
+if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
+    from robovid._decode_pyav import decode_video_frames_pyav as decode_video_frames_pyav
+    from robovid._decode_torchcodec import decode_video_frames_torchcodec as decode_video_frames_torchcodec
+    from robovid.append import VideoSegment as VideoSegment
+    from robovid.append import append_video as append_video
+    from robovid.append import count_frames as count_frames
+    from robovid.append import read_segment as read_segment
+    from robovid.append import recover_chunk as recover_chunk
+    from robovid.append import undo_append as undo_append
+    from robovid.cache import VideoDecoderCache as VideoDecoderCache
+    from robovid.compact import ChunkSpace as ChunkSpace
+    from robovid.compact import chunk_space as chunk_space
+    from robovid.compact import compact_chunk as compact_chunk
+    from robovid.concat import concatenate_video_files as concatenate_video_files
+    from robovid.decode import decode_episode_frames as decode_episode_frames
+    from robovid.decode import decode_video_frames as decode_video_frames
+    from robovid.decode import decode_video_frames_npu as decode_video_frames_npu
+    from robovid.decode import decode_video_frames_torchvision as decode_video_frames_torchvision
+    from robovid.decode import get_safe_default_codec as get_safe_default_codec
+    from robovid.encode import encode_video_frames as encode_video_frames
+    from robovid.errors import BackendUnavailableError as BackendUnavailableError
+    from robovid.errors import CorruptFrameError as CorruptFrameError
+    from robovid.errors import EmptyEpisodeError as EmptyEpisodeError
+    from robovid.errors import EpisodeError as EpisodeError
+    from robovid.errors import FrameFormatError as FrameFormatError
+    from robovid.errors import FrameMismatchError as FrameMismatchError
+    from robovid.errors import FrameSequenceError as FrameSequenceError
+    from robovid.errors import FrameSizeError as FrameSizeError
+    from robovid.errors import FrameTimestampError as FrameTimestampError
+    from robovid.errors import InfoJsonError as InfoJsonError
+    from robovid.errors import InvalidEncoderOptionError as InvalidEncoderOptionError
+    from robovid.errors import MetadataError as MetadataError
+    from robovid.errors import MismatchedVideosError as MismatchedVideosError
+    from robovid.errors import RobovidError as RobovidError
+    from robovid.errors import UnreadableFrameError as UnreadableFrameError
+    from robovid.errors import UnsafePathError as UnsafePathError
+    from robovid.errors import VerificationError as VerificationError
+    from robovid.errors import VideoFormatError as VideoFormatError
+    from robovid.features import VideoFrame as VideoFrame
+    from robovid.metadata import read_lerobot_episodes as read_lerobot_episodes
+    from robovid.metadata import read_segments as read_segments
+    from robovid.probe import get_audio_info as get_audio_info
+    from robovid.probe import get_video_duration_in_s as get_video_duration_in_s
+    from robovid.probe import get_video_info as get_video_info
+    from robovid.probe import get_video_pixel_channels as get_video_pixel_channels
+    from robovid.settings import EncoderSettings as EncoderSettings
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "decode_video_frames_pyav": "robovid._decode_pyav",
-    "decode_video_frames_torchcodec": "robovid._decode_torchcodec",
-    "VideoSegment": "robovid.append",
-    "append_video": "robovid.append",
-    "count_frames": "robovid.append",
-    "read_segment": "robovid.append",
-    "recover_chunk": "robovid.append",
-    "undo_append": "robovid.append",
-    "ChunkSpace": "robovid.compact",
-    "chunk_space": "robovid.compact",
-    "compact_chunk": "robovid.compact",
-    "VideoDecoderCache": "robovid.cache",
-    "concatenate_video_files": "robovid.concat",
-    "decode_video_frames": "robovid.decode",
-    "decode_video_frames_npu": "robovid.decode",
-    "decode_video_frames_torchvision": "robovid.decode",
-    "get_safe_default_codec": "robovid.decode",
-    "encode_video_frames": "robovid.encode",
-    "VideoFrame": "robovid.features",
-    "decode_episode_frames": "robovid.decode",
-    "read_lerobot_episodes": "robovid.metadata",
-    "read_segments": "robovid.metadata",
-    "get_audio_info": "robovid.probe",
-    "get_video_duration_in_s": "robovid.probe",
-    "get_video_info": "robovid.probe",
-    "get_video_pixel_channels": "robovid.probe",
-    "EncoderSettings": "robovid.settings",
-}
-
-__all__ = [
-    "BackendUnavailableError",
-    "ChunkSpace",
-    "CorruptFrameError",
-    "EmptyEpisodeError",
-    "EncoderSettings",
-    "EpisodeError",
-    "FrameFormatError",
-    "FrameMismatchError",
-    "FrameSequenceError",
-    "FrameSizeError",
-    "FrameTimestampError",
-    "InfoJsonError",
-    "InvalidEncoderOptionError",
-    "MetadataError",
-    "MismatchedVideosError",
-    "RobovidError",
-    "UnreadableFrameError",
-    "UnsafePathError",
-    "VerificationError",
-    "VideoDecoderCache",
-    "VideoFormatError",
-    "VideoFrame",
-    "VideoSegment",
-    "append_video",
-    "chunk_space",
-    "compact_chunk",
-    "concatenate_video_files",
-    "count_frames",
-    "decode_episode_frames",
-    "decode_video_frames",
-    "decode_video_frames_npu",
-    "decode_video_frames_pyav",
-    "decode_video_frames_torchcodec",
-    "decode_video_frames_torchvision",
-    "encode_video_frames",
-    "get_audio_info",
-    "get_safe_default_codec",
-    "get_video_duration_in_s",
-    "get_video_info",
-    "get_video_pixel_channels",
-    "read_lerobot_episodes",
-    "read_segment",
-    "read_segments",
-    "recover_chunk",
-    "undo_append",
-]
+_LAZY = {name: module for module, names in _PUBLIC.items() if module != "robovid.errors" for name in names}
+globals().update({name: getattr(_errors, name) for name in _PUBLIC["robovid.errors"]})
+__all__ = sorted(name for names in _PUBLIC.values() for name in names)
 
 
 def __getattr__(name: str) -> Any:

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from robovid.layout import frame_path
 from robovid.synthetic import scene
 
 Image8 = npt.NDArray[np.uint8]
@@ -306,7 +307,7 @@ def suite(num_frames: int = 150, hd_frames: int | None = None, pattern_frames: i
 def write_clip(clip: Clip, episode_dir: Path, marker: str | None = ".complete") -> list[Path]:
     """Write the clip as ``frame-XXXXXX.png`` files (zlib level 1), then the marker; return the paths."""
     episode_dir.mkdir(parents=True, exist_ok=True)
-    paths = [episode_dir / f"frame-{i:06d}.png" for i in range(clip.num_frames)]
+    paths = [frame_path(episode_dir, i) for i in range(clip.num_frames)]
     for i, path in enumerate(paths):
         Image.fromarray(clip.frame(i)).save(path, compress_level=1)
     if marker is not None:

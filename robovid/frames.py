@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -92,7 +91,7 @@ from robovid.errors import (
     FrameSizeError,
     UnreadableFrameError,
 )
-from robovid.layout import check_inside
+from robovid.layout import FRAME_RE, check_inside
 
 __all__ = [
     "FRAME_PATTERN",
@@ -102,8 +101,8 @@ __all__ = [
     "read_frame_rgb",
 ]
 
-FRAME_PATTERN = re.compile(r"frame-([0-9]{6,})\.png")
-"""A frame file name; group 1 is the index. LeRobot writes ``{i:06d}``, which grows past 999999."""
+FRAME_PATTERN = FRAME_RE
+"""A frame file name; group 1 is the index (:data:`robovid.layout.FRAME_RE`)."""
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HEADER_SIZE_BYTES = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC

@@ -3,7 +3,10 @@
 - input:  ``{root}/images/{camera_key}/episode-{episode:06d}/frame-{frame:06d}.png``
 - output: ``{root}/videos/{camera_key}/chunk-{chunk:03d}/file-{file:03d}.mp4``
 - metadata: ``{root}/meta/robovid/segments/part-{n:06d}.parquet``
-- service state (journal, failures, lock, temp encodes): ``{root}/.robovid/``
+- the recorder's dataset description: ``{root}/meta/info.json`` (robovid reads its ``fps``)
+- service state: ``{root}/.robovid/`` (``lock``, ``journal/``, ``failed/``, ``tmp/``)
+
+Every path and file-name pattern of a root is built or parsed here, and only here.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from robovid.errors import InfoJsonError, UnsafePathError
 EPISODE_DIR_RE = re.compile(r"episode-(\d{6,})")
 CHUNK_DIR_RE = re.compile(r"chunk-(\d{3,})")
 FILE_RE = re.compile(r"file-(\d{3,})\.mp4")
+FRAME_RE = re.compile(r"frame-([0-9]{6,})\.png")
+"""A frame file name; group 1 is the index. LeRobot writes ``{i:06d}``, which grows past 999999."""
+PART_RE = re.compile(r"part-(\d{6,})\.parquet")
+"""A segments metadata part file name; group 1 is its number."""
 
 
 @dataclass(frozen=True, order=True)
@@ -43,11 +50,21 @@ def images_dir(root: Path) -> Path:
 
 
 def episode_dir(root: Path, camera: str, episode_index: int) -> Path:
-    return root / "images" / camera / f"episode-{episode_index:06d}"
+    return images_dir(root) / camera / f"episode-{episode_index:06d}"
+
+
+def frame_path(episode_dir: Path, frame_index: int) -> Path:
+    """Frame ``frame_index`` of an episode folder, as the recorder names it (:data:`FRAME_RE`)."""
+    return episode_dir / f"frame-{frame_index:06d}.png"
+
+
+def videos_dir(root: Path) -> Path:
+    """The cameras' chunk files, one folder per camera."""
+    return root / "videos"
 
 
 def chunk_path(root: Path, camera: str, chunk_index: int, file_index: int) -> Path:
-    return root / "videos" / camera / f"chunk-{chunk_index:03d}" / f"file-{file_index:03d}.mp4"
+    return videos_dir(root) / camera / f"chunk-{chunk_index:03d}" / f"file-{file_index:03d}.mp4"
 
 
 def segments_dir(root: Path) -> Path:
@@ -62,6 +79,26 @@ def state_dir(root: Path) -> Path:
     return root / ".robovid"
 
 
+def lock_path(root: Path) -> Path:
+    """The service's single-instance lock (holds the holder's pid)."""
+    return state_dir(root) / "lock"
+
+
+def journal_dir(root: Path) -> Path:
+    """One intent per episode being appended."""
+    return state_dir(root) / "journal"
+
+
+def failed_dir(root: Path) -> Path:
+    """One record per episode that failed, with the folder state it failed on."""
+    return state_dir(root) / "failed"
+
+
+def tmp_dir(root: Path) -> Path:
+    """Encodes too large for memory, while they are verified."""
+    return state_dir(root) / "tmp"
+
+
 def parse_episode_dir(name: str) -> int | None:
     """The episode index of an ``episode-NNNNNN`` folder name, else None."""
     match = EPISODE_DIR_RE.fullmatch(name)
@@ -71,18 +108,37 @@ def parse_episode_dir(name: str) -> int | None:
 def list_chunks(root: Path, camera: str) -> list[ChunkLocation]:
     """The camera's chunk files, in order (temp files and strays ignored)."""
     found: list[ChunkLocation] = []
-    base = root / "videos" / camera
-    if not base.is_dir():
-        return found
-    for chunk_entry in os.scandir(base):
-        chunk_match = CHUNK_DIR_RE.fullmatch(chunk_entry.name)
-        if not chunk_match or not chunk_entry.is_dir(follow_symlinks=False):
-            continue
-        for file_entry in os.scandir(chunk_entry.path):
+    for chunk_index, chunk_dir in _chunk_dirs(videos_dir(root) / camera):
+        for file_entry in os.scandir(chunk_dir):
             file_match = FILE_RE.fullmatch(file_entry.name)
             if file_match and file_entry.is_file(follow_symlinks=False):
-                found.append(ChunkLocation(int(chunk_match.group(1)), int(file_match.group(1))))
+                found.append(ChunkLocation(chunk_index, int(file_match.group(1))))
     return sorted(found)
+
+
+def list_cameras(root: Path) -> list[str]:
+    """The cameras that have a folder of chunk files, sorted."""
+    base = videos_dir(root)
+    if not base.is_dir():
+        return []
+    return sorted(entry.name for entry in os.scandir(base) if entry.is_dir())
+
+
+def chunk_dirs(root: Path) -> list[Path]:
+    """Every ``chunk-NNN`` folder of every camera (where a killed run may leave temp files)."""
+    return [path for camera in list_cameras(root) for _, path in _chunk_dirs(videos_dir(root) / camera)]
+
+
+def _chunk_dirs(camera_dir: Path) -> list[tuple[int, Path]]:
+    """The ``chunk-NNN`` folders of one camera (not symlinks) with their index; none when it has no folder."""
+    if not camera_dir.is_dir():
+        return []
+    found = []
+    for entry in os.scandir(camera_dir):
+        match = CHUNK_DIR_RE.fullmatch(entry.name)
+        if match and entry.is_dir(follow_symlinks=False):
+            found.append((int(match.group(1)), Path(entry.path)))
+    return found
 
 
 def info_json_path(root: Path) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,10 +27,9 @@ import pyarrow.parquet as pq
 from robovid._faults import fault_point
 from robovid.durable import atomic_output
 from robovid.errors import MetadataError
-from robovid.layout import segment_part_path, segments_dir
+from robovid.layout import PART_RE, segment_part_path, segments_dir
 
 ROWS_PER_PART = 256
-PART_RE = re.compile(r"part-(\d{6,})\.parquet")
 
 SEGMENT_SCHEMA = pa.schema(
     [

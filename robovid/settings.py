@@ -6,25 +6,16 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
+from robovid.encoders import ENCODERS, SOFTWARE_PIX_FMTS, SOFTWARE_VCODECS, X26X_PRESETS
 from robovid.errors import InvalidEncoderOptionError
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_VCODECS = ("h264", "hevc", "libsvtav1")
-SUPPORTED_PIX_FMTS = ("yuv420p", "yuv444p")
-X26X_PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-)
-CRF_RANGE = {"libsvtav1": (0, 63), "h264": (0, 51), "hevc": (0, 51)}
+SUPPORTED_VCODECS = tuple(sorted(SOFTWARE_VCODECS))
+"""The encoders ``EncoderSettings`` drives: the software ones of :data:`robovid.encoders.ENCODERS`."""
+SUPPORTED_PIX_FMTS = SOFTWARE_PIX_FMTS
+CRF_RANGE = {name: (int(ENCODERS[name].crf_range[0]), int(ENCODERS[name].crf_range[1])) for name in SUPPORTED_VCODECS}
+"""Whole ``crf`` values accepted per ``vcodec``, from the encoder table."""
 DEFAULT_SVTAV1_PRESET = 6
 """The fastest SVT-AV1 4.1 preset that is faithful on the fidelity suite (benchmarks/README.md, bench_presets):
 0 stale frames in every clip of :mod:`robovid.fidelity`, where presets 7-10 leave stale content at the edge
@@ -59,10 +50,12 @@ class EncoderSettings:
     def __post_init__(self) -> None:
         _check_choice("vcodec", self.vcodec, SUPPORTED_VCODECS)
         _check_choice("pix_fmt", self.pix_fmt, SUPPORTED_PIX_FMTS)
-        if self.pix_fmt == "yuv444p" and self.vcodec != "h264":
+        pix_fmts = ENCODERS[self.vcodec].pix_fmts
+        if self.pix_fmt not in pix_fmts:
+            takers = " or ".join(f"vcodec={v!r}" for v in SUPPORTED_VCODECS if self.pix_fmt in ENCODERS[v].pix_fmts)
             raise InvalidEncoderOptionError(
-                f"Invalid pix_fmt ('yuv444p') for vcodec {self.vcodec!r}: robovid encodes {self.vcodec} "
-                "as yuv420p only. Use pix_fmt='yuv420p', or vcodec='h264' for yuv444p.",
+                f"Invalid pix_fmt ({self.pix_fmt!r}) for vcodec {self.vcodec!r}: robovid encodes {self.vcodec} "
+                f"as {', '.join(pix_fmts)} only. Use pix_fmt={pix_fmts[0]!r}, or {takers} for {self.pix_fmt}.",
                 "pix_fmt",
             )
         if self.g is not None and (not _is_int(self.g) or self.g < 1):
@@ -87,9 +80,10 @@ class EncoderSettings:
         if self.preset is None:
             return
         if self.vcodec == "libsvtav1":
-            if not _is_int(self.preset) or not 0 <= int(self.preset) <= 13:
+            low, high = ENCODERS["libsvtav1"].preset_range or (0, 13)
+            if not _is_int(self.preset) or not low <= int(self.preset) <= high:
                 raise InvalidEncoderOptionError(
-                    f"Invalid preset ({self.preset!r}) for libsvtav1. It must be a whole number from 0 to 13.",
+                    f"Invalid preset ({self.preset!r}) for libsvtav1. It must be a whole number from {low} to {high}.",
                     "preset",
                 )
         elif self.preset not in X26X_PRESETS:
@@ -108,7 +102,7 @@ class EncoderSettings:
     @property
     def encoder_name(self) -> str:
         """The FFmpeg encoder that implements ``vcodec``."""
-        return {"h264": "libx264", "hevc": "libx265", "libsvtav1": "libsvtav1"}[self.vcodec]
+        return ENCODERS[self.vcodec].ffmpeg_name
 
     def codec_options(self) -> dict[str, str]:
         """FFmpeg options for the encoder.
@@ -161,11 +155,16 @@ class EncoderSettings:
 
 
 def reference_compatible(vcodec: str, pix_fmt: str) -> str:
-    """The reference silently switched yuv444p to yuv420p for libsvtav1/hevc; do it, but say so."""
-    if pix_fmt == "yuv444p" and vcodec in ("libsvtav1", "hevc"):
-        log.warning("Pixel format 'yuv444p' is not supported with %s; encoding as 'yuv420p'.", vcodec)
-        return "yuv420p"
-    return pix_fmt
+    """The reference silently switched yuv444p to yuv420p for libsvtav1/hevc; do it, but say so.
+
+    Any pixel format robovid encodes with another software encoder but not with ``vcodec``
+    becomes ``vcodec``'s default (today: yuv444p with libsvtav1 or hevc).
+    """
+    spec = ENCODERS.get(vcodec)
+    if spec is None or spec.is_hardware or pix_fmt not in SUPPORTED_PIX_FMTS or pix_fmt in spec.pix_fmts:
+        return pix_fmt
+    log.warning("Pixel format %r is not supported with %s; encoding as %r.", pix_fmt, vcodec, spec.pix_fmts[0])
+    return spec.pix_fmts[0]
 
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

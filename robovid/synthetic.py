@@ -24,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from robovid import layout
+
 Image8 = npt.NDArray[np.uint8]
 _Float = npt.NDArray[np.floating]  # float32 at run time
 
@@ -257,7 +259,7 @@ def _no_code_message(img: Image8, reason: str) -> str:
 
 def _episode_dir(root: Path, camera: str, episode: int) -> Path:
     """Return ``{root}/images/{camera}/episode-{episode:06d}``."""
-    return root / "images" / camera / f"episode-{episode:06d}"
+    return layout.episode_dir(root, camera, episode)
 
 
 def _camera_seed(seed: int, camera_index: int) -> int:
@@ -309,7 +311,7 @@ def _write_frames(
     if num_frames < 0:
         raise ValueError(f"num_frames={num_frames} for {episode_dir}; it must be 0 or more.")
     episode_dir.mkdir(parents=True, exist_ok=True)
-    paths = [episode_dir / f"frame-{i:06d}.png" for i in range(num_frames)]
+    paths = [layout.frame_path(episode_dir, i) for i in range(num_frames)]
     for i, path in enumerate(paths):
         _write_png(path, render_frame(background, *size, episode, i), compress_level)
     _write_marker(episode_dir, marker)
@@ -387,7 +389,7 @@ def _write_tick(
     for episode_dir, background in zip(dirs, backgrounds, strict=True):
         episode_dir.mkdir(parents=True, exist_ok=True)
         img = render_frame(background, *size, episode, frame)
-        _write_png(episode_dir / f"frame-{frame:06d}.png", img, compress_level=1)
+        _write_png(layout.frame_path(episode_dir, frame), img, compress_level=1)
 
 
 class _Ticker:
@@ -412,7 +414,7 @@ class _Ticker:
 
 def _write_info(root: Path, fps: float) -> None:
     """Create ``{root}/meta/info.json`` holding ``{"fps": fps}`` atomically, unless it exists."""
-    path = root / "meta" / "info.json"
+    path = layout.info_json_path(root)
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)

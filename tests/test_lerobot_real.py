@@ -1,0 +1,88 @@
+"""The real round trip with LeRobot itself: LeRobotDataset loads what robovid wrote, every frame right.
+
+Runs when ``ROBOVID_LEROBOT_PYTHON`` names a python with LeRobot 0.4.x (build one with
+``shared/tools/lerobot-venv.sh DIR``; then ``ROBOVID_LEROBOT_PYTHON=DIR/bin/lerobot-python``), and
+skips otherwise. LeRobot's side runs in that python as a subprocess (tests/lerobot_client.py, with
+robovid's source on its path for the synthetic frames); robovid runs in robovid's own venv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from daemon_harness import daemon_env, record
+
+from robovid.frames import read_frame_rgb
+from robovid.lerobot_export import export_dataset, exportable
+from robovid.lerobot_stats import QUANTILE_KEYS, FrameStatsAccumulator
+from robovid.metadata import read_segments
+from robovid.synthetic import write_episode
+
+LEROBOT_PYTHON = os.environ.get("ROBOVID_LEROBOT_PYTHON", "")
+REPO = Path(__file__).resolve().parent.parent
+CLIENT = Path(__file__).resolve().parent / "lerobot_client.py"
+
+pytestmark = pytest.mark.skipif(
+    not LEROBOT_PYTHON or shutil.which(LEROBOT_PYTHON) is None,
+    reason="set ROBOVID_LEROBOT_PYTHON to a python with LeRobot 0.4.x (shared/tools/lerobot-venv.sh)",
+)
+
+
+def lerobot(*args: str, timeout: float = 900) -> list[dict[str, Any]]:
+    """Run a tests/lerobot_client.py command in LeRobot's python; its JSON events."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOVID_")}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [LEROBOT_PYTHON, str(CLIENT), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def _by_event(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {event["event"]: event for event in events}
+
+
+def test_an_exported_root_loads_in_lerobot_with_every_frame_right(tmp_path: Path) -> None:
+    record(tmp_path, ["observation.images.front", "observation.images.wrist"], range(3), num_frames=12, size=(160, 120))
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "info.json").write_text('{"fps": 10}')
+    done = subprocess.run(
+        [sys.executable, "-m", "robovid_watch.cli", "process", str(tmp_path), "--no-progress"],
+        env=daemon_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    episodes, stopped = exportable(tmp_path, read_segments(tmp_path).to_pylist())
+    assert stopped == "" and len(episodes) == 3
+    export_dataset(tmp_path, episodes, fps=10, task="stack the blocks")
+    results = _by_event(lerobot("load", str(tmp_path)))
+    frames = 3 * 12 * 2
+    assert results["dataloader"] == {"event": "dataloader", "workers": 2, "frames": frames, "wrong": 0, "episodes": 3}
+    assert results["indexing"]["frames"] == frames and results["indexing"]["wrong"] == 0
+    assert results["indexing"]["backend"] == "torchcodec"
+    assert results["delta_timestamps"]["frames"] == 3 * frames and results["delta_timestamps"]["wrong"] == 0
+
+
+def test_frame_statistics_equal_lerobots_own_except_its_wrapped_std(tmp_path: Path) -> None:
+    frames = write_episode(tmp_path / "episode-000000", 0, 150, width=640, height=480, seed=5, marker=None)
+    accumulator = FrameStatsAccumulator(len(frames))
+    for index, path in enumerate(frames):
+        accumulator.add(index, read_frame_rgb(path))
+    ours = accumulator.stats()
+    theirs = {k: np.array(v) for k, v in _by_event(lerobot("stats", *map(str, frames)))["stats"]["stats"].items()}
+    assert theirs["count"].tolist() == ours["count"].tolist() == [100]
+    for key in ("min", "max", "mean", *QUANTILE_KEYS):
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-12, atol=0, err_msg=key)
+    assert theirs["std"].tolist() == [[[0.0]], [[0.0]], [[0.0]]]  # LeRobot 0.4.4 squares uint8 pixels (wraps)
+    assert float(ours["std"].min()) > 0.05

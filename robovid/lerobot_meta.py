@@ -202,6 +202,11 @@ def check_frame_counts(
                 mismatched[episode] = (count, exact[episode])
     unknown = set(range(saved.total_episodes)) - set(exact)
     remainder = saved.total_frames - sum(exact.values())
+    if len(unknown) == 1:  # the one episode not known otherwise holds the rest of total_frames
+        (episode,) = unknown
+        if episode in folder_counts and folder_counts[episode] != remainder:
+            mismatched[episode] = (folder_counts[episode], remainder)
+            unknown = set()
     if unknown and unknown <= set(folder_counts) and sum(folder_counts[e] for e in unknown) == remainder:
         ready |= unknown
         unknown = set()

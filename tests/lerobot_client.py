@@ -81,10 +81,13 @@ def record(args: argparse.Namespace) -> None:
         emit(event="recorded", episode=episode)
         time.sleep(args.reset_s)  # lerobot-record's reset phase: the PNGs wait, unsaved
         dataset.save_episode()
-        emit(event="saved", episode=episode)
+        row = {
+            k: np.asarray(v[0] if isinstance(v, list) else v).tolist() for k, v in dataset.meta.latest_episode.items()
+        }
+        emit(event="saved", episode=episode, row=row)
     dataset.stop_image_writer()
     dataset.finalize()
-    emit(event="finalized")
+    emit(event="finalized", info=json.loads(json.dumps(dataset.meta.info, default=list)))
 
 
 def load(args: argparse.Namespace) -> None:

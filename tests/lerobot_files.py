@@ -108,3 +108,48 @@ def recording(root: Path, lengths: list[int], finalized: bool = True) -> pq.Parq
         writer.close()
         return None
     return writer
+
+
+class Session:
+    """A recording session that writes a root the way LeRobot 0.4.4 does with its encoding switched off.
+
+    PNGs for each video feature, no completion marker; ``save`` buffers the episode's row and
+    rewrites info.json in place (total_episodes, total_frames); the episodes file is written
+    through a ParquetWriter that has a footer only after ``finalize``.
+    """
+
+    def __init__(self, root: Path, fps: int = 10, size: tuple[int, int] = (64, 48)) -> None:
+        self.root, self.fps, self.size = root, fps, size
+        self.lengths: list[int] = []
+        self._buffer: list[dict[str, Any]] = []
+        self._writer: pq.ParquetWriter | None = None
+        write_info(root, info(0, 0, fps, size))
+
+    def record(self, episode: int, num_frames: int) -> None:
+        from robovid.synthetic import write_episode
+
+        for number, camera in enumerate(CAMERAS):
+            folder = self.root / "images" / camera / f"episode-{episode:06d}"
+            write_episode(folder, episode, num_frames, *self.size, seed=number, marker=None)
+
+    def save(self, length: int) -> None:
+        self._buffer.append(episode_row(len(self.lengths), length, sum(self.lengths)))
+        self.lengths.append(length)
+        write_info(self.root, info(len(self.lengths), sum(self.lengths), self.fps, self.size))
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        table = pa.Table.from_pylist(self._buffer)
+        if self._writer is None:
+            path = self.root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(path, schema=table.schema, compression="snappy", use_dictionary=True)
+        self._writer.write_table(table)
+        self._buffer.clear()
+
+    def finalize(self) -> None:
+        self.flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

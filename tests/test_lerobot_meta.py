@@ -127,6 +127,8 @@ def test_frame_counts_are_proved_from_total_frames_while_the_episodes_file_is_op
     saved = SavedEpisodes(3, 62)  # no complete episodes file yet
     assert check_frame_counts(saved, {0: 20}, {1: 21, 2: 21, 3: 7}).ready == {1, 2}
     assert check_frame_counts(saved, {}, {0: 20, 1: 21, 2: 21}).ready == {0, 1, 2}
+    single = check_frame_counts(SavedEpisodes(1, 20), {}, {0: 25})  # one unknown episode: its length is the rest
+    assert single.mismatched == {0: (25, 20)} and single.ready == frozenset()
     leftover = check_frame_counts(saved, {0: 20}, {1: 26, 2: 21})  # a discarded take left 5 frames in one
     assert leftover.ready == frozenset() and leftover.unproven == {1, 2}
     missing = check_frame_counts(saved, {}, {1: 21, 2: 21})  # episode 0 neither known nor on disk

@@ -86,3 +86,9 @@ def test_frame_statistics_equal_lerobots_own_except_its_wrapped_std(tmp_path: Pa
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-12, atol=0, err_msg=key)
     assert theirs["std"].tolist() == [[[0.0]], [[0.0]], [[0.0]]]  # LeRobot 0.4.4 squares uint8 pixels (wraps)
     assert float(ours["std"].min()) > 0.05
+
+
+def test_importing_robovid_beside_lerobot_prints_no_feature_overwrite(tmp_path: Path) -> None:
+    for result in (e for e in lerobot("imports") if e["event"] == "imports"):
+        assert result["returncode"] == 0, result
+        assert "Overwriting feature type" not in result["stderr"], result["order"]

@@ -8,6 +8,7 @@ prints one JSON object per line on stdout and exits non-zero if a LeRobot call r
     load ROOT                      every frame through a 2-worker DataLoader, then plain indexing and
                                    delta_timestamps; prints counts of frames checked and wrong
     stats PNG...                   LeRobot's compute_episode_stats for a camera feature over these PNGs
+    upload-list ROOT               the files LeRobotDataset.push_to_hub would upload from ROOT
     imports                        import robovid and LeRobot in both orders (each in a fresh process)
 """
 
@@ -143,6 +144,22 @@ def stats(args: argparse.Namespace) -> None:
     emit(event="stats", stats={k: np.asarray(v).tolist() for k, v in result["camera"].items()})
 
 
+def upload_list(args: argparse.Namespace) -> None:
+    """The files LeRobotDataset.push_to_hub would upload: upload_folder's own listing, without the network.
+
+    push_to_hub calls ``HfApi().upload_folder(folder_path=root, ignore_patterns=["images/"])`` (plus
+    ``"videos/"`` without push_videos); upload_folder adds huggingface_hub's DEFAULT_IGNORE_PATTERNS and
+    lists the files with ``_prepare_upload_folder_additions``, called here with the same arguments.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS
+
+    operations = HfApi()._prepare_upload_folder_additions(
+        args.root, "", allow_patterns=None, ignore_patterns=["images/", *DEFAULT_IGNORE_PATTERNS], repo_type="dataset"
+    )
+    emit(event="upload_list", files=sorted(op.path_in_repo for op in operations))
+
+
 def imports(_args: argparse.Namespace) -> None:
     orders = {
         "lerobot_first": "import lerobot.datasets.video_utils, robovid; robovid.VideoFrame",
@@ -173,6 +190,9 @@ def main() -> None:
     st = commands.add_parser("stats")
     st.add_argument("pngs", type=Path, nargs="+")
     st.set_defaults(func=stats)
+    up = commands.add_parser("upload-list")
+    up.add_argument("root", type=Path)
+    up.set_defaults(func=upload_list)
     imp = commands.add_parser("imports")
     imp.set_defaults(func=imports)
     args = parser.parse_args()

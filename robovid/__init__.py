@@ -9,7 +9,6 @@ Importing robovid never imports torch: only the torchcodec backend does, when ca
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from robovid import errors as _errors
@@ -124,9 +123,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-if importlib.util.find_spec("datasets") is not None:  # the reference registered VideoFrame at import
-    from robovid.features import register_with_datasets as _register
-
-    _register()

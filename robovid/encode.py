@@ -29,6 +29,7 @@ from robovid.durable import atomic_output
 from robovid.errors import EmptyEpisodeError, FrameSizeError
 from robovid.fingerprint import Fingerprint, fingerprint
 from robovid.frames import frame_size, list_episode_frames, read_frame_rgb
+from robovid.lerobot_stats import FrameStatsAccumulator
 from robovid.settings import EncoderSettings, reference_compatible
 
 log = structlog.get_logger(__name__)
@@ -127,17 +128,19 @@ def encode_frames_into(
     keep: Collection[int] = (),
     stop: threading.Event | None = None,
     fingerprints: bool = False,
+    stats: FrameStatsAccumulator | None = None,
 ) -> EncodeResult:
     """Encode into a seekable binary file object (for example a spooled temp file held in memory).
 
     The service encodes this way so an episode's bytes are written to disk once, into
-    the chunk, instead of twice (temp file, then chunk).
+    the chunk, instead of twice (temp file, then chunk). ``stats``, when given, is fed
+    every decoded frame (LeRobot's statistics are counted from the sampled ones).
     """
     if not frame_paths:
         raise EmptyEpisodeError(f"No frames to encode in {frame_paths!r}.")
     rate = _frame_rate(fps)
     started = time.perf_counter()
-    reader = _FrameReader(frame_paths, settings.pix_fmt, set(keep), fingerprints)
+    reader = _FrameReader(frame_paths, settings.pix_fmt, set(keep), fingerprints, stats)
     try:
         first = reader.first_frame()
         _check_encodable(first.width, first.height, settings, frame_paths[0])
@@ -227,11 +230,19 @@ def demote_realtime_threads() -> int:
 class _FrameReader:
     """Decodes PNGs on a background thread, a few frames ahead of the encoder."""
 
-    def __init__(self, paths: Sequence[Path], pix_fmt: str, keep: set[int], fingerprints: bool) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        pix_fmt: str,
+        keep: set[int],
+        fingerprints: bool,
+        stats: FrameStatsAccumulator | None = None,
+    ) -> None:
         self._paths = paths
         self._pix_fmt = pix_fmt
         self._keep = keep
         self._fingerprints = fingerprints
+        self._stats = stats
         self.kept: dict[int, np.ndarray] = {}
         self.fingerprints: list[Fingerprint] = []
         self.cpu_s = 0.0
@@ -251,6 +262,8 @@ class _FrameReader:
                 rgb = read_frame_rgb(path, out=rgb)
                 if index in self._keep:
                     self.kept[index] = rgb.copy()
+                if self._stats is not None:
+                    self._stats.add(index, rgb)
                 # rgb_frame is None when FFmpeg pads the rows of this width: then copy into a new frame
                 source = rgb_frame if rgb_frame is not None else av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 frame = reformatter.reformat(source, format=self._pix_fmt, threads=1)

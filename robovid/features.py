@@ -1,4 +1,11 @@
-"""The ``VideoFrame`` Arrow type, registered with Hugging Face ``datasets`` when it is installed."""
+"""The ``VideoFrame`` Arrow type, registered with Hugging Face ``datasets`` when it is installed.
+
+Registration happens when this module is first imported (``robovid.VideoFrame``), not at
+``import robovid``, and only if no ``VideoFrame`` is registered yet: LeRobot registers its own
+(the same struct) when ``lerobot.datasets.video_utils`` is imported, and ``datasets`` warns
+"Overwriting feature type" whenever a registered name is registered again. Imported after
+``robovid.VideoFrame`` was used, LeRobot's registration replaces robovid's (with that warning).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import structlog
-
-log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -32,28 +36,36 @@ class VideoFrame:
 
 
 def register_with_datasets() -> bool:
-    """Register :class:`VideoFrame` with Hugging Face ``datasets`` if that package is installed; True if done.
+    """Register :class:`VideoFrame` with Hugging Face ``datasets`` if it is installed and has none; True if done now.
 
     Only an installed ``datasets`` distribution counts. A folder named ``datasets`` on the
     import path (ML projects often have one) is not Hugging Face's package: it is never
     imported when the package is not installed, and when it shadows the installed package
     the registration is skipped with a warning instead of failing ``import robovid``.
+    A ``VideoFrame`` already registered (LeRobot's) is never registered over.
     """
     try:
         importlib.metadata.distribution("datasets")
     except importlib.metadata.PackageNotFoundError:
         return False
     try:
-        from datasets.features.features import register_feature
+        from datasets.features import features
     except ImportError as error:
-        log.warning(
+        import structlog  # only here: robovid.VideoFrame needs nothing but pyarrow (a LeRobot venv has no structlog)
+
+        structlog.get_logger(__name__).warning(
             "datasets_not_registered",
             reason=f"{type(error).__name__}: {error}",
             hint="a folder or module named 'datasets' on the import path shadows Hugging Face datasets; "
             "rename it, or run from another directory, to use VideoFrame as a datasets feature",
         )
         return False
+    if "VideoFrame" in getattr(features, "_FEATURE_TYPES", {}):
+        return False
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "'register_feature' is experimental", category=UserWarning)
-        register_feature(VideoFrame, "VideoFrame")
+        features.register_feature(VideoFrame, "VideoFrame")
     return True
+
+
+register_with_datasets()

@@ -38,6 +38,7 @@ from robovid.lerobot_stats import (
     FeatureStats,
     FrameStatsAccumulator,
     aggregate_stats,
+    feature_stats_from_json,
     flat_columns,
     sample_indices,
     stats_to_json,
@@ -146,7 +147,7 @@ def _not_exportable(
 def _video_stats(root: Path, row: Mapping[str, Any]) -> FeatureStats:
     stored = row.get("lerobot_stats")
     if stored:
-        return {key: np.array(value) for key, value in json.loads(stored).items()}
+        return feature_stats_from_json(stored)
     return stats_from_video(chunk_path(root, row["video_key"], row["chunk_index"], row["file_index"]), row)
 
 

@@ -22,6 +22,7 @@ frames (the round-trip test compares them with LeRobot's own function).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -210,6 +211,16 @@ def stats_to_json(stats: Mapping[str, Mapping[str, npt.NDArray[Any]]]) -> dict[s
 def stats_from_json(data: Mapping[str, Mapping[str, Any]]) -> dict[str, FeatureStats]:
     """The inverse of :func:`stats_to_json`."""
     return {feature: {key: np.array(value) for key, value in values.items()} for feature, values in data.items()}
+
+
+def feature_stats_to_json(stats: FeatureStats) -> str:
+    """One feature's statistics as compact JSON text (how a segment row keeps them)."""
+    return json.dumps({key: np.asarray(value).tolist() for key, value in stats.items()}, separators=(",", ":"))
+
+
+def feature_stats_from_json(text: str) -> FeatureStats:
+    """The inverse of :func:`feature_stats_to_json`."""
+    return {key: np.array(value) for key, value in json.loads(text).items()}
 
 
 def flat_columns(stats: Mapping[str, FeatureStats], features: Iterable[str]) -> dict[str, Any]:

@@ -61,9 +61,12 @@ SEGMENT_SCHEMA = pa.schema(
         ("append_s", pa.float64()),
         ("min_psnr_db", pa.float64()),
         ("committed_at", pa.timestamp("ms", tz="UTC")),
+        ("lerobot_stats", pa.string()),
     ]
 )
-"""Columns of the segments table. ``first_frame`` is the episode's first frame in its chunk file."""
+"""Columns of the segments table. ``first_frame`` is the episode's first frame in its chunk file;
+``lerobot_stats`` the camera episode's statistics in LeRobot's format (JSON, computed from the PNGs
+during the encode; null in rows committed before robovid kept them)."""
 
 
 _COLUMN_OF_FIELD = {name.replace(".", "_"): name for name in SEGMENT_SCHEMA.names}
@@ -116,6 +119,9 @@ class SegmentRow:
     min_psnr_db: float | None = None
     """Lowest PSNR of the frames compared with their PNG (None when none was compared)."""
     committed_at: datetime | None = None
+    lerobot_stats: str | None = None
+    """The episode's statistics in LeRobot's format, as JSON (:func:`robovid.lerobot_stats.feature_stats_to_json`):
+    counted from its PNGs during the encode. None in rows committed before robovid kept them."""
 
     @classmethod
     def from_video_info(
@@ -131,6 +137,7 @@ class SegmentRow:
         encode_s: float | None = None,
         verify_s: float | None = None,
         min_psnr_db: float | None = None,
+        lerobot_stats: str | None = None,
     ) -> SegmentRow:
         """The row of a freshly encoded episode, its ``video.*`` columns from ``get_video_info`` of the encode."""
         probed = {
@@ -148,6 +155,7 @@ class SegmentRow:
                 "encode_s": encode_s,
                 "verify_s": verify_s,
                 "min_psnr_db": None if min_psnr_db is None or min_psnr_db != min_psnr_db else min_psnr_db,  # NaN
+                "lerobot_stats": lerobot_stats,
             }
         )
 

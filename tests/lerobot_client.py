@@ -163,8 +163,7 @@ def upload_list(args: argparse.Namespace) -> None:
 def imports(_args: argparse.Namespace) -> None:
     orders = {
         "lerobot_first": "import lerobot.datasets.video_utils, robovid; robovid.VideoFrame",
-        "robovid_first": "import robovid; robovid.VideoFrame; import lerobot.datasets.video_utils",
-        "robovid_import_only_first": "import robovid; import lerobot.datasets.video_utils",
+        "robovid_first": "import robovid; import lerobot.datasets.video_utils; robovid.VideoFrame",
     }
     for name, code in orders.items():
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -19,9 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 from daemon_harness import daemon_env, record
 
+from robovid.frames import read_frame_rgb
 from robovid.lerobot_export import export_dataset, exportable
 from robovid.lerobot_meta import read_complete
+from robovid.lerobot_stats import FrameStatsAccumulator
 from robovid.metadata import read_segments
+from robovid.synthetic import write_episode
 
 FPS = 10
 CAMERAS = ["front", "wrist"]
@@ -180,3 +183,22 @@ def _copy(source: Path, tmp_path: Path) -> Path:
     subprocess.run(["cp", "-a", str(source), str(root)], check=True)
     os.chmod(root, 0o755)
     return root
+
+
+def _png_stats(tmp_path: Path, camera_number: int, episode: int) -> dict[str, np.ndarray]:
+    """The statistics of an episode's original PNGs (record() draws them again from the same seed)."""
+    frames = write_episode(tmp_path / f"png-{camera_number}-{episode}", episode, 8, 64, 48, seed=camera_number)
+    accumulator = FrameStatsAccumulator(len(frames))
+    for index, path in enumerate(frames):
+        accumulator.add(index, read_frame_rgb(path))
+    return accumulator.stats()
+
+
+def test_rows_committed_without_statistics_get_them_from_their_decoded_video(processed: Path, tmp_path: Path) -> None:
+    rows = [dict(r, lerobot_stats=None) for r in read_segments(processed).to_pylist()]
+    episodes, _ = exportable(processed, rows)
+    expected = _png_stats(tmp_path, 0, 0)
+    decoded = episodes[0].video_stats["front"]
+    assert decoded["count"].tolist() == expected["count"].tolist()
+    np.testing.assert_allclose(decoded["mean"], expected["mean"], atol=0.02)  # lossy video, same frames
+    np.testing.assert_allclose(decoded["q50"], expected["q50"], atol=0.03)

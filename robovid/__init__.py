@@ -26,6 +26,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "FrameTimestampError",
         "InfoJsonError",
         "InvalidEncoderOptionError",
+        "LeRobotMetadataError",
         "MetadataError",
         "MismatchedVideosError",
         "RobovidError",
@@ -89,6 +90,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import FrameTimestampError as FrameTimestampError
     from robovid.errors import InfoJsonError as InfoJsonError
     from robovid.errors import InvalidEncoderOptionError as InvalidEncoderOptionError
+    from robovid.errors import LeRobotMetadataError as LeRobotMetadataError
     from robovid.errors import MetadataError as MetadataError
     from robovid.errors import MismatchedVideosError as MismatchedVideosError
     from robovid.errors import RobovidError as RobovidError

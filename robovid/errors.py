@@ -93,3 +93,7 @@ class MetadataError(RobovidError, ValueError):
 
 class InfoJsonError(RobovidError, ValueError):
     """``meta/info.json`` exists but cannot be used."""
+
+
+class LeRobotMetadataError(RobovidError, ValueError):
+    """A LeRobot metadata file (``meta/info.json``, an episodes file) cannot be read or is inconsistent."""

@@ -37,7 +37,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from robovid.errors import RobovidError
+from robovid.errors import LeRobotMetadataError
 from robovid.guarded_replace import FileStamp, replace_if_unchanged
 
 INFO_PATH = Path("meta/info.json")
@@ -47,10 +47,6 @@ VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 _VIDEO_COLUMN_TYPES = (pa.int64(), pa.int64(), pa.float64(), pa.float64())
 IDLE_QUIET_S = 10.0
 """LeRobot counts as idle when none of its metadata files changed for this long (and all are complete)."""
-
-
-class LeRobotMetadataError(RobovidError, ValueError):
-    """A LeRobot metadata file cannot be read or is inconsistent."""
 
 
 @dataclass(frozen=True)

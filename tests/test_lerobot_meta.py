@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from lerobot_files import CAMERAS
 
+from robovid.errors import LeRobotMetadataError
 from robovid.lerobot_meta import (
     INFO_PATH,
     ColumnsReport,
-    LeRobotMetadataError,
     SavedEpisodes,
     SegmentPlace,
     add_video_columns,

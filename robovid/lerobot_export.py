@@ -86,6 +86,55 @@ class ExportReport:
     """Why episode ``episodes`` was not exported ("" when every committed episode was)."""
 
 
+class ExportCache:
+    """What an export computed that the next one can reuse: a service exports after every commit.
+
+    Per-episode statistics, the statistics of rows committed without them (decoded from the
+    video), and the dataset statistics folded over the episodes so far (the next export only
+    folds in the new episodes).
+    """
+
+    def __init__(self) -> None:
+        self._episode: dict[tuple[object, ...], dict[str, FeatureStats]] = {}
+        self._video: dict[tuple[object, ...], FeatureStats] = {}
+        self._fold_keys: list[tuple[object, ...]] = []
+        self._fold: dict[str, FeatureStats] = {}
+
+    def video_stats(self, root: Path, row: Mapping[str, Any]) -> FeatureStats:
+        stored = row.get("lerobot_stats")
+        if stored:
+            return feature_stats_from_json(stored)
+        key = tuple(row[k] for k in ("video_key", "episode_index", "chunk_index", "file_index", "from_timestamp"))
+        if key not in self._video:
+            path = chunk_path(root, row["video_key"], row["chunk_index"], row["file_index"])
+            self._video[key] = stats_from_video(path, row)
+        return self._video[key]
+
+    def episode_stats(
+        self, episode: ExportEpisode, from_index: int, fps: int, keys: list[str]
+    ) -> tuple[tuple[object, ...], dict[str, FeatureStats]]:
+        """The episode's statistics per feature, and the key they are cached under."""
+        places = tuple(
+            (k, *(episode.segments[k][n] for n in ("chunk_index", "file_index", "from_timestamp"))) for k in keys
+        )
+        key = (episode.index, episode.length, from_index, fps, places)
+        if key not in self._episode:
+            self._episode[key] = _episode_stats(episode, from_index, fps, keys)
+        return key, self._episode[key]
+
+    def dataset_stats(self, placed: Sequence[_Placed]) -> dict[str, FeatureStats]:
+        """Every episode's statistics folded in order (LeRobot's running aggregate), reusing the last fold."""
+        keys = [p.stats_key for p in placed]
+        done = len(self._fold_keys)
+        if keys[:done] != self._fold_keys or not self._fold_keys:
+            self._fold_keys, self._fold, done = [], {}, 0
+        self._fold = aggregate_stats(
+            [self._fold, *(p.stats for p in placed[done:])] if done else [p.stats for p in placed]
+        )
+        self._fold_keys = keys
+        return self._fold
+
+
 @dataclass(frozen=True)
 class _Placed:
     episode: ExportEpisode
@@ -93,10 +142,14 @@ class _Placed:
     data_file: tuple[int, int]
     episodes_file: tuple[int, int]
     stats: dict[str, FeatureStats]
+    stats_key: tuple[object, ...]
 
 
 def exportable(
-    root: Path, rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = None
+    root: Path,
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str] | None = None,
+    cache: ExportCache | None = None,
 ) -> tuple[list[ExportEpisode], str]:
     """The episodes 0..N-1 that can be exported from segment rows, and why the next one cannot ("" if none is left).
 
@@ -109,6 +162,7 @@ def exportable(
     for row in rows:
         by_episode.setdefault(int(row["episode_index"]), {})[row["video_key"]] = row
     cameras = list(keys) if keys is not None else sorted(by_episode.get(0, {}))
+    cache = cache or ExportCache()
     episodes: list[ExportEpisode] = []
     for index in range(len(by_episode) + 1):
         reason = _not_exportable(index, by_episode, cameras)
@@ -116,7 +170,7 @@ def exportable(
             later = [e for e in by_episode if e > index]
             return episodes, reason if later or index in by_episode else ""
         segments = {key: by_episode[index][key] for key in cameras}
-        stats = {key: _video_stats(root, segments[key]) for key in cameras}
+        stats = {key: cache.video_stats(root, segments[key]) for key in cameras}
         length = int(segments[cameras[0]]["num_frames"])
         episodes.append(ExportEpisode(index, length, segments, stats))
     return episodes, ""
@@ -142,13 +196,6 @@ def _not_exportable(
                     f"{first[key][name]}; one LeRobot dataset keeps one {name}"
                 )
     return None
-
-
-def _video_stats(root: Path, row: Mapping[str, Any]) -> FeatureStats:
-    stored = row.get("lerobot_stats")
-    if stored:
-        return feature_stats_from_json(stored)
-    return stats_from_video(chunk_path(root, row["video_key"], row["chunk_index"], row["file_index"]), row)
 
 
 def stats_from_video(path: Path, row: Mapping[str, Any], batch: int = 8) -> FeatureStats:
@@ -179,13 +226,15 @@ def export_dataset(
     task: str = "",
     chunks_size: int = 1000,
     video_files_size_in_mb: float = 200,
+    cache: ExportCache | None = None,
 ) -> ExportReport:
     """Write (or bring up to date) the LeRobot files for ``episodes`` (0..N-1, as from :func:`exportable`)."""
     report = ExportReport(episodes=len(episodes), frames=sum(e.length for e in episodes))
     if not episodes:
         return report
     keys = list(episodes[0].segments)
-    placed = _place(episodes, chunks_size, fps, keys)
+    cache = cache or ExportCache()
+    placed = _place(episodes, chunks_size, fps, keys, cache)
     for location, members in _group(placed, "data_file").items():
         _write_if_different(root, DATA_PATH, location, members, lambda m: _data_table(m, fps), report)
     fault_point("lerobot-export:after-data")
@@ -193,7 +242,7 @@ def export_dataset(
         _write_if_different(root, EPISODES_PATH, location, members, lambda m: _episodes_table(m, keys, task), report)
     fault_point("lerobot-export:after-episodes")
     _write_bytes_if_different(root / TASKS_PATH, _tasks_parquet(task), report)
-    stats_json = json.dumps(stats_to_json(aggregate_stats([p.stats for p in placed])), indent=4).encode()
+    stats_json = json.dumps(stats_to_json(cache.dataset_stats(placed)), indent=4).encode()
     _write_bytes_if_different(root / STATS_PATH, stats_json, report)
     fault_point("lerobot-export:before-info")
     info = _info(episodes, keys, fps, chunks_size, video_files_size_in_mb)
@@ -201,7 +250,9 @@ def export_dataset(
     return report
 
 
-def _place(episodes: Sequence[ExportEpisode], chunks_size: int, fps: int, keys: list[str]) -> list[_Placed]:
+def _place(
+    episodes: Sequence[ExportEpisode], chunks_size: int, fps: int, keys: list[str], cache: ExportCache
+) -> list[_Placed]:
     """Assign each episode its data file and episodes file: a function of the episodes before it only."""
     placed, start = [], 0
     data_file, data_rows = (0, 0), 0
@@ -211,8 +262,8 @@ def _place(episodes: Sequence[ExportEpisode], chunks_size: int, fps: int, keys: 
             data_file, data_rows = _next(data_file, chunks_size), 0
         if meta_rows >= EPISODES_FILE_ROWS:
             meta_file, meta_rows = _next(meta_file, chunks_size), 0
-        stats = _episode_stats(episode, start, fps, keys)
-        placed.append(_Placed(episode, start, data_file, meta_file, stats))
+        stats_key, stats = cache.episode_stats(episode, start, fps, keys)
+        placed.append(_Placed(episode, start, data_file, meta_file, stats, stats_key))
         start += episode.length
         data_rows += episode.length
         meta_rows += 1

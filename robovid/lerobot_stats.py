@@ -170,7 +170,11 @@ def aggregate_stats(episodes: Sequence[Mapping[str, FeatureStats]]) -> dict[str,
     """
     total: dict[str, FeatureStats] | None = None
     for episode in episodes:
-        total = dict(episode) if total is None else {key: _pair(total, episode, key) for key in {*total, *episode}}
+        if total is None:
+            total = dict(episode)
+        else:
+            names = [*total, *(key for key in episode if key not in total)]  # a stable order for stats.json
+            total = {key: _pair(total, episode, key) for key in names}
     return total or {}
 
 

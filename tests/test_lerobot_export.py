@@ -20,7 +20,7 @@ import pytest
 from daemon_harness import daemon_env, record
 
 from robovid.frames import read_frame_rgb
-from robovid.lerobot_export import export_dataset, exportable
+from robovid.lerobot_export import ExportCache, export_dataset, exportable
 from robovid.lerobot_meta import read_complete
 from robovid.lerobot_stats import FrameStatsAccumulator
 from robovid.metadata import read_segments
@@ -162,7 +162,7 @@ def test_an_export_killed_before_info_json_is_finished_by_the_next_one(processed
     code = f"""
 import sys
 from pathlib import Path
-from robovid.lerobot_export import export_dataset, exportable
+from robovid.lerobot_export import ExportCache, export_dataset, exportable
 from robovid.metadata import read_segments
 root = Path({str(root)!r})
 episodes, _ = exportable(root, read_segments(root).to_pylist())
@@ -179,6 +179,7 @@ export_dataset(root, episodes, {FPS})
 
 
 def _copy(source: Path, tmp_path: Path) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     root = tmp_path / "root"
     subprocess.run(["cp", "-a", str(source), str(root)], check=True)
     os.chmod(root, 0o755)
@@ -202,3 +203,18 @@ def test_rows_committed_without_statistics_get_them_from_their_decoded_video(pro
     assert decoded["count"].tolist() == expected["count"].tolist()
     np.testing.assert_allclose(decoded["mean"], expected["mean"], atol=0.02)  # lossy video, same frames
     np.testing.assert_allclose(decoded["q50"], expected["q50"], atol=0.03)
+
+
+def test_an_export_reusing_the_last_ones_work_writes_the_same_files_as_a_fresh_one(
+    processed: Path, tmp_path: Path
+) -> None:
+    incremental, fresh = _copy(processed, tmp_path / "a"), _copy(processed, tmp_path / "b")
+    cache = ExportCache()
+    episodes, _ = exportable(incremental, read_segments(incremental).to_pylist(), cache=cache)
+    for count in (1, 2, 3):
+        export_dataset(incremental, episodes[:count], FPS, cache=cache)
+    export_dataset(fresh, exportable(fresh, read_segments(fresh).to_pylist())[0], FPS)
+    for name in ("meta/stats.json", "meta/info.json", "meta/tasks.parquet"):
+        assert (incremental / name).read_bytes() == (fresh / name).read_bytes(), name
+    for name in ("data/chunk-000/file-000.parquet", "meta/episodes/chunk-000/file-000.parquet"):
+        assert pq.read_table(incremental / name).equals(pq.read_table(fresh / name)), name

@@ -1,4 +1,8 @@
-"""Configuration from ``ROBOVID_*`` environment variables, validated once at start."""
+"""Configuration from ``ROBOVID_*`` environment variables, validated once at start.
+
+The encoder variables take their choices and bounds from :mod:`robovid.encoders` (software
+encoders only) and are checked by :class:`robovid.settings.EncoderSettings`.
+"""
 
 from __future__ import annotations
 

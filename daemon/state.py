@@ -3,7 +3,7 @@
 Journal: one small JSON intent per episode being appended, written durably *before*
 the chunk is touched and removed only after the PNGs are gone. With the segments
 table it tells a restarted service, for every episode, which side of each step a
-crash fell on (see :mod:`robovid_watch.recovery`).
+crash fell on (see :func:`robovid_watch.stages.recover_intents`).
 """
 
 from __future__ import annotations

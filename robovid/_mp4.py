@@ -155,16 +155,6 @@ class SampleTable:
     def num_samples(self) -> int:
         return int(self.sizes.shape[0])
 
-    def sample_offsets(self) -> np.ndarray:
-        """File offset of every sample (chunks are contiguous runs of samples)."""
-        starts = np.repeat(self.chunk_offsets, self.chunk_sample_counts)
-        chunk_first = np.repeat(
-            np.cumsum(self.chunk_sample_counts) - self.chunk_sample_counts, self.chunk_sample_counts
-        )
-        csum = np.concatenate(([0], np.cumsum(self.sizes)))
-        within = csum[:-1] - csum[chunk_first]
-        return starts + within
-
 
 MAX_SAMPLES = 1 << 27
 """More samples than any real chunk holds (50 days at 30 fps): a larger count is corruption."""

@@ -95,10 +95,6 @@ class _LiveMovies:
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
 
 _live_movies = _LiveMovies()
 

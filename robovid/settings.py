@@ -1,4 +1,8 @@
-"""Encoder settings: validated once, turned into codec options in one place."""
+"""Encoder settings: validated once, turned into codec options in one place.
+
+Which codecs, pixel formats, crf ranges and presets exist comes from the encoder table,
+:mod:`robovid.encoders` (its software encoders); nothing here lists them again.
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import robovid
 
 PACKAGE_INIT = Path(robovid.__file__)
 README = Path(__file__).resolve().parent.parent / "README.md"
+PYPROJECT = README.parent / "pyproject.toml"
 PUBLIC = {(module, name) for module, names in robovid._PUBLIC.items() for name in names}
 NAMES = [name for _, name in PUBLIC]
 
@@ -66,3 +67,12 @@ def test_the_readme_calls_only_public_names() -> None:
     called = set(re.findall(r"\brobovid\.([A-Za-z_]\w*)\(", README.read_text(encoding="utf-8")))
     assert "encode_video_frames" in called
     assert called <= set(NAMES), sorted(called - set(NAMES))
+
+
+def test_the_package_ships_its_py_typed_marker() -> None:
+    """PEP 561: type checkers read robovid's inline hints only when ``py.typed`` is installed with it."""
+    assert (PACKAGE_INIT.parent / "py.typed").is_file()
+    package_data = re.search(
+        r"^\[tool\.setuptools\.package-data\]\n(.*?)(?:\n\[|\Z)", PYPROJECT.read_text(), re.M | re.S
+    )
+    assert package_data and re.search(r'^robovid = \[[^\]]*"py\.typed"', package_data.group(1), re.M)

@@ -8,6 +8,8 @@ each time, so load changes and what ran just before hit all of them alike.
 
 - ``robovid torchcodec, warm``: ``robovid.decode_video_frames(..., backend="torchcodec")``;
   its module-wide decoder cache already holds the file's decoder (a first call made it).
+- ``robovid torchcodec, warm, return_uint8=True``: the same call returning torchcodec's uint8
+  frames unconverted; compared with ``plain torchcodec, warm`` (uint8 too), call by call.
 - ``robovid torchcodec, cold``: ``robovid.decode_video_frames_torchcodec(...,
   decoder_cache=VideoDecoderCache())``, a new empty cache per call, so every call opens the
   file and builds its decoder (the same code path as ``decode_video_frames``).
@@ -86,6 +88,9 @@ def variants(path: Path) -> dict[str, Callable[[list[float]], Any]]:
     robovid_warm = lambda ts: robovid.decode_video_frames(path, ts, TOLERANCE_S, "torchcodec")  # noqa: E731
     plain_float = lambda ts: warm_plain.get_frames_at(indices(ts)).data.to(torch.float32) / 255  # noqa: E731
     return {
+        "robovid_torchcodec_warm_uint8": lambda ts: robovid.decode_video_frames(
+            path, ts, TOLERANCE_S, "torchcodec", return_uint8=True
+        ),
         "robovid_torchcodec_warm_1thread": robovid_warm,  # run in the one-thread phase
         "plain_torchcodec_warm_float_1thread": plain_float,
         "robovid_torchcodec_warm": robovid_warm,
@@ -101,6 +106,7 @@ def variants(path: Path) -> dict[str, Callable[[list[float]], Any]]:
 
 LABELS = {
     "robovid_torchcodec_warm": "robovid torchcodec, warm cache",
+    "robovid_torchcodec_warm_uint8": "robovid torchcodec, warm cache, return_uint8=True",
     "robovid_torchcodec_warm_1thread": "robovid torchcodec, warm cache, torch 1 thread",
     "robovid_torchcodec_cold": "robovid torchcodec, cold cache",
     "robovid_pyav": "robovid pyav (no cache: cold = warm)",
@@ -126,10 +132,10 @@ def check_same_frames(calls: dict[str, Callable[[list[float]], Any]], ts: list[f
 def bookkeeping_costs(path: Path, calls: int) -> dict[str, float]:
     """µs (median) of what robovid's torchcodec call adds around the decode: cache borrow (with its change-check stat), request check."""
     from robovid._decode_common import check_request
-    from robovid._decode_torchcodec import _default_decoder_cache
+    from robovid._decode_torchcodec import default_decoder_cache
 
     def borrow() -> None:
-        with _default_decoder_cache.borrow_decoder(path):
+        with default_decoder_cache().borrow_decoder(path):
             pass
 
     ways = {"cache_borrow_and_stat": borrow, "request_check": lambda: check_request([1.0], TOLERANCE_S, path)}
@@ -230,6 +236,9 @@ def summarize(samples: dict[int, dict[str, list[float]]]) -> dict[str, Any]:
         for base in ("plain_torchcodec_warm", "plain_torchcodec_warm_float"):
             paired = [r / b for r, b in zip(s["robovid_torchcodec_warm"], s[base], strict=True)]
             ratios[f"robovid_warm_over_{base}_n{n}_paired_median"] = c.median(paired)
+        ratios[f"robovid_warm_uint8_over_plain_torchcodec_warm_n{n}_paired_median"] = c.median(
+            [r / b for r, b in zip(s["robovid_torchcodec_warm_uint8"], s["plain_torchcodec_warm"], strict=True)]
+        )
         ratios[f"robovid_warm_1thread_over_plain_float_1thread_n{n}_paired_median"] = c.median(
             [
                 r / b
@@ -245,6 +254,13 @@ def summarize(samples: dict[int, dict[str, list[float]]]) -> dict[str, Any]:
         c.target(
             f"robovid torchcodec warm / plain torchcodec warm, {n} frame(s) (median of paired calls) <= 1.0",
             ratios[f"robovid_warm_over_plain_torchcodec_warm_n{n}_paired_median"],
+            1.0,
+        )
+        for n in samples
+    ] + [
+        c.target(
+            f"robovid return_uint8=True / plain torchcodec uint8, {n} frame(s) (median of paired calls) <= 1.0",
+            ratios[f"robovid_warm_uint8_over_plain_torchcodec_warm_n{n}_paired_median"],
             1.0,
         )
         for n in samples

@@ -23,7 +23,7 @@ from robovid.errors import FrameTimestampError
 if TYPE_CHECKING:
     import torch
 
-    Frames: TypeAlias = torch.Tensor | npt.NDArray[np.float32]
+    Frames: TypeAlias = torch.Tensor | npt.NDArray[np.float32] | npt.NDArray[np.uint8]
 
 log = structlog.get_logger("robovid.decode")
 
@@ -90,6 +90,16 @@ def log_loaded(video_path: Path | str, backend: str, query: Sequence[float], loa
         queried_timestamps=list(query),
         loaded_timestamps=list(loaded),
     )
+
+
+def to_uint8_frames(rgb: npt.NDArray[np.uint8]) -> Frames:
+    """Turn ``[N, H, W, 3]`` uint8 RGB into uint8 ``[N, 3, H, W]``: a ``torch.Tensor`` when torch is installed."""
+    frames = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))
+    try:
+        import torch
+    except ImportError:
+        return frames
+    return torch.from_numpy(frames)
 
 
 def to_float_frames(rgb: npt.NDArray[np.uint8]) -> Frames:

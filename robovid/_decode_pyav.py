@@ -30,6 +30,7 @@ from robovid._decode_common import (
     is_local_path,
     log_loaded,
     to_float_frames,
+    to_uint8_frames,
 )
 from robovid.errors import VideoFormatError
 
@@ -49,11 +50,13 @@ def decode_video_frames_pyav(
     timestamps: Sequence[float],
     tolerance_s: float,
     log_loaded_timestamps: bool = False,
+    return_uint8: bool = False,
 ) -> Frames:
     """Decode the frames at ``timestamps`` (seconds) from ``video_path`` with PyAV.
 
-    Returns float32 ``[N, 3, H, W]`` in ``[0, 1]`` in query order (duplicates allowed):
-    a ``torch.Tensor`` when torch is installed, else a numpy array. ``video_path`` may
+    Returns float32 ``[N, 3, H, W]`` in ``[0, 1]`` in query order (duplicates allowed), or
+    uint8 ``[N, 3, H, W]`` with ``return_uint8``: a ``torch.Tensor`` when torch is installed,
+    else a numpy array. ``video_path`` may
     be a local path or any fsspec URL. Raises :class:`FrameTimestampError` when a frame
     is farther than ``tolerance_s`` from its query, ``VideoFormatError`` when the file
     is not a readable video.
@@ -68,7 +71,8 @@ def decode_video_frames_pyav(
     check_tolerance(query, loaded, tolerance_s, video_path, BACKEND)
     if log_loaded_timestamps:
         log_loaded(video_path, BACKEND, query, loaded)
-    return to_float_frames(np.stack([decoded[i][0] for i in indices]))
+    rgb = np.stack([decoded[i][0] for i in indices])
+    return to_uint8_frames(rgb) if return_uint8 else to_float_frames(rgb)
 
 
 @contextmanager

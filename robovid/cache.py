@@ -30,10 +30,16 @@ from robovid.errors import BackendUnavailableError, VideoFormatError
 if TYPE_CHECKING:
     from torchcodec.decoders import VideoDecoder
 
-DEFAULT_MAX_SIZE = 16
+DEFAULT_MAX_SIZE = 100
+"""LeRobot's default. Measured (benchmarks/README.md, ``bench_cache_memory``): 100 cached decoders hold
+~140 MB of RSS for 640x480 AV1 chunks of 6000 frames and ~260 MB at 1280x720, per process (each
+DataLoader worker has its own cache)."""
+CACHE_SIZE_VARIABLES = ("ROBOVID_VIDEO_DECODER_CACHE_SIZE", "LEROBOT_VIDEO_DECODER_CACHE_SIZE")
+"""Where a cache built without ``max_size`` reads its size, first found wins (LeRobot's name works too)."""
 _FSSPEC_IDENTITY_KEYS = ("size", "mtime", "LastModified", "last_modified", "ETag", "etag", "ino")
 
 FileIdentity = tuple[Any, ...]
+_DEFAULT: Any = object()
 
 
 def load_video_decoder_class() -> type[VideoDecoder]:
@@ -101,16 +107,38 @@ def _open_entry(video_path: str, decoder_class: type[VideoDecoder]) -> _Entry:
     return _Entry(decoder, handle, identity, threading.Lock())
 
 
+def default_max_size() -> int:
+    """The cache size from ``ROBOVID_VIDEO_DECODER_CACHE_SIZE`` (or LeRobot's variable), else :data:`DEFAULT_MAX_SIZE`."""
+    for name in CACHE_SIZE_VARIABLES:
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            continue
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(
+                f"{name}={raw!r}: the decoder cache size must be a whole number of decoders, 1 or more "
+                f"(default {DEFAULT_MAX_SIZE}). robovid's cache is always bounded: 'none' or -1 are refused."
+            )
+        return int(raw)
+    return DEFAULT_MAX_SIZE
+
+
 class VideoDecoderCache:
     """Thread-safe LRU cache of torchcodec decoders (``seek_mode="approximate"``), at most ``max_size`` open.
 
-    A decoder from :meth:`get_decoder` stays usable until it is evicted or its file
-    changes; use :meth:`borrow_decoder` to decode from several threads safely.
+    ``max_size`` defaults to :func:`default_max_size` (an environment variable, else 100); it
+    is always bounded (``None`` raises ValueError). A decoder from :meth:`get_decoder` stays
+    usable until it is evicted or its file changes; use :meth:`borrow_decoder` to decode from
+    several threads safely. ``path in cache`` tells whether a decoder for ``path`` is held.
     """
 
-    def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    def __init__(self, max_size: int | None = _DEFAULT) -> None:
+        if max_size is _DEFAULT:
+            max_size = default_max_size()
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            raise ValueError(f"max_size={max_size!r}: a VideoDecoderCache must hold at least 1 decoder.")
+            raise ValueError(
+                f"max_size={max_size!r}: a VideoDecoderCache must hold at least 1 decoder, and is always bounded "
+                f"(an unbounded cache grows with every file read; default {DEFAULT_MAX_SIZE})."
+            )
         self._max_size = max_size
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
@@ -150,6 +178,10 @@ class VideoDecoderCache:
 
     def __len__(self) -> int:
         return self.size()
+
+    def __contains__(self, video_path: object) -> bool:
+        with self._lock:
+            return str(video_path) in self._entries
 
     def _fresh_entry(self, key: str, borrow: bool) -> _Entry:
         """The cached entry if its file is unchanged, else a newly opened one (evicting to stay bounded)."""

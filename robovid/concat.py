@@ -17,8 +17,13 @@ def concatenate_video_files(
     input_video_paths: Sequence[Path | str],
     output_video_path: Path | str,
     overwrite: bool = True,
+    compatibility_check: bool = False,
 ) -> None:
     """Concatenate MP4 files (one video track each) into ``output_video_path`` by stream copy.
+
+    ``compatibility_check`` is accepted for LeRobot's signature; robovid checks every input
+    whatever its value (joining mismatched streams makes a file that decodes wrong), so
+    ``False`` does not skip the check.
 
     Unlike the reference, no ffconcat list is built (any file name works), every input
     is checked before anything is written (missing file: FileNotFoundError naming it;

@@ -114,17 +114,19 @@ MISMATCHES = {
 }
 
 
+@pytest.mark.parametrize("compatibility_check", [False, True], ids=["check-off", "check-on"])
 @pytest.mark.parametrize("differs_in", list(MISMATCHES))
 def test_mismatched_inputs_are_rejected_before_anything_is_written(
-    tmp_path: Path, episode_video: EpisodeVideo, differs_in: str
+    tmp_path: Path, episode_video: EpisodeVideo, differs_in: str, compatibility_check: bool
 ) -> None:
+    """Whatever ``compatibility_check`` says (LeRobot skips its check by default): a mismatched join decodes wrong."""
     options = MISMATCHES[differs_in]
     base = {"vcodec": options["vcodec"]} if differs_in == "pix_fmt" else {}
     inputs = [episode_video(0, **base), episode_video(1, **base), episode_video(2, **options)]
     output = tmp_path / "joined.mp4"
 
     with pytest.raises(MismatchedVideosError) as error:
-        concatenate_video_files(inputs, output)
+        concatenate_video_files(inputs, output, compatibility_check=compatibility_check)
 
     assert str(inputs[2]) in str(error.value)
     assert not output.exists()

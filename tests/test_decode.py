@@ -134,6 +134,20 @@ def test_frames_are_float32_nchw_in_unit_range_and_close_to_source(av1_video: Pa
         assert psnr_db > 30, f"frame {i}: PSNR {psnr_db:.1f} dB"
 
 
+def test_return_uint8_gives_the_same_frames_unconverted(any_video: Path, backend: str) -> None:
+    wanted = [0, 17, 42, NUM_FRAMES - 1, 17]
+    timestamps = [i / FPS for i in wanted]
+    as_float = np.asarray(decode_video_frames(any_video, timestamps, tolerance_s=1e-4, backend=backend))
+    frames = decode_video_frames(any_video, timestamps, tolerance_s=1e-4, backend=backend, return_uint8=True)
+
+    array = np.asarray(frames)
+    assert type(frames).__module__ == "torch"
+    assert array.dtype == np.uint8
+    assert array.shape == (len(wanted), 3, HEIGHT, WIDTH)
+    assert np.array_equal(array, np.rint(as_float * 255).astype(np.uint8))
+    assert [read_index(image) for image in array.transpose(0, 2, 3, 1)] == [(EPISODE, i) for i in wanted]
+
+
 def test_file_url_is_read_through_fsspec(av1_video: Path, backend: str) -> None:
     frames = decode_video_frames(av1_video.as_uri(), [0.5, 0.1], tolerance_s=1e-4, backend=backend)
     assert frame_ids(frames) == [(EPISODE, 15), (EPISODE, 3)]
@@ -197,3 +211,13 @@ def test_pyav_backend_returns_numpy_without_torch(av1_video: Path) -> None:
         "print(type(frames).__module__, frames.dtype, frames.shape)"
     )
     assert out.strip() == f"numpy float32 (2, 3, {HEIGHT}, {WIDTH})"
+
+
+def test_pyav_backend_returns_numpy_uint8_without_torch(av1_video: Path) -> None:
+    out = run_python(
+        "import sys; sys.modules['torch'] = None  # makes `import torch` fail, as if not installed\n"
+        "from robovid.decode import decode_video_frames\n"
+        f"frames = decode_video_frames({str(av1_video)!r}, [0.1], 1e-4, backend='pyav', return_uint8=True)\n"
+        "print(type(frames).__module__, frames.dtype, frames.shape, frames.flags['C_CONTIGUOUS'])"
+    )
+    assert out.strip() == f"numpy uint8 (1, 3, {HEIGHT}, {WIDTH}) True"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import pytest
 from videocheck import require_torchcodec
 
 from robovid._decode_torchcodec import decode_video_frames_torchcodec
-from robovid.cache import VideoDecoderCache
+from robovid.cache import CACHE_SIZE_VARIABLES, DEFAULT_MAX_SIZE, VideoDecoderCache
 from robovid.errors import VideoFormatError
 from robovid.synthetic import read_index, render_frame, scene
 
@@ -75,6 +76,63 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def test_max_size_below_one_or_not_an_int_raises(max_size: int) -> None:
     with pytest.raises(ValueError, match="at least 1 decoder"):
         VideoDecoderCache(max_size=max_size)
+
+
+def test_an_unbounded_cache_is_refused() -> None:
+    """LeRobot takes max_size=None (or 'none' / -1 in its variable) for no bound; robovid is always bounded."""
+    with pytest.raises(ValueError, match="always bounded"):
+        VideoDecoderCache(max_size=None)
+
+
+def test_the_default_size_is_100_or_what_the_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in CACHE_SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert VideoDecoderCache().max_size == DEFAULT_MAX_SIZE == 100
+    monkeypatch.setenv("LEROBOT_VIDEO_DECODER_CACHE_SIZE", "7")
+    assert VideoDecoderCache().max_size == 7
+    monkeypatch.setenv("ROBOVID_VIDEO_DECODER_CACHE_SIZE", "3")
+    assert VideoDecoderCache().max_size == 3  # robovid's own variable wins
+    assert VideoDecoderCache(max_size=5).max_size == 5  # an explicit size wins over both
+
+
+@pytest.mark.parametrize("value", ["none", "-1", "0", "lots", "2.5"])
+def test_a_bad_size_in_the_environment_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("ROBOVID_VIDEO_DECODER_CACHE_SIZE", value)
+    with pytest.raises(ValueError, match=rf"ROBOVID_VIDEO_DECODER_CACHE_SIZE='{re.escape(value)}'.*always bounded"):
+        VideoDecoderCache()
+
+
+def test_membership_says_which_files_have_a_decoder(videos: list[Path]) -> None:
+    cache = VideoDecoderCache(max_size=2)
+    for video in videos:
+        cache.get_decoder(video)
+    assert [video in cache for video in videos] == [False, True, True]
+    assert str(videos[2]) in cache
+    assert "not a path" not in cache
+    cache.clear()
+    assert videos[2] not in cache
+
+
+def test_decode_video_frames_shares_one_cache_sized_by_the_environment(videos: list[Path]) -> None:
+    """Calls that pass no cache share one built on first use, with the size the variable gives."""
+    code = (
+        "import json, sys\n"
+        "import robovid\n"
+        "from robovid._decode_torchcodec import default_decoder_cache\n"
+        f"videos = {[str(v) for v in videos]!r}\n"
+        "for video in videos:\n"
+        "    robovid.decode_video_frames(video, [0.0], 1e-4, backend='torchcodec')\n"
+        "cache = default_decoder_cache()\n"
+        "print(json.dumps([cache.max_size, len(cache), [video in cache for video in videos]]))\n"
+    )
+    env = os.environ | {"ROBOVID_VIDEO_DECODER_CACHE_SIZE": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [2, 2, [False, True, True]]
 
 
 def test_unchanged_file_reuses_its_decoder(videos: list[Path]) -> None:

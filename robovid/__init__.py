@@ -49,9 +49,13 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "get_safe_default_codec",
     ),
     "robovid.encode": ("encode_video_frames",),
+    "robovid.encoder_config": ("RGBEncoderConfig", "VideoEncoderConfig", "rgb_encoder_defaults"),
+    "robovid.encoders": ("HW_VIDEO_CODECS", "VALID_VIDEO_CODECS"),
     "robovid.features": ("VideoFrame",),
     "robovid.metadata": ("read_lerobot_episodes", "read_segments"),
+    "robovid.hardware": ("EncoderProbe", "probe_hardware_encoders"),
     "robovid.probe": ("get_audio_info", "get_video_duration_in_s", "get_video_info", "get_video_pixel_channels"),
+    "robovid.reencode": ("reencode_video",),
     "robovid.settings": ("EncoderSettings",),
 }
 """The one list of robovid's public names, by the module that defines them. The errors load with
@@ -79,6 +83,11 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.decode import decode_video_frames_torchvision as decode_video_frames_torchvision
     from robovid.decode import get_safe_default_codec as get_safe_default_codec
     from robovid.encode import encode_video_frames as encode_video_frames
+    from robovid.encoder_config import RGBEncoderConfig as RGBEncoderConfig
+    from robovid.encoder_config import VideoEncoderConfig as VideoEncoderConfig
+    from robovid.encoder_config import rgb_encoder_defaults as rgb_encoder_defaults
+    from robovid.encoders import HW_VIDEO_CODECS as HW_VIDEO_CODECS
+    from robovid.encoders import VALID_VIDEO_CODECS as VALID_VIDEO_CODECS
     from robovid.errors import BackendUnavailableError as BackendUnavailableError
     from robovid.errors import CorruptFrameError as CorruptFrameError
     from robovid.errors import EmptyEpisodeError as EmptyEpisodeError
@@ -99,12 +108,15 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import VerificationError as VerificationError
     from robovid.errors import VideoFormatError as VideoFormatError
     from robovid.features import VideoFrame as VideoFrame
+    from robovid.hardware import EncoderProbe as EncoderProbe
+    from robovid.hardware import probe_hardware_encoders as probe_hardware_encoders
     from robovid.metadata import read_lerobot_episodes as read_lerobot_episodes
     from robovid.metadata import read_segments as read_segments
     from robovid.probe import get_audio_info as get_audio_info
     from robovid.probe import get_video_duration_in_s as get_video_duration_in_s
     from robovid.probe import get_video_info as get_video_info
     from robovid.probe import get_video_pixel_channels as get_video_pixel_channels
+    from robovid.reencode import reencode_video as reencode_video
     from robovid.settings import EncoderSettings as EncoderSettings
 
 __version__ = "0.1.0"

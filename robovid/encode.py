@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -26,7 +26,8 @@ from av.video.reformatter import VideoReformatter
 
 from robovid._faults import fault_point
 from robovid.durable import atomic_output
-from robovid.errors import EmptyEpisodeError, FrameSizeError
+from robovid.encoder_config import VideoEncoderConfig
+from robovid.errors import EmptyEpisodeError, FrameSizeError, InvalidEncoderOptionError
 from robovid.fingerprint import Fingerprint, fingerprint
 from robovid.frames import frame_size, list_episode_frames, read_frame_rgb
 from robovid.lerobot_stats import FrameStatsAccumulator
@@ -64,37 +65,84 @@ def encode_video_frames(
     imgs_dir: Path | str,
     video_path: Path | str,
     fps: int,
-    vcodec: str = "libsvtav1",
-    pix_fmt: str = "yuv420p",
+    vcodec: str | VideoEncoderConfig = "libsvtav1",
+    pix_fmt: str | int | None = "yuv420p",
     g: int | None = 2,
-    crf: int | None = 30,
+    crf: int | float | None = 30,
     fast_decode: int = 0,
     log_level: int | None = av.logging.ERROR,
     overwrite: bool = False,
     preset: int | str | None = None,
+    *,
+    video_encoder: VideoEncoderConfig | None = None,
+    encoder_threads: int | None = None,
 ) -> None:
-    """Encode ``imgs_dir/frame-XXXXXX.png`` into ``video_path`` (same signature as the reference).
+    """Encode ``imgs_dir/frame-XXXXXX.png`` into ``video_path``.
 
+    Both of LeRobot's signatures work: the seed era's separate options (``vcodec``,
+    ``pix_fmt``, ``g``, ``crf``, ``fast_decode``, ``preset``) and the current one,
+    ``video_encoder=`` a :class:`~robovid.RGBEncoderConfig` and ``encoder_threads=``, also
+    positionally (``encode_video_frames(imgs_dir, video_path, fps, config, threads)``).
     Frames must run 0..N-1 with no gap and share one size. Raises
-    InvalidEncoderOptionError for an unsupported option (naming the supported
-    values) and an EpisodeError subclass for bad frames; the destination is then
-    untouched. An existing ``video_path`` is kept (with a warning) unless ``overwrite``.
+    InvalidEncoderOptionError for an unsupported option (naming the supported values),
+    TypeError for a config given together with separate options, and an EpisodeError
+    subclass for bad frames; the destination is then untouched. An existing
+    ``video_path`` is kept (with a warning) unless ``overwrite``.
     """
     video_path = Path(video_path)
-    settings = EncoderSettings(
-        vcodec=vcodec,
-        pix_fmt=reference_compatible(vcodec, pix_fmt),
-        g=g,
-        crf=crf,
-        preset=preset,
-        fast_decode=fast_decode,
-    )
+    settings = _call_settings(vcodec, pix_fmt, g, crf, fast_decode, preset, video_encoder, encoder_threads)
     if video_path.exists() and not overwrite:
         log.warning("video_exists_skipping_encode", path=str(video_path))
         return
     if log_level is not None:
         logging.getLogger("libav").setLevel(log_level)  # as the reference: PyAV's logger for FFmpeg messages
     encode_frames(list_episode_frames(Path(imgs_dir)), video_path, fps, settings)
+
+
+_SEED_DEFAULTS = {"pix_fmt": "yuv420p", "g": 2, "crf": 30, "fast_decode": 0, "preset": None}
+
+
+def _call_settings(
+    vcodec: str | VideoEncoderConfig,
+    pix_fmt: str | int | None,
+    g: int | None,
+    crf: int | float | None,
+    fast_decode: int,
+    preset: int | str | None,
+    video_encoder: VideoEncoderConfig | None,
+    encoder_threads: int | None,
+) -> EncoderSettings:
+    """The settings of an ``encode_video_frames`` call, in either of its two forms."""
+    # LeRobot's current order, positional: (imgs_dir, video_path, fps, video_encoder, encoder_threads)
+    if isinstance(vcodec, VideoEncoderConfig):
+        if video_encoder is not None:
+            raise TypeError("encode_video_frames() got video_encoder twice (positionally and by keyword).")
+        video_encoder, vcodec = vcodec, "libsvtav1"
+        if pix_fmt is None or (isinstance(pix_fmt, int) and not isinstance(pix_fmt, bool)):
+            encoder_threads, pix_fmt = pix_fmt, "yuv420p"
+    if video_encoder is None:
+        if not isinstance(pix_fmt, str):
+            raise InvalidEncoderOptionError(
+                f"Invalid pix_fmt ({pix_fmt!r}): it must be a pixel format name.", "pix_fmt"
+            )
+        pix_fmt = reference_compatible(vcodec, pix_fmt)
+        return EncoderSettings(vcodec, pix_fmt, g, crf, preset, fast_decode, threads=encoder_threads)
+    given = {"vcodec": vcodec != "libsvtav1"} | {
+        name: value != _SEED_DEFAULTS[name]
+        for name, value in (
+            ("pix_fmt", pix_fmt),
+            ("g", g),
+            ("crf", crf),
+            ("fast_decode", fast_decode),
+            ("preset", preset),
+        )
+    }
+    if any(given.values()):
+        raise TypeError(
+            f"encode_video_frames() got video_encoder and also {', '.join(n for n, v in given.items() if v)}: "
+            "set those in the video_encoder config instead."
+        )
+    return video_encoder.to_settings(encoder_threads)
 
 
 def encode_frames(
@@ -144,7 +192,7 @@ def encode_frames_into(
     try:
         first = reader.first_frame()
         _check_encodable(first.width, first.height, settings, frame_paths[0])
-        _encode_stream(out, first, reader, rate, settings, stop)
+        encode_stream(out, first, reader, rate, settings, stop)
     finally:
         reader.close()
     out.flush()
@@ -179,14 +227,20 @@ def _check_encodable(width: int, height: int, settings: EncoderSettings, path: P
         raise FrameSizeError(f"{path}: frame size {width}x{height} is too small to encode (16x16 at least).")
 
 
-def _encode_stream(
+def encode_stream(
     out: BinaryIO,
     first: av.VideoFrame,
-    frames: _FrameReader,
+    frames: Iterable[av.VideoFrame],
     fps: Fraction,
     settings: EncoderSettings,
-    stop: threading.Event | None,
+    stop: threading.Event | None = None,
 ) -> None:
+    """Encode ``frames`` (``first`` is the first of them, already in ``settings.pix_fmt``) as an MP4 into ``out``.
+
+    The MP4 comment tag records ``settings``. An option the encoder did not use (a typo,
+    or one meant for another encoder) raises :class:`InvalidEncoderOptionError` as soon as
+    the encoder opens, before more frames are read.
+    """
     with av.open(out, "w", format="mp4") as container:
         container.metadata["comment"] = settings.to_tag()
         stream = cast(
@@ -198,10 +252,24 @@ def _encode_stream(
             if stop is not None and stop.is_set():
                 raise InterruptedError("Encoding abandoned: stop requested.")
             container.mux(stream.encode(frame))
+            if index == 0:
+                _check_options_used(stream, settings)
             if index % DEMOTE_EVERY_FRAMES == 0:
                 demote_realtime_threads()
             fault_point("encode:frame", stop)
         container.mux(stream.encode(None))
+
+
+def _check_options_used(stream: av.video.stream.VideoStream, settings: EncoderSettings) -> None:
+    """FFmpeg leaves the options an encoder does not know in the dict it was opened with."""
+    unused = sorted(stream.codec_context.options)
+    if unused:
+        raise InvalidEncoderOptionError(
+            f"{settings.encoder_name} did not use the options {', '.join(unused)} (vcodec={settings.vcodec!r}): "
+            "they are misspelled or belong to another encoder. Remove them from extra_options, or check the "
+            "encoder's options with `ffmpeg -h encoder=" + settings.encoder_name + "`.",
+            unused[0],
+        )
 
 
 def demote_realtime_threads() -> int:

@@ -6,9 +6,11 @@ whitelist (:mod:`robovid.encoders`), every structured field against robovid's ra
 ``extra_options`` against the encoder's published FFmpeg options (types, ranges, choices).
 ``vcodec="auto"`` is resolved when the object is built (:func:`robovid.hardware.resolve_auto`).
 
-``from_video_info`` rebuilds a config from the ``video.*`` keys of a video's info
-(LeRobot's ``info.json`` features). Encoding with a config and reading it back from the
-file are the next step of issue #10.
+A config goes into ``encode_video_frames(..., video_encoder=config)`` and
+``reencode_video`` (as the frozen :class:`~robovid.settings.EncoderSettings` of
+:meth:`VideoEncoderConfig.to_settings`); robovid records it in the MP4's comment tag, so
+``get_video_info(path)`` reports it back as ``video.*`` keys and
+``RGBEncoderConfig.from_video_info(get_video_info(path))`` rebuilds an equal config.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from robovid._encoder_checks import check_settings
 from robovid.encoders import codec_options, spec_of
 from robovid.errors import InvalidEncoderOptionError
 from robovid.hardware import resolve_vcodec
-from robovid.settings import DEFAULT_SVTAV1_PRESET
+from robovid.settings import DEFAULT_SVTAV1_PRESET, EncoderSettings
 
 VIDEO_BACKENDS = ("pyav",)
 VIDEO_ENCODER_INFO_FIELD_NAMES: frozenset[str] = frozenset(
@@ -114,6 +116,20 @@ class VideoEncoderConfig:
             extra_options=self.extra_options,
         )
         return encoders.as_strings(options) if as_strings else options
+
+    def to_settings(self, encoder_threads: int | None = None) -> EncoderSettings:
+        """The frozen settings one encode uses (validated again: a field may have changed since; a
+        hardware encoder must also encode on this machine, see ``robovid.hardware.require_working``)."""
+        return EncoderSettings(
+            vcodec=self.vcodec,
+            pix_fmt=self.pix_fmt,
+            g=self.g,
+            crf=self.crf,
+            preset=self.preset,
+            fast_decode=self.fast_decode,
+            threads=encoder_threads,
+            extra_options=tuple(self.extra_options.items()),
+        )
 
     def video_info(self) -> dict[str, Any]:
         """The ``video.<field>`` entries ``get_video_info`` reports for this config."""

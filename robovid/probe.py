@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import av
 
 from robovid.errors import VideoFormatError
 from robovid.settings import EncoderSettings
+
+if TYPE_CHECKING:
+    from robovid.encoder_config import VideoEncoderConfig
 
 VideoSource = Path | str | BinaryIO
 """A path, or a seekable binary file object holding the video."""
@@ -43,13 +46,16 @@ def get_audio_info(video_path: VideoSource) -> dict[str, Any]:
         }
 
 
-def get_video_info(video_path: VideoSource) -> dict[str, Any]:
-    """Video stream facts with the reference's keys, plus robovid's encoder settings.
+def get_video_info(video_path: VideoSource, video_encoder: VideoEncoderConfig | None = None) -> dict[str, Any]:
+    """Video stream facts with the reference's keys, plus the encoder settings.
 
     Keys: ``video.height``, ``video.width``, ``video.codec``, ``video.pix_fmt``,
-    ``video.is_depth_map``, ``video.fps``, ``video.channels``, ``has_audio`` (and
-    ``audio.*``); when robovid wrote the file also ``video.g``, ``video.crf``,
-    ``video.preset``, ``video.fast_decode``. ``{}`` for a file without video.
+    ``video.is_depth_map``, ``is_depth_map``, ``video.fps``, ``video.channels``,
+    ``has_audio`` (and ``audio.*``). The encoder settings (``video.g``, ``video.crf``,
+    ``video.preset``, ``video.fast_decode``, ``video.extra_options``, ``video.video_backend``)
+    come from the file when robovid wrote it (the settings it records in the MP4 comment
+    tag), else from ``video_encoder`` when one is given, as LeRobot records the config it
+    encoded with: what the file says wins. ``{}`` for a file without video.
     """
     with _open(video_path) as container:
         if not container.streams.video:
@@ -64,12 +70,22 @@ def get_video_info(video_path: VideoSource) -> dict[str, Any]:
             "video.fps": int(stream.base_rate) if stream.base_rate else None,
             "video.channels": get_video_pixel_channels(stream.pix_fmt or ""),
         }
-        settings = EncoderSettings.from_tag(container.metadata.get("comment"))
-        if settings:
-            for key in ("g", "crf", "preset", "fast_decode"):
-                info[f"video.{key}"] = settings.get(key)
+        info.update(_recorded_settings(container.metadata.get("comment")))
     info.update(get_audio_info(video_path))
+    if video_encoder is not None:
+        for key, value in video_encoder.video_info().items():
+            info.setdefault(key, value)
+    info["is_depth_map"] = info["video.is_depth_map"]
     return info
+
+
+def _recorded_settings(tag: str | None) -> dict[str, Any]:
+    """The ``video.*`` encoder entries of the settings robovid recorded, or {} for a file it did not write."""
+    settings = EncoderSettings.from_tag(tag)
+    if settings is None:
+        return {}
+    recorded = {f"video.{key}": settings.get(key) for key in ("g", "crf", "preset", "fast_decode")}
+    return recorded | {"video.extra_options": settings.get("extra_options", {}), "video.video_backend": "pyav"}
 
 
 def get_video_pixel_channels(pix_fmt: str) -> int:

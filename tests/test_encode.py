@@ -8,12 +8,19 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
 from structlog.testing import capture_logs
-from videocheck import ffprobe_frame_count, index_of_chw, psnr, pyav_frames, pyav_indices, require_torchcodec
+from videocheck import (
+    ffprobe_frame_count,
+    index_of_chw,
+    psnr,
+    pyav_frames,
+    pyav_indices,
+    pyav_seek_indices,
+    require_torchcodec,
+)
 
 from robovid.encode import encode_frames, encode_video_frames
 from robovid.errors import (
@@ -82,20 +89,6 @@ def test_reference_signature_writes_every_frame_close_to_the_source(tmp_path: Pa
         assert read_index(frame) == (2, i)
         assert psnr(frame, read_png(png)) > 30.0, f"frame {i}"
     assert leftovers(video.parent) == ["episode.mp4"]
-
-
-def pyav_seek_indices(video: Path, frame_numbers: list[int]) -> list[tuple[int, int]]:
-    """Seek to each frame's pts (backward to a keyframe), decode forward to the frame with exactly that pts."""
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        pts = [frame.pts for frame in container.decode(stream)]
-        found = []
-        for number in frame_numbers:
-            container.seek(pts[number], backward=True, any_frame=False, stream=stream)
-            frame = next(f for f in container.decode(stream) if f.pts >= pts[number])
-            assert frame.pts == pts[number], f"seeking to frame {number} skipped past it"
-            found.append(read_index(frame.to_ndarray(format="rgb24")))
-        return found
 
 
 @pytest.mark.parametrize(("vcodec", "g"), [("libsvtav1", 2), ("h264", 2), ("hevc", 2), ("hevc", 10), ("hevc", None)])

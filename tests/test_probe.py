@@ -20,11 +20,19 @@ REFERENCE_VIDEO_KEYS = {
     "video.codec",
     "video.pix_fmt",
     "video.is_depth_map",
+    "is_depth_map",
     "video.fps",
     "video.channels",
     "has_audio",
 }
-ENCODER_KEYS = {"video.g", "video.crf", "video.preset", "video.fast_decode"}
+ENCODER_KEYS = {
+    "video.g",
+    "video.crf",
+    "video.preset",
+    "video.fast_decode",
+    "video.extra_options",
+    "video.video_backend",
+}
 REFERENCE_AUDIO_KEYS = {
     "audio.channels",
     "audio.codec",

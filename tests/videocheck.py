@@ -43,6 +43,20 @@ def pyav_indices(path: Path) -> list[tuple[int, int]]:
         return [read_index(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
 
 
+def pyav_seek_indices(video: Path, frame_numbers: list[int]) -> list[tuple[int, int]]:
+    """Seek to each frame's pts (backward to a keyframe), decode forward to the frame with exactly that pts."""
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        pts = [frame.pts for frame in container.decode(stream)]
+        found = []
+        for number in frame_numbers:
+            container.seek(pts[number], backward=True, any_frame=False, stream=stream)
+            frame = next(f for f in container.decode(stream) if f.pts >= pts[number])
+            assert frame.pts == pts[number], f"seeking to frame {number} skipped past it"
+            found.append(read_index(frame.to_ndarray(format="rgb24")))
+        return found
+
+
 def pyav_frames(path: Path) -> list[np.ndarray]:
     """Every frame of the file as RGB uint8 (H, W, 3), by a full PyAV decode."""
     with av.open(str(path)) as container:

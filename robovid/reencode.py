@@ -1,0 +1,123 @@
+"""Re-encode a video with other settings, optionally trimmed: LeRobot's ``reencode_video``, crash-safe.
+
+The output is written to a temp file beside its destination, fsynced and renamed into
+place (then the directory fsynced), like every file robovid publishes: a crash leaves the
+old output (or none), never half a video. The input may be the output itself
+(``overwrite=True``): it is read to the end before the rename replaces it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import av
+import structlog
+
+from robovid.durable import atomic_output
+from robovid.encode import encode_stream
+from robovid.encoder_config import VideoEncoderConfig, rgb_encoder_defaults
+from robovid.errors import FrameTimestampError, VideoFormatError
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.stream import VideoStream
+
+log = structlog.get_logger(__name__)
+
+
+def reencode_video(
+    input_video_path: Path | str,
+    output_video_path: Path | str,
+    video_encoder: VideoEncoderConfig | None = None,
+    encoder_threads: int | None = None,
+    log_level: int | None = av.logging.WARNING,
+    overwrite: bool = False,
+    start_time_s: float | None = None,
+    end_time_s: float | None = None,
+) -> None:
+    """Decode ``input_video_path`` and encode it with ``video_encoder`` (default: robovid's) into ``output_video_path``.
+
+    With ``start_time_s`` / ``end_time_s``, only the frames whose time lies in
+    ``[start_time_s, end_time_s)`` (seconds from the first frame) are kept, and the output
+    starts at 0. The frame rate is the input's. An existing output is kept (with a warning)
+    unless ``overwrite``. Raises :class:`FrameTimestampError` for a negative or empty window,
+    :class:`VideoFormatError` for an input without video.
+    """
+    settings = (video_encoder or rgb_encoder_defaults()).to_settings(encoder_threads)
+    _check_window(start_time_s, end_time_s)
+    output = Path(output_video_path)
+    if output.exists() and not overwrite:
+        log.warning("video_exists_skipping_reencode", path=str(output))
+        return
+    if log_level is not None:
+        logging.getLogger("libav").setLevel(log_level)
+    with av.open(str(input_video_path), "r") as source:
+        stream = _video_stream(source, input_video_path)
+        fps = Fraction(stream.average_rate or stream.base_rate or 0)
+        if not fps:
+            raise VideoFormatError(f"{input_video_path}: the video stream declares no frame rate.")
+        frames = _frames_in_window(source, stream, start_time_s, end_time_s, settings.pix_fmt, fps)
+        first = next(frames, None)
+        if first is None:
+            raise FrameTimestampError(
+                f"{input_video_path}: no frame lies in [{start_time_s}, {end_time_s}) s; "
+                "pick a window inside the video (get_video_duration_in_s gives its length)."
+            )
+        with atomic_output(output) as temp, open(temp, "w+b") as out:
+            encode_stream(out, first, _chain(first, frames), fps, settings)
+
+
+def _check_window(start_s: float | None, end_s: float | None) -> None:
+    for name, value in (("start_time_s", start_s), ("end_time_s", end_s)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise FrameTimestampError(
+                f"Invalid {name} ({value!r}): trim times are seconds from the first frame, 0 or more."
+            )
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise FrameTimestampError(
+            f"Invalid trim window: end_time_s ({end_s}) must be greater than start_time_s ({start_s})."
+        )
+
+
+def _video_stream(container: InputContainer, path: Path | str) -> VideoStream:
+    if not container.streams.video:
+        raise VideoFormatError(f"{path}: has no video stream to re-encode.")
+    return container.streams.video[0]
+
+
+def _frames_in_window(
+    container: InputContainer,
+    stream: VideoStream,
+    start_s: float | None,
+    end_s: float | None,
+    pix_fmt: str,
+    fps: Fraction,
+) -> Iterator[av.VideoFrame]:
+    """The decoded frames in ``[start_s, end_s)``, converted to ``pix_fmt``, renumbered from 0 at ``fps``."""
+    origin = stream.start_time or 0
+    time_base = stream.time_base or Fraction(1, 1)
+    if start_s:
+        container.seek(origin + int(Fraction(start_s) / time_base), stream=stream, backward=True)
+    index = 0
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            continue
+        seconds = float((frame.pts - origin) * time_base)
+        if start_s is not None and seconds < start_s:
+            continue
+        if end_s is not None and seconds >= end_s:
+            return
+        converted = frame.reformat(format=pix_fmt)
+        converted.pts, converted.time_base = index, 1 / fps
+        index += 1
+        yield converted
+
+
+def _chain(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+    yield first
+    yield from rest

@@ -73,14 +73,15 @@ def encode_video_frames(
     log_level: int | None = av.logging.ERROR,
     overwrite: bool = False,
     preset: int | str | None = None,
+    encoder_threads: int | None = None,
     *,
     video_encoder: VideoEncoderConfig | None = None,
-    encoder_threads: int | None = None,
 ) -> None:
     """Encode ``imgs_dir/frame-XXXXXX.png`` into ``video_path``.
 
-    Both of LeRobot's signatures work: the seed era's separate options (``vcodec``,
-    ``pix_fmt``, ``g``, ``crf``, ``fast_decode``, ``preset``) and the current one,
+    LeRobot's signatures all work: the seed era's separate options (``vcodec``,
+    ``pix_fmt``, ``g``, ``crf``, ``fast_decode``, ``preset``), LeRobot 0.4's with
+    ``encoder_threads`` after ``preset`` (also positionally), and the current one,
     ``video_encoder=`` a :class:`~robovid.RGBEncoderConfig` and ``encoder_threads=``, also
     positionally (``encode_video_frames(imgs_dir, video_path, fps, config, threads)``).
     Frames must run 0..N-1 with no gap and share one size. Raises
@@ -119,7 +120,10 @@ def _call_settings(
             raise TypeError("encode_video_frames() got video_encoder twice (positionally and by keyword).")
         video_encoder, vcodec = vcodec, "libsvtav1"
         if pix_fmt is None or (isinstance(pix_fmt, int) and not isinstance(pix_fmt, bool)):
-            encoder_threads, pix_fmt = pix_fmt, "yuv420p"
+            if pix_fmt is not None and encoder_threads is not None:
+                raise TypeError("encode_video_frames() got encoder_threads twice (after the config and later).")
+            encoder_threads = encoder_threads if pix_fmt is None else pix_fmt
+            pix_fmt = "yuv420p"
     if video_encoder is None:
         if not isinstance(pix_fmt, str):
             raise InvalidEncoderOptionError(

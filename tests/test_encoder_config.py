@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import av
 import pytest
 from videocheck import pyav_indices, pyav_seek_indices
 
@@ -22,7 +23,7 @@ from robovid import (
 )
 from robovid.encoders import in_this_build, spec_of
 from robovid.hardware import probe_encoder
-from robovid.settings import DEFAULT_SVTAV1_PRESET
+from robovid.settings import DEFAULT_SVTAV1_PRESET, EncoderSettings
 from robovid.synthetic import write_episode
 
 FPS = 30
@@ -119,16 +120,32 @@ def test_what_the_file_records_wins_over_a_config_passed_to_get_video_info(tmp_p
     assert info["video.extra_options"] == {}  # recorded as empty: the passed config's guess does not fill it
 
 
+def recorded_threads(video: Path) -> object:
+    with av.open(str(video)) as container:
+        recorded = EncoderSettings.from_tag(container.metadata.get("comment"))
+    assert recorded is not None
+    return recorded["threads"]
+
+
 def test_the_seed_signature_and_the_config_signature_both_encode(tmp_path: Path, frames_dir: Path) -> None:
     positional = tmp_path / "positional.mp4"
     encode_video_frames(frames_dir, positional, FPS, "h264", "yuv420p", 4, 28)
+    lerobot_04 = tmp_path / "lerobot-0.4.mp4"  # LeRobot 0.4.x: encoder_threads right after preset
+    encode_video_frames(frames_dir, lerobot_04, FPS, "h264", "yuv420p", 4, 28, 0, None, False, None, 2)
     config_positional = tmp_path / "config-positional.mp4"
     encode_video_frames(frames_dir, config_positional, FPS, RGBEncoderConfig(vcodec="h264", g=4, crf=28), 1)
 
-    for path in (positional, config_positional):
+    for path in (positional, lerobot_04, config_positional):
         info = get_video_info(path)
         assert (info["video.codec"], info["video.g"], info["video.crf"]) == ("h264", 4, 28)
         assert pyav_indices(path) == [(3, n) for n in range(24)]
+    assert [recorded_threads(p) for p in (positional, lerobot_04, config_positional)] == [None, 2, 1]
+
+
+def test_encoder_threads_given_twice_is_refused(tmp_path: Path, frames_dir: Path) -> None:
+    with pytest.raises(TypeError, match="encoder_threads twice"):
+        encode_video_frames(frames_dir, tmp_path / "x.mp4", FPS, RGBEncoderConfig(), 1, encoder_threads=2)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_config_and_separate_options_together_are_refused(tmp_path: Path, frames_dir: Path) -> None:

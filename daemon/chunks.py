@@ -1,11 +1,15 @@
-"""Which chunk file an episode goes to, and giving back the dead space of a file the service has finished.
+"""Which chunk file an episode goes to, and finishing the files the service is done with.
 
 A camera's episodes are appended to its last chunk file until the next one would pass
 ``ROBOVID_VIDEO_FILE_SIZE_MB``; then a new file starts (and a new ``chunk-NNN`` folder every
-``ROBOVID_CHUNK_SIZE`` files). When a new file starts, the one before it is finished: if
-appends left more than :data:`COMPACT_ABOVE` of it as dead space (old movie boxes, see
-:mod:`robovid.compact`), it is rewritten without them. Called by the append stage
-(:func:`robovid_watch.stages.append`) with the camera's lock held.
+``ROBOVID_CHUNK_SIZE`` files). When a new file starts, the one before it is finished
+(:func:`finish_file`): if appends left more than :data:`COMPACT_ABOVE` of it as dead space
+(old movie boxes, see :mod:`robovid.compact`), it is rewritten without them, then it is
+sealed (:mod:`robovid_watch.finished`): the service never writes it again and robovid-ship
+may ship it. A file is also sealed when it is skipped (cannot take an episode), at start
+when it is not its camera's last, and when it has been idle for ``ROBOVID_SEAL_IDLE_S``.
+Called by the append stage (:func:`robovid_watch.stages.append`) with the camera's lock
+held, and by the service loop (start, idle).
 """
 
 from __future__ import annotations
@@ -13,12 +17,19 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
+from robovid._faults import fault_point
 from robovid.compact import chunk_space, compact_chunk
 from robovid.errors import RobovidError
 from robovid.layout import ChunkLocation, list_chunks
+
+from .finished import idle_last_files, last_location, read_seal, seal, unsealed_before_last
+
+if TYPE_CHECKING:
+    from .stages import Context
 
 log = structlog.get_logger("robovid_watch")
 
@@ -29,13 +40,16 @@ COMPACT_ABOVE = 0.10
 def current_chunk(
     root: Path, camera: str, incoming_bytes: int, file_size_limit_bytes: int, files_per_chunk: int
 ) -> ChunkLocation:
-    """The file to append to: the camera's last one, or the next when this would pass the size limit."""
-    chunks = list_chunks(root, camera)
-    if not chunks:
+    """The file to append to: the camera's last one, or the next when the last is sealed or this would pass
+    the size limit (the last is then finished: compacted if needed, and sealed)."""
+    last = last_location(root, camera)
+    if last is None:
         return ChunkLocation(0, 0)
-    last = chunks[-1]
+    if read_seal(root, camera, last) is not None:
+        return last.next(files_per_chunk)
     size = last.path(root, camera).stat().st_size
     if size > 0 and size + incoming_bytes > file_size_limit_bytes:
+        finish_file(root, camera, last, "rollover")
         return last.next(files_per_chunk)
     return last
 
@@ -58,18 +72,73 @@ def log_chunk_skipped(path: Path, error: Exception) -> None:
     )
 
 
-def compact_previous(root: Path, camera: str, location: ChunkLocation) -> None:
-    """When a new file is about to start at ``location``, give back the dead space appends left in the one before it.
+def skip_chunk(root: Path, camera: str, location: ChunkLocation, error: Exception) -> None:
+    """A file this episode cannot be appended to: left as it is, sealed (never tried again), and logged."""
+    path = location.path(root, camera)
+    log_chunk_skipped(path, error)
+    if path.exists():
+        seal_file(root, camera, location, "skipped")
+
+
+def finish_file(root: Path, camera: str, location: ChunkLocation, reason: str) -> None:
+    """The service is done with this file: give back its dead space if it is worth it, then seal it.
+
+    The caller holds the camera's lock, with no append pending on the file. After the seal the
+    service never writes the file again, and robovid-ship may ship and delete it.
+    """
+    compact_finished(location.path(root, camera))
+    seal_file(root, camera, location, reason)
+
+
+def seal_file(root: Path, camera: str, location: ChunkLocation, reason: str) -> None:
+    """Seal one file (:func:`robovid_watch.finished.seal`); the caller holds the camera's lock."""
+    fault_point("seal:before-record")
+    sealed = seal(root, camera, location, reason)
+    log.info("chunk_sealed", chunk=str(location.path(root, camera)), size_bytes=sealed.size_bytes, reason=reason)
+
+
+def seal_at_start(root: Path) -> None:
+    """Seal every file that is not its camera's last (roots from before sealing, a crash mid-rollover).
+
+    Called after recovery, before any worker starts. A file that cannot be sealed is only not
+    shipped yet: it is logged, and tried again at the next start.
+    """
+    for camera, location in unsealed_before_last(root):
+        try:
+            seal_file(root, camera, location, "start")
+        except OSError as error:
+            log.error(
+                "seal_failed",
+                chunk=str(location.path(root, camera)),
+                detail=str(error),
+                action="robovid-ship will not ship this file until it is sealed; check its permissions",
+            )
+
+
+def seal_idle(ctx: Context, busy_cameras: set[str], idle_s: float) -> None:
+    """Finish each camera's last file once it has not grown for ``idle_s`` (0: never), so it ships.
+
+    Skips a camera with an episode in flight, a held lock or a journaled append not committed yet.
+    """
+    if not idle_s:
+        return
+    for camera, location in idle_last_files(ctx.root, idle_s, time.time()):
+        lock = ctx.camera_lock(camera)
+        if camera in busy_cameras or not lock.acquire(blocking=False):
+            continue
+        try:
+            if not any(i.camera == camera and (i.camera, i.episode) not in ctx.done for i in ctx.state.intents()):
+                finish_file(ctx.root, camera, location, "idle")
+        finally:
+            lock.release()
+
+
+def compact_finished(path: Path) -> None:
+    """Give back the dead space appends left in a file the service is finished with.
 
     Only past COMPACT_ABOVE dead space (old movie boxes), and only with room for a full copy
     beside it. A failure costs nothing but the space: the file stays as it was, and is logged.
     """
-    if location.path(root, camera).exists():
-        return
-    earlier = [c for c in list_chunks(root, camera) if c < location]
-    if not earlier:
-        return
-    path = earlier[-1].path(root, camera)
     try:
         space = chunk_space(path)
         if space.dead_share <= COMPACT_ABOVE:

@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Rewrite chunk files without the old movie boxes each append leaves as free space "
         "(robovid-watch does this by itself for a file it has finished, past 10% dead space). PATH is a "
         "chunk file, or a recording root: every videos/*/chunk-*/file-*.mp4 but each camera's last file, "
-        "which robovid-watch may still be appending to. Frames and timestamps are unchanged. "
+        "which robovid-watch may still be appending to, and files it has finished (sealed: it compacted them "
+        "then, and robovid-ship may have shipped them). Frames and timestamps are unchanged. "
         "Exit 1 if a file could not be compacted.",
     )
     compact.add_argument("paths", type=Path, nargs="+", metavar="PATH")
@@ -265,6 +266,9 @@ def _cmd_compact(args: argparse.Namespace) -> int:
             files += [location.path(path, camera) for location in list_chunks(path, camera)][:-1]  # the last may grow
     code, freed = 0, 0
     for file in files:
+        if _is_sealed(file):
+            print(f"{file}: finished by robovid-watch (sealed; robovid-ship may have shipped it), left as it is")
+            continue
         try:
             space = chunk_space(file)
             if space.dead_bytes == 0 or space.dead_share < args.min_dead:
@@ -281,6 +285,16 @@ def _cmd_compact(args: argparse.Namespace) -> int:
         )
     print(f"{len(files)} file(s), {freed / 1e6:.2f} MB freed")
     return code
+
+
+def _is_sealed(file: Path) -> bool:
+    """A chunk file the service has finished: it compacted it then if needed; it is never rewritten after."""
+    from robovid.layout import parse_chunk_path
+
+    from .finished import read_seal
+
+    parsed = parse_chunk_path(file)
+    return parsed is not None and read_seal(*parsed) is not None
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

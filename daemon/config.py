@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     backlog_warn_s: float = Field(600.0, gt=0)
     min_psnr_db: float = Field(20.0, ge=0, le=100)
     max_frame_pixels: int = Field(3840 * 2160, ge=16 * 16)
+    seal_idle_s: float = Field(3600.0, ge=0)
 
     @field_validator("complete_marker")
     @classmethod

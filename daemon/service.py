@@ -30,6 +30,7 @@ from robovid.errors import EpisodeError, FrameMismatchError, UnsafePathError, Ve
 from robovid.layout import check_inside, images_dir
 from robovid.metadata import SegmentStore
 
+from .chunks import seal_at_start, seal_idle
 from .config import Settings
 from .discover import EpisodeRef, FpsSource, folder_signature, is_complete, ref_from_path, scan, start_observer
 from .errors import DuplicateEpisodeError, EpisodeChangedError, ObserverDiedError
@@ -141,6 +142,7 @@ class Service:
             if not is_disk_full(error):
                 raise
             log.error("disk_full", detail=str(error), action="recovery resumes once space is freed on the root")
+        seal_at_start(self.root)
         images_dir(self.root).mkdir(parents=True, exist_ok=True)
         with _stop_signals_blocked():  # its threads inherit the mask: SIGTERM goes to the main thread
             observer = start_observer(self.root, self._hints) if self.watch else None
@@ -166,6 +168,7 @@ class Service:
                         break
                     if time.monotonic() >= next_rescan:
                         self._rescan()
+                        seal_idle(ctx, {camera for camera, _ in self._in_flight}, self.settings.seal_idle_s)
                         next_rescan = time.monotonic() + self.settings.rescan_s
                     self._wait(TICK_S)
             finally:

@@ -6,7 +6,7 @@ Read :func:`process_episode` top to bottom. The order is the safety argument:
 2. :func:`verify` the temp video against the PNGs (frame count, every frame decodes and shows its
    own source frame tile by tile, PSNR);
 3. :func:`append`: write the journal intent (durable), then append to the chunk (crash-safe on
-   its own; which file, and compacting the one it finished, is :mod:`robovid_watch.chunks`);
+   its own; which file, and finishing (compacting, sealing) the one before it, is :mod:`robovid_watch.chunks`);
 4. :func:`commit` the metadata row (durable);
 5. only then :func:`clean`: delete the PNGs, and last the intent.
 
@@ -50,7 +50,7 @@ from robovid.probe import get_video_info
 from robovid.settings import EncoderSettings
 from robovid.verify import VerifyReport, check_segment_decodes, verify_video
 
-from .chunks import compact_previous, current_chunk, location_of, log_chunk_skipped
+from .chunks import current_chunk, location_of, log_chunk_skipped, skip_chunk
 from .discover import EpisodeRef, folder_signature
 from .errors import DuplicateEpisodeError, EpisodeChangedError
 from .state import Intent, RootState
@@ -98,6 +98,7 @@ class Outcome:
     video_bytes: int = 0
     source_bytes: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    fps: int = 0
 
 
 @contextlib.contextmanager
@@ -141,7 +142,7 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
             commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
             fault_point("stage:after-commit")
     clean(ctx, ref, ctx.state.intent(*key), frames)
-    return Outcome("done", len(frames), encoded.size_bytes, source_bytes, timings)
+    return Outcome("done", len(frames), encoded.size_bytes, source_bytes, timings, fps)
 
 
 def _row(
@@ -236,13 +237,12 @@ def append(
     location = current_chunk(
         ctx.root, ref.camera, temp.seek(0, os.SEEK_END), ctx.file_size_limit_bytes, ctx.files_per_chunk
     )
-    compact_previous(ctx.root, ref.camera, location)
     for _attempt in range(3):
         path = location.path(ctx.root, ref.camera)
         try:
             before = count_frames(path) if path.exists() else 0
         except VideoFormatError as error:
-            log_chunk_skipped(path, error)
+            skip_chunk(ctx.root, ref.camera, location, error)
             location = location.next(ctx.files_per_chunk)
             continue
         intent = Intent(
@@ -255,7 +255,7 @@ def append(
             break
         except (MismatchedVideosError, VideoFormatError) as error:
             ctx.state.clear_intent(ref.camera, ref.episode)
-            log_chunk_skipped(path, error)
+            skip_chunk(ctx.root, ref.camera, location, error)
             location = location.next(ctx.files_per_chunk)
         except BaseException:
             _undo_partial_append(ctx, ref, path)

@@ -25,7 +25,16 @@ from robovid.durable import (
     unlink_durably,
     write_bytes_durably,
 )
-from robovid.layout import chunk_dirs, failed_dir, journal_dir, lock_path, segments_dir, state_dir, tmp_dir
+from robovid.layout import (
+    chunk_dirs,
+    failed_dir,
+    journal_dir,
+    lock_path,
+    sealed_dir,
+    segments_dir,
+    state_dir,
+    tmp_dir,
+)
 from robovid.metadata import SegmentRow
 
 from .errors import RootLockedError
@@ -126,6 +135,8 @@ class RootState:
         removed = [Path(e.path) for e in os.scandir(self.tmp_dir)]
         for directory in (self.journal_dir, self.failed_dir):
             removed += [Path(e.path) for e in os.scandir(directory) if is_temp_path(Path(e.path))]
+        with contextlib.suppress(FileNotFoundError):  # seal records the service was writing (it alone writes them)
+            removed += [Path(e.path) for e in os.scandir(sealed_dir(self.root)) if is_temp_path(Path(e.path))]
         for directory in [segments_dir(self.root), *chunk_dirs(self.root)]:
             with contextlib.suppress(FileNotFoundError, NotADirectoryError, PermissionError):
                 removed += [Path(e.path) for e in os.scandir(directory) if is_stale_temp_path(Path(e.path))]

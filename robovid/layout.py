@@ -4,7 +4,7 @@
 - output: ``{root}/videos/{camera_key}/chunk-{chunk:03d}/file-{file:03d}.mp4``
 - metadata: ``{root}/meta/robovid/segments/part-{n:06d}.parquet``
 - the recorder's dataset description: ``{root}/meta/info.json`` (robovid reads its ``fps``)
-- service state: ``{root}/.robovid/`` (``lock``, ``journal/``, ``failed/``, ``tmp/``)
+- service state: ``{root}/.robovid/`` (``lock``, ``journal/``, ``failed/``, ``tmp/``, ``sealed/``)
 
 Every path and file-name pattern of a root is built or parsed here, and only here.
 """
@@ -67,6 +67,21 @@ def chunk_path(root: Path, camera: str, chunk_index: int, file_index: int) -> Pa
     return videos_dir(root) / camera / f"chunk-{chunk_index:03d}" / f"file-{file_index:03d}.mp4"
 
 
+def chunk_key(camera: str, location: ChunkLocation) -> str:
+    """A chunk file's path relative to any root, ``/``-separated: also its key under a remote root."""
+    return location.path(Path(), camera).as_posix()
+
+
+def parse_chunk_path(path: Path) -> tuple[Path, str, ChunkLocation] | None:
+    """``(root, camera, location)`` of a path shaped like a chunk file, else None."""
+    chunk, name = CHUNK_DIR_RE.fullmatch(path.parent.name), FILE_RE.fullmatch(path.name)
+    if chunk is None or name is None or len(path.parents) < 4:
+        return None
+    root, camera = path.parents[3], path.parent.parent.name
+    location = ChunkLocation(int(chunk.group(1)), int(name.group(1)))
+    return (root, camera, location) if location.path(root, camera) == path else None
+
+
 def segments_dir(root: Path) -> Path:
     return root / "meta" / "robovid" / "segments"
 
@@ -97,6 +112,11 @@ def failed_dir(root: Path) -> Path:
 def tmp_dir(root: Path) -> Path:
     """Encodes too large for memory, while they are verified."""
     return state_dir(root) / "tmp"
+
+
+def sealed_dir(root: Path) -> Path:
+    """Seal records: one per chunk file robovid-watch has finished and will never write again."""
+    return state_dir(root) / "sealed"
 
 
 def parse_episode_dir(name: str) -> int | None:

@@ -11,17 +11,19 @@ DEMO_ROOT ?= demo
 setup: system-deps $(VENV)/.installed
 
 # torchcodec 0.13 loads FFmpeg's shared libraries (libavcodec & co.) from the system;
-# systemd-analyze checks the unit file and strace traces the service's fsyncs in the tests.
+# systemd-analyze checks the unit files, strace traces the service's fsyncs in the tests and
+# promtool (Debian's prometheus package, without its recommended daemons) checks the metrics and alert rules.
 system-deps:
 	@missing=""; \
 	ldconfig -p | grep -q 'libavcodec\.so\.' || missing="$$missing ffmpeg"; \
 	command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v strace >/dev/null || missing="$$missing strace"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 $(VENV)/.installed: pyproject.toml

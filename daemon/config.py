@@ -30,6 +30,17 @@ else:  # a Literal of the table's names: pydantic lists them in its message
     PixFmt = Literal[SOFTWARE_PIX_FMTS]
 
 
+def check_metrics_dir(value: str) -> str:
+    """ROBOVID_METRICS_DIR (shared by robovid-watch and robovid-ship): empty, or an existing folder."""
+    value = value.strip()
+    if value and not Path(value).is_dir():
+        raise ValueError(
+            f"'{value}' is not an existing directory; name node_exporter's textfile folder "
+            "(--collector.textfile.directory, /var/lib/prometheus/node-exporter on Debian), or leave it empty"
+        )
+    return value
+
+
 class Settings(BaseSettings):
     """Every knob of robovid-watch. Documented with defaults in ``systemd/robovid.env``."""
 
@@ -56,6 +67,7 @@ class Settings(BaseSettings):
     min_psnr_db: float = Field(20.0, ge=0, le=100)
     max_frame_pixels: int = Field(3840 * 2160, ge=16 * 16)
     seal_idle_s: float = Field(3600.0, ge=0)
+    metrics_dir: str = ""
 
     @field_validator("complete_marker")
     @classmethod
@@ -63,6 +75,16 @@ class Settings(BaseSettings):
         if not value or "/" in value or value in (".", ".."):
             raise ValueError("must be a plain file name such as '.complete'")
         return value
+
+    @field_validator("metrics_dir")
+    @classmethod
+    def _metrics_folder(cls, value: str) -> str:
+        return check_metrics_dir(value)
+
+    @property
+    def metrics_path(self) -> Path | None:
+        """Where to write robovid_watch.prom (None: no metrics)."""
+        return Path(self.metrics_dir) if self.metrics_dir else None
 
     @field_validator("root")
     @classmethod

@@ -38,6 +38,11 @@ class DiskGuard:
         """An episode ran out of space: start none for ``seconds``."""
         self._full_until = time.monotonic() + seconds
 
+    @property
+    def paused_for_space(self) -> bool:
+        """True while the last check found less free space than ROBOVID_MIN_FREE_MB."""
+        return self._paused_for_space
+
     def space_ok(self) -> bool:
         """True when a new episode may start; logs ``disk_low`` and ``disk_space_back`` on the change."""
         if time.monotonic() < self._full_until:
@@ -68,11 +73,14 @@ class BacklogWatch:
         self.window_s = window_s
         self._samples: deque[tuple[float, int]] = deque()
         self._last_warning: float | None = None
+        self.latest = 0
+        """The backlog at the last sample."""
 
     def sample(self, backlog: int, now: float | None = None) -> None:
         """Record the number of episodes waiting ``now`` (default: the monotonic clock); warn if it keeps growing."""
         now = time.monotonic() if now is None else now
         window = self.window_s
+        self.latest = backlog
         self._samples.append((now, backlog))
         while len(self._samples) > 1 and now - self._samples[1][0] >= window:
             self._samples.popleft()

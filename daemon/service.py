@@ -38,6 +38,7 @@ from .health import BacklogWatch, DiskGuard, is_disk_full
 from .notify import sd_notify
 from .stages import Context, Outcome, process_episode, recover_intents
 from .state import Failure, RootState
+from .watch_metrics import WatchMetricsFile
 
 log = structlog.get_logger("robovid_watch")
 
@@ -120,6 +121,7 @@ class Service:
         self.disk = DiskGuard(self.root, settings.min_free_mb)
         self.backlog = BacklogWatch(settings.backlog_warn_s)
         self.fps = FpsSource(self.root, settings.fps)
+        self.metrics = WatchMetricsFile(settings.metrics_path, self.root, settings.min_free_mb)
         self._parked: set[tuple[str, int]] = set()
         """Failed or duplicate episodes not looked at again until a hint or a rescan touches them."""
 
@@ -143,6 +145,7 @@ class Service:
                 raise
             log.error("disk_full", detail=str(error), action="recovery resumes once space is freed on the root")
         seal_at_start(self.root)
+        self.metrics.start()
         images_dir(self.root).mkdir(parents=True, exist_ok=True)
         with _stop_signals_blocked():  # its threads inherit the mask: SIGTERM goes to the main thread
             observer = start_observer(self.root, self._hints) if self.watch else None
@@ -160,6 +163,7 @@ class Service:
                     self._schedule(ctx, pool)
                     sd_notify("WATCHDOG=1")
                     self.backlog.sample(sum(1 for ref in self._candidates.values() if ref.path.exists()))
+                    self.metrics.write(self.backlog, self.disk, self.state)
                     if observer is not None and not _observer_alive(observer):
                         raise ObserverDiedError(
                             "The file watcher (watchdog observer) died; exiting so systemd restarts robovid-watch."
@@ -178,6 +182,7 @@ class Service:
                     observer.stop()
                 pool.shutdown(wait=True, cancel_futures=True)
                 self._collect_finished()
+                self.metrics.write(self.backlog, self.disk, self.state, force=True)
         log.info("stopped", episodes_done=self.counters.done, failed=self.counters.failed)
         return 0
 
@@ -339,6 +344,7 @@ class Service:
     def _log_outcome(self, ref: EpisodeRef, outcome: Outcome) -> None:
         if outcome.status == "done":
             self.counters.done += 1
+            self.metrics.stats.episode_done(ref.camera, outcome)
             log.info(
                 "episode_done",
                 camera=ref.camera,
@@ -358,6 +364,7 @@ class Service:
     def _fail(self, ref: EpisodeRef, error: BaseException, unexpected: bool = False) -> None:
         """Record and report the episode's failure; ``unexpected``: a bug, logged with its traceback."""
         self.counters.failed += 1
+        self.metrics.stats.episode_failed()
         self._parked.add((ref.camera, ref.episode))
         error_type = type(error).__name__
         reason = f"unexpected {error_type}: {error}" if unexpected else str(error)

@@ -953,9 +953,13 @@ def test_corrupt_metadata_part_stops_the_daemon_at_start_naming_it_and_touching_
     assert png_digest(tmp_path, Episode(CAM, 1, NUM_FRAMES)) == pending
 
 
-def test_corrupt_metadata_part_exits_with_a_code_systemd_does_not_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("metrics", [False, True], ids=["", "with-metrics"])
+def test_corrupt_metadata_part_exits_with_a_code_systemd_does_not_restart(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, metrics: bool
+) -> None:
     _root_with_a_committed_episode_then_a_pending_one(tmp_path)
-    daemon = start_daemon(tmp_path)
+    env = {"ROBOVID_METRICS_DIR": str(tmp_path_factory.mktemp("metrics"))} if metrics else {}
+    daemon = start_daemon(tmp_path, **env)
     try:
         wait_for(lambda: daemon.process.poll() is not None, "the daemon to refuse to start", timeout=60)
     finally:

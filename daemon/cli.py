@@ -148,13 +148,21 @@ def _cmd_process(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from robovid.verify import verify_root
 
-    problems, checked = verify_root(args.root, backend=args.backend)
+    from .ship.journal import ShipJournal
+
+    pruned = [r.path(args.root) for r in ShipJournal(args.root).records() if r.state == "pruned"]
+    problems, checked = verify_root(args.root, backend=args.backend, shipped=pruned)
     if args.json:
-        print(json.dumps({"checked": checked, "problems": problems}, indent=2))
+        report: dict[str, Any] = {"checked": checked, "problems": problems}
+        if pruned:
+            report["shipped_files"] = len(pruned)
+        print(json.dumps(report, indent=2))
     else:
         for problem in problems:
             print(f"PROBLEM {problem['video_key']!r} episode {problem['episode_index']}: {problem['problem']}")
         print(f"{checked} segments checked, {len(problems)} problems")
+        if pruned:
+            print(f"{len(pruned)} chunk file(s) shipped by robovid-ship and deleted here: their segments not checked")
     return EXIT_PROBLEMS if problems else 0
 
 

@@ -1,4 +1,5 @@
-"""The service's errors, each beside the exit code it maps to; every exit code of ``robovid-watch`` and ``robovid``.
+"""The service's errors, each beside the exit code it maps to; every exit code of ``robovid-watch``, ``robovid-ship``
+and ``robovid``.
 
 Exit codes follow sysexits.h. systemd's unit has ``RestartPreventExitStatus=65 78``: restarting
 cannot fix bad settings or unreadable metadata, so those two stop the service for good, while
@@ -54,6 +55,19 @@ class EpisodeChangedError(RobovidError, RuntimeError):
     """The folder changed while it was being encoded; the encode is dropped and the episode queued again."""
 
 
+class JournalReplacedError(RobovidError, RuntimeError):
+    """robovid-ship's journal directory is not the one it locked (deleted or replaced under it); it exits
+    with :data:`EXIT_FAILURE`, so systemd starts one shipper afresh."""
+
+
+class RemoteError(RobovidError, OSError):
+    """robovid-ship: the store could not be reached, or refused an operation; retried after a back-off."""
+
+
+class RemoteMismatchError(RemoteError):
+    """robovid-ship: a remote object is missing, or its size or SHA-256 is not what was sent; shipped again."""
+
+
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_DATA",
@@ -64,7 +78,10 @@ __all__ = [
     "ConfigError",
     "DuplicateEpisodeError",
     "EpisodeChangedError",
+    "JournalReplacedError",
     "MetadataError",
     "ObserverDiedError",
+    "RemoteError",
+    "RemoteMismatchError",
     "RootLockedError",
 ]

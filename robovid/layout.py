@@ -4,7 +4,7 @@
 - output: ``{root}/videos/{camera_key}/chunk-{chunk:03d}/file-{file:03d}.mp4``
 - metadata: ``{root}/meta/robovid/segments/part-{n:06d}.parquet``
 - the recorder's dataset description: ``{root}/meta/info.json`` (robovid reads its ``fps``)
-- service state: ``{root}/.robovid/`` (``lock``, ``journal/``, ``failed/``, ``tmp/``, ``sealed/``)
+- service state: ``{root}/.robovid/`` (``lock``, ``journal/``, ``failed/``, ``tmp/``, ``sealed/``; robovid-ship's ``ship/``)
 
 Every path and file-name pattern of a root is built or parsed here, and only here.
 """
@@ -90,6 +90,11 @@ def segment_part_path(root: Path, number: int) -> Path:
     return segments_dir(root) / f"part-{number:06d}.parquet"
 
 
+def manifest_path(root: Path) -> Path:
+    """A remote root's manifest (written by robovid-ship): every committed file with its size and SHA-256."""
+    return root / "meta" / "robovid" / "manifest.json"
+
+
 def state_dir(root: Path) -> Path:
     return root / ".robovid"
 
@@ -117,6 +122,16 @@ def tmp_dir(root: Path) -> Path:
 def sealed_dir(root: Path) -> Path:
     """Seal records: one per chunk file robovid-watch has finished and will never write again."""
     return state_dir(root) / "sealed"
+
+
+def ship_dir(root: Path) -> Path:
+    """robovid-ship's state: the folder is its lock (flock on a held descriptor), with ``pid`` and ``files/``."""
+    return state_dir(root) / "ship"
+
+
+def ship_records_dir(root: Path) -> Path:
+    """robovid-ship's journal: one record per sealed file (shipped, committed, pruned)."""
+    return ship_dir(root) / "files"
 
 
 def parse_episode_dir(name: str) -> int | None:

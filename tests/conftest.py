@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from robovid.settings import EncoderSettings
 from robovid.synthetic import write_episode
 
 EpisodeVideo = Callable[..., Path]
+ShipTemplate = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +75,28 @@ def fidelity_encode(tmp_path_factory: pytest.TempPathFactory) -> FidelityEncode:
         return cache[key]
 
     return encode
+
+
+@pytest.fixture(scope="session")
+def ship_template(tmp_path_factory: pytest.TempPathFactory) -> ShipTemplate:
+    """Return ``make(spec)``: a root made by the real service from ``spec`` (a ship_harness.RootSpec),
+    its finished files sealed; made once per session. Copy it (ship_harness.copy_root) before use."""
+    from ship_harness import make_root
+
+    cache: dict[object, Path] = {}
+
+    def make(spec: object) -> Path:
+        if spec not in cache:
+            cache[spec] = make_root(spec, tmp_path_factory.mktemp("ship_template"))  # type: ignore[arg-type]
+        return cache[spec]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[object]:
+    """moto's standalone S3 server on a free port of 127.0.0.1, shared by the session (a bucket per test)."""
+    from s3server import moto_server
+
+    with moto_server() as server:
+        yield server

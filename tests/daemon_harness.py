@@ -93,9 +93,10 @@ DROP_FILE_PERMISSION_OVERRIDE = [
 """Run as root but without the capabilities that ignore file modes, so ``chmod 000`` blocks it."""
 
 
-def start_daemon(root: Path, prefix: list[str] | None = None, **env: str) -> Daemon:
+def start_daemon(root: Path, prefix: list[str] | None = None, module: str = "robovid_watch.main", **env: str) -> Daemon:
+    """Start ``python -m module`` (the service by default; ``robovid_watch.ship.main`` for the shipper)."""
     process = subprocess.Popen(
-        [*(prefix or []), sys.executable, "-m", "robovid_watch.main"],
+        [*(prefix or []), sys.executable, "-m", module],
         env=daemon_env(root, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -124,10 +125,12 @@ def _pump_lines(process: subprocess.Popen[str], sink: list[str]) -> None:
     sink.extend(process.stderr)
 
 
-def run_daemon(root: Path, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run robovid-watch to its exit (for configuration errors, locks, fault points)."""
+def run_daemon(
+    root: Path, timeout: float = 60.0, module: str = "robovid_watch.main", **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run robovid-watch (or another entry point) to its exit (for configuration errors, locks, fault points)."""
     return subprocess.run(
-        [sys.executable, "-m", "robovid_watch.main"],
+        [sys.executable, "-m", module],
         env=daemon_env(root, **env),
         capture_output=True,
         text=True,

@@ -1,7 +1,8 @@
-"""The systemd unit and its example environment file.
+"""The systemd units and their example environment files.
 
-systemd accepts the unit without a complaint, its sandbox keeps the exposure score low, and the
-example environment file documents every setting with its default.
+systemd accepts each unit without a complaint, its sandbox keeps the exposure score low, and each
+example environment file documents every setting with its default. robovid-watch has no network;
+robovid-ship needs one, which is most of its higher exposure.
 """
 
 from __future__ import annotations
@@ -10,35 +11,67 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic_settings import BaseSettings
+
+from robovid_watch.config import Settings
+from robovid_watch.ship.config import ShipSettings
 
 SYSTEMD_DIR = Path(__file__).resolve().parent.parent / "systemd"
-UNIT_PATH = SYSTEMD_DIR / "robovid-watch.service"
-ENV_EXAMPLE_PATH = SYSTEMD_DIR / "robovid.env"
-UNIT_NAME = UNIT_PATH.name
-
-MAX_EXPOSURE = 2.0
 TOOL_TIMEOUT_S = 30
 # `security --offline` arrived in systemd 250.
 MIN_SYSTEMD_VERSION = 250
 
 
-def _settings_defaults() -> dict[str, str]:
-    """The daemon's settings and their built-in defaults, as the example file must show them."""
-    from robovid_watch.config import Settings
+@dataclass(frozen=True)
+class Unit:
+    path: Path
+    env_example: Path
+    settings: type[BaseSettings]
+    prefix: str
+    """The settings this example file documents: fields whose name starts with it."""
+    max_exposure: float
+    env_files: tuple[str, ...]
 
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+WATCH = Unit(
+    SYSTEMD_DIR / "robovid-watch.service",
+    SYSTEMD_DIR / "robovid.env",
+    Settings,
+    "",
+    2.0,
+    ("/etc/robovid/robovid.env",),
+)
+SHIP = Unit(
+    SYSTEMD_DIR / "robovid-ship.service",
+    SYSTEMD_DIR / "robovid-ship.env",
+    ShipSettings,
+    "ship_",
+    2.5,
+    ("/etc/robovid/robovid.env", "/etc/robovid/robovid-ship.env", "-/etc/robovid/robovid-ship.credentials"),
+)
+UNITS = pytest.mark.parametrize("unit", [WATCH, SHIP], ids=["watch", "ship"])
+
+
+def _settings_defaults(unit: Unit) -> dict[str, str]:
+    """The unit's settings and their built-in defaults, as the example file must show them."""
     defaults = {}
-    for name, field in Settings.model_fields.items():
-        value = field.default
+    for name, field in unit.settings.model_fields.items():
+        if not name.startswith(unit.prefix):
+            continue
+        value = "" if field.default_factory is not None and not isinstance(field.default, str) else field.default
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         defaults[f"ROBOVID_{name.upper()}"] = str(value)
     return defaults
 
-
-SETTINGS_DEFAULTS = _settings_defaults()
 
 COMMENTED_ASSIGNMENT = re.compile(r"^#(ROBOVID_[A-Z0-9_]*=.*)$")
 # What systemd's EnvironmentFile= reads without surprises: no spaces, quotes or trailing comments.
@@ -70,22 +103,22 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, encoding="utf-8", env=env, timeout=TOOL_TIMEOUT_S)
 
 
-def _unit_for_verify(tmp_path: Path) -> Path:
+def _unit_for_verify(unit: Unit, tmp_path: Path) -> Path:
     """A copy of the unit whose ExecStart= names an executable stub in tmp_path.
 
     `verify` fails when ExecStart= does not exist, and /opt/robovid/.venv is only there on an
     installed robot PC. Everything else in the copy is byte for byte the unit under test.
     """
-    stub = tmp_path / "bin" / "robovid-watch"
+    stub = tmp_path / "bin" / unit.path.stem
     stub.parent.mkdir()
     stub.write_text("#!/bin/sh\nexit 0\n")
     stub.chmod(0o755)
-    text, count = re.subn(r"(?m)^ExecStart=.*$", f"ExecStart={stub}", UNIT_PATH.read_text())
+    text, count = re.subn(r"(?m)^ExecStart=.*$", f"ExecStart={stub}", unit.path.read_text())
     if count != 1:
-        pytest.fail(f"{UNIT_PATH} must have exactly one ExecStart= line, found {count}")
-    unit = tmp_path / UNIT_NAME
-    unit.write_text(text)
-    return unit
+        pytest.fail(f"{unit.path} must have exactly one ExecStart= line, found {count}")
+    copy = tmp_path / unit.name
+    copy.write_text(text)
+    return copy
 
 
 def _verify_complaints(systemd_analyze: str, unit: Path) -> tuple[int, list[str], str]:
@@ -96,7 +129,7 @@ def _verify_complaints(systemd_analyze: str, unit: Path) -> tuple[int, list[str]
     """
     result = _run([systemd_analyze, "verify", "--man=no", str(unit)])
     output = result.stdout + result.stderr
-    complaints = [line for line in output.splitlines() if UNIT_NAME in line or str(unit) in line]
+    complaints = [line for line in output.splitlines() if unit.name in line or str(unit) in line]
     return result.returncode, complaints, output
 
 
@@ -116,67 +149,82 @@ def _parse_unit(text: str) -> dict[str, list[str]]:
     return values
 
 
-def _env_example_assignments() -> dict[str, str]:
-    lines = ENV_EXAMPLE_PATH.read_text().splitlines()
+def _env_example_assignments(unit: Unit) -> dict[str, str]:
+    lines = unit.env_example.read_text().splitlines()
     pairs = [m.group(1).partition("=") for line in lines if (m := COMMENTED_ASSIGNMENT.match(line))]
     return {key: value for key, _, value in pairs}
 
 
-def test_verify_accepts_the_unit_without_complaint(systemd_analyze: str, tmp_path: Path) -> None:
-    returncode, complaints, output = _verify_complaints(systemd_analyze, _unit_for_verify(tmp_path))
+@UNITS
+def test_verify_accepts_the_unit_without_complaint(systemd_analyze: str, tmp_path: Path, unit: Unit) -> None:
+    returncode, complaints, output = _verify_complaints(systemd_analyze, _unit_for_verify(unit, tmp_path))
     assert returncode == 0 and complaints == [], f"systemd-analyze verify:\n{output}"
 
 
 def test_verify_check_catches_a_misspelled_directive(systemd_analyze: str, tmp_path: Path) -> None:
-    unit = _unit_for_verify(tmp_path)
+    unit = _unit_for_verify(WATCH, tmp_path)
     unit.write_text(unit.read_text().replace("\nNice=", "\nNicee="))
     _, complaints, output = _verify_complaints(systemd_analyze, unit)
     assert any("Nicee" in line for line in complaints), f"systemd-analyze verify:\n{output}"
 
 
-def test_security_exposure_is_at_most_two(systemd_analyze: str) -> None:
-    result = _run([systemd_analyze, "security", "--offline=true", "--no-pager", str(UNIT_PATH)])
+@UNITS
+def test_security_exposure_stays_low(systemd_analyze: str, unit: Unit) -> None:
+    result = _run([systemd_analyze, "security", "--offline=true", "--no-pager", str(unit.path)])
     output = result.stdout + result.stderr
-    match = re.search(rf"Overall exposure level for {re.escape(UNIT_NAME)}: (\d+(?:\.\d+)?)", output)
+    match = re.search(rf"Overall exposure level for {re.escape(unit.name)}: (\d+(?:\.\d+)?)", output)
     assert match, f"no overall exposure in systemd-analyze security output:\n{output}"
     exposed = "\n".join(line for line in output.splitlines() if line.startswith("✗"))
-    assert float(match.group(1)) <= MAX_EXPOSURE, f"exposure {match.group(1)}, open items:\n{exposed}"
+    assert float(match.group(1)) <= unit.max_exposure, f"exposure {match.group(1)}, open items:\n{exposed}"
 
 
-def test_unit_is_a_notify_service_that_does_not_restart_on_bad_config() -> None:
-    unit = _parse_unit(UNIT_PATH.read_text())
-    assert unit["Service.Type"] == ["notify"]
-    assert unit["Service.NotifyAccess"] == ["main"]
-    assert unit["Service.Restart"] == ["on-failure"]
-    assert "78" in " ".join(unit["Service.RestartPreventExitStatus"]).split()
-    assert unit["Service.EnvironmentFile"] == ["/etc/robovid/robovid.env"]
+def test_only_the_shipper_has_the_network() -> None:
+    watch, ship = _parse_unit(WATCH.path.read_text()), _parse_unit(SHIP.path.read_text())
+    assert watch["Service.PrivateNetwork"] == ["yes"] and watch["Service.RestrictAddressFamilies"] == ["AF_UNIX"]
+    assert "Service.PrivateNetwork" not in ship
+    assert ship["Service.RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
 
 
-def test_default_recording_root_is_writable_and_matches_the_example() -> None:
-    unit = _parse_unit(UNIT_PATH.read_text())
-    environment = dict(v.partition("=")[::2] for v in unit["Service.Environment"])
-    writable = " ".join(unit["Service.ReadWritePaths"]).split()
+@UNITS
+def test_unit_is_a_notify_service_that_does_not_restart_on_bad_config(unit: Unit) -> None:
+    parsed = _parse_unit(unit.path.read_text())
+    assert parsed["Service.Type"] == ["notify"]
+    assert parsed["Service.NotifyAccess"] == ["main"]
+    assert parsed["Service.Restart"] == ["on-failure"]
+    assert "78" in " ".join(parsed["Service.RestartPreventExitStatus"]).split()
+    assert tuple(parsed["Service.EnvironmentFile"]) == unit.env_files
+
+
+@UNITS
+def test_default_recording_root_is_writable_and_matches_the_example(unit: Unit) -> None:
+    parsed = _parse_unit(unit.path.read_text())
+    environment = dict(v.partition("=")[::2] for v in parsed["Service.Environment"])
+    writable = " ".join(parsed["Service.ReadWritePaths"]).split()
     assert environment["ROBOVID_ROOT"] in writable
-    assert environment["ROBOVID_ROOT"] == _env_example_assignments()["ROBOVID_ROOT"]
+    assert environment["ROBOVID_ROOT"] == _env_example_assignments(WATCH)["ROBOVID_ROOT"]
 
 
-def test_env_example_shows_every_setting_with_its_default() -> None:
-    assert _env_example_assignments() == SETTINGS_DEFAULTS
+@UNITS
+def test_env_example_shows_every_setting_with_its_default(unit: Unit) -> None:
+    assert _env_example_assignments(unit) == _settings_defaults(unit)
 
 
-def test_env_example_documents_every_variable_it_names() -> None:
-    text = ENV_EXAMPLE_PATH.read_text()
-    assigned = _env_example_assignments()
-    assert set(re.findall(r"ROBOVID_[A-Z0-9_]+", text)) == set(assigned)
+@UNITS
+def test_env_example_documents_every_variable_it_names(unit: Unit) -> None:
+    text = unit.env_example.read_text()
+    assigned = _env_example_assignments(unit)
+    named = set(re.findall(r"ROBOVID_[A-Z0-9_]+", text))
+    assert named - set(assigned) <= {"ROBOVID_METRICS_DIR", "ROBOVID_LOG_FORMAT"}, "documented elsewhere only"
     for name in assigned:
         doc = re.search(rf"(?m)^# {name}: .+\n(?:# .*\n)*?# Default: .+\n(?:# .*\n)*#{name}=", text)
-        assert doc, f"{name} in {ENV_EXAMPLE_PATH} needs a '# {name}: ...' and '# Default: ...' comment"
+        assert doc, f"{name} in {unit.env_example} needs a '# {name}: ...' and '# Default: ...' comment"
 
 
-def test_env_example_uncommented_is_plain_key_value_lines() -> None:
-    lines = ENV_EXAMPLE_PATH.read_text().splitlines()
+@UNITS
+def test_env_example_uncommented_is_plain_key_value_lines(unit: Unit) -> None:
+    lines = unit.env_example.read_text().splitlines()
     uncommented = [COMMENTED_ASSIGNMENT.sub(r"\1", line) for line in lines]
     settings = [line for line in uncommented if line and not line.startswith("#")]
     assert all(PLAIN_ASSIGNMENT.match(line) for line in settings), settings
     assert len(settings) == len({line.partition("=")[0] for line in settings}), "a variable appears twice"
-    assert len(settings) == len(SETTINGS_DEFAULTS)
+    assert len(settings) == len(_settings_defaults(unit))

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser(
         "verify",
         help="decode each segment's first and last frame through the metadata",
-        description="For every row of ROOT/meta/robovid/segments: the chunk file exists, holds the segment's "
+        description="For every row of ROOT/.cache/huggingface/robovid/segments: the chunk file exists, holds the segment's "
         "frames, and its first and last frames decode at their timestamps. Exit 1 on any problem.",
     )
     verify.add_argument("root", type=Path)
@@ -73,6 +73,33 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="probe a video file (codec, size, fps, frames, encoder settings)")
     info.add_argument("file", type=Path)
     info.set_defaults(func=_cmd_info)
+
+    lerobot = commands.add_parser(
+        "lerobot",
+        help="make ROOT a LeRobot v3 dataset LeRobotDataset loads",
+        description="In a LeRobot root (recorded by LeRobot with its encoding off): write robovid's video columns "
+        "into LeRobot's episodes files and features info into info.json; LeRobot must have finalized. In any other "
+        "root: export the committed episodes as a LeRobot v3 dataset (info.json, data, episodes, tasks, stats). "
+        "robovid-watch does this by itself with ROBOVID_LEROBOT_ENCODE / ROBOVID_LEROBOT_EXPORT. "
+        "Exit 0 when the dataset holds every episode, 1 naming what is missing.",
+    )
+    lerobot.add_argument("root", type=Path)
+    lerobot.add_argument("--task", default=None, help="task text of exported episodes (default: ROBOVID_LEROBOT_TASK)")
+    lerobot.set_defaults(func=_cmd_lerobot)
+
+    retake = commands.add_parser(
+        "retake",
+        help="make the take now in a committed episode's folder its new take",
+        description="An episode recorded again into a committed episode's folder is refused (its PNGs kept, "
+        "DuplicateEpisodeError). This asks robovid-watch (or the next `robovid process`) to encode it as the "
+        "episode's next take instead: appended as a new segment and committed as the episode's row, while the "
+        "committed take's row and frames stay in place (read_segments(root, all_takes=True)). Each step is logged "
+        "(episode_retake_started, episode_retake_committed).",
+    )
+    retake.add_argument("root", type=Path)
+    retake.add_argument("episode", type=int)
+    retake.add_argument("--camera", action="append", help="camera key (repeat; default: every camera with a new take)")
+    retake.set_defaults(func=_cmd_retake)
 
     compact = commands.add_parser(
         "compact",
@@ -258,6 +285,57 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     print(json.dumps(info, indent=2))
     return 0
+
+
+def _cmd_lerobot(args: argparse.Namespace) -> int:
+    from .config import load_settings
+    from .errors import EXIT_CONFIG, EXIT_LOCKED, ConfigError, RootLockedError
+    from .lerobot import sync_lerobot_once
+    from .logs import configure_logging
+
+    overrides: dict[str, Any] = {"root": args.root}
+    if args.task is not None:
+        overrides["lerobot_task"] = args.task
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as error:
+        print(f"robovid lerobot: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_format if settings.log_format != "auto" else "console")
+    try:
+        result = sync_lerobot_once(settings)
+    except RootLockedError as error:
+        print(f"robovid lerobot: {error}", file=sys.stderr)
+        return EXIT_LOCKED
+    print(("complete: " if result.complete else "incomplete: ") + result.detail)
+    return 0 if result.complete else EXIT_PROBLEMS
+
+
+def _cmd_retake(args: argparse.Namespace) -> int:
+    from robovid.layout import episode_dir
+    from robovid.metadata import SegmentStore
+
+    from .state import RetakeRequest, RootState
+
+    takes = SegmentStore(args.root).takes()
+    committed = sorted(camera for camera, episode in takes if episode == args.episode)
+    cameras = args.camera or [c for c in committed if episode_dir(args.root, c, args.episode).is_dir()]
+    code = 0
+    for camera in cameras:
+        key = (camera, args.episode)
+        if key not in takes:
+            print(f"robovid retake: episode {args.episode} of camera {camera!r} is not committed; nothing to replace")
+            code = EXIT_PROBLEMS
+        elif not episode_dir(args.root, camera, args.episode).is_dir():
+            print(f"robovid retake: {episode_dir(args.root, camera, args.episode)} holds no new take")
+            code = EXIT_PROBLEMS
+        else:
+            RootState(args.root).request_retake(RetakeRequest(camera, args.episode, takes[key], time.time()))
+            print(f"re-take of episode {args.episode}, camera {camera!r}, asked for (replaces take {takes[key]})")
+    if not cameras:
+        print(f"robovid retake: no committed camera of episode {args.episode} has a new take in its folder")
+        code = EXIT_PROBLEMS
+    return code
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     max_frame_pixels: int = Field(3840 * 2160, ge=16 * 16)
     seal_idle_s: float = Field(3600.0, ge=0)
     metrics_dir: str = ""
+    lerobot_encode: bool = False
+    lerobot_export: bool = False
+    lerobot_task: str = ""
+    lerobot_quiet_s: float = Field(10.0, ge=0)
 
     @field_validator("complete_marker")
     @classmethod

@@ -85,3 +85,7 @@ __all__ = [
     "RemoteMismatchError",
     "RootLockedError",
 ]
+
+
+class LeRobotLengthMismatchError(EpisodeError):
+    """An episode folder of a LeRobot root holds another number of frames than LeRobot saved; its PNGs are kept."""

@@ -28,7 +28,7 @@ from .service import Service
 USAGE = """usage: robovid-watch
 
 Watch ROBOVID_ROOT/images for finished episode folders, encode each into the camera's
-chunk video under ROBOVID_ROOT/videos, record it in ROBOVID_ROOT/meta/robovid/segments,
+chunk video under ROBOVID_ROOT/videos, record it in ROBOVID_ROOT/.cache/huggingface/robovid/segments,
 then delete its PNGs. Configured only by ROBOVID_* environment variables; see
 systemd/robovid.env for every variable, its default and allowed values.
 

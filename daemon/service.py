@@ -30,14 +30,17 @@ from robovid.errors import EpisodeError, FrameMismatchError, UnsafePathError, Ve
 from robovid.layout import check_inside, images_dir
 from robovid.metadata import SegmentStore
 
+from . import retakes
 from .chunks import seal_at_start, seal_idle
 from .config import Settings
 from .discover import EpisodeRef, FpsSource, folder_signature, is_complete, ref_from_path, scan, start_observer
-from .errors import DuplicateEpisodeError, EpisodeChangedError, ObserverDiedError
+from .errors import EpisodeChangedError, ObserverDiedError
 from .health import BacklogWatch, DiskGuard, is_disk_full
+from .lerobot import LeRobotMode, Verdict
+from .migrate import migrate_state
 from .notify import sd_notify
 from .stages import Context, Outcome, process_episode, recover_intents
-from .state import Failure, RootState
+from .state import Failure, RetakeRequest, RootState
 from .watch_metrics import WatchMetricsFile
 
 log = structlog.get_logger("robovid_watch")
@@ -124,6 +127,10 @@ class Service:
         self.metrics = WatchMetricsFile(settings.metrics_path, self.root, settings.min_free_mb)
         self._parked: set[tuple[str, int]] = set()
         """Failed or duplicate episodes not looked at again until a hint or a rescan touches them."""
+        self.lerobot = LeRobotMode.from_settings(settings)
+        self._verdicts: dict[tuple[str, int], Verdict] = {}
+        self._done: set[tuple[str, int]] = set()
+        self._takes: dict[tuple[str, int], int] = {}
 
     # lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
@@ -131,12 +138,15 @@ class Service:
         self.state.prepare()
         self.state.acquire_lock()
         try:
+            migrate_state(self.root)
             return self._run_locked()
         finally:
             self.state.release_lock()
 
     def _run_locked(self) -> int:
         ctx = self._context()
+        self._done, self._takes = ctx.done, ctx.takes
+        self.lerobot.load_committed(SegmentStore(self.root).rows())
         removed = self.state.clear_temp_files()
         try:
             recover_intents(ctx)
@@ -160,6 +170,7 @@ class Service:
                 while not self.stop.is_set():
                     self._drain_hints()
                     self._collect_finished()
+                    self.lerobot.after_commits()
                     self._schedule(ctx, pool)
                     sd_notify("WATCHDOG=1")
                     self.backlog.sample(sum(1 for ref in self._candidates.values() if ref.path.exists()))
@@ -169,6 +180,7 @@ class Service:
                             "The file watcher (watchdog observer) died; exiting so systemd restarts robovid-watch."
                         )
                     if self.once and not self._in_flight and not self._ready_exists():
+                        self.lerobot.after_commits()
                         break
                     if time.monotonic() >= next_rescan:
                         self._rescan()
@@ -204,6 +216,7 @@ class Service:
             marker=self.settings.complete_marker,
             stop=self.stop,
             done=SegmentStore(self.root).keys(),
+            takes=SegmentStore(self.root).takes(),
         )
 
     # discovery -------------------------------------------------------------------------
@@ -247,25 +260,52 @@ class Service:
         fault_point("service:rescan")
 
     def _ready_exists(self) -> bool:
+        self._judge_lerobot()
         return any(self._is_ready(ref) for ref in self._candidates.values())
+
+    def _judge_lerobot(self) -> None:
+        """Readiness of a LeRobot root's folders, for this pass (see robovid_watch.lerobot)."""
+        skip = self._in_flight.keys() | self._parked
+        wanted = {k: r for k, r in self._candidates.items() if k not in skip}
+        self._verdicts = self.lerobot.judge(
+            {k: r for k, r in wanted.items() if k not in self._done or self._retake_asked(r)}
+        )
 
     def _is_ready(self, ref: EpisodeRef) -> bool:
         key = (ref.camera, ref.episode)
         if key in self._in_flight or key in self._parked or not ref.path.exists():
             return False
-        if not is_complete(ref, self.settings.complete_marker, self.settings.settle_s):
+        if self.lerobot.is_lerobot and (key not in self._done or self._retake_asked(ref)):
+            verdict = self._verdicts.get(key)
+            if verdict is None or not verdict.ready:
+                if verdict is not None and verdict.error is not None and not self._failed_as_is(ref):
+                    self._fail(ref, verdict.error)
+                return False
+        elif not is_complete(ref, self.settings.complete_marker, self.settings.settle_s):
             return False
-        failure = self.state.failure(*key)
+        return not self._failed_as_is(ref)
+
+    def _retake_asked(self, ref: EpisodeRef) -> bool:
+        """A re-take of this committed episode was asked for, and still holds (its take is the committed one)."""
+        key = (ref.camera, ref.episode)
+        return retakes.is_due(self._takes, key, self.state.retake_request(*key))
+
+    def _failed_as_is(self, ref: EpisodeRef) -> bool:
+        """The episode failed before and its folder has not changed since (nor a re-take asked for): parked."""
+        failure = self.state.failure(ref.camera, ref.episode)
+        if failure is not None and self._retake_asked(ref):
+            return False
         if failure is not None and failure.signature == folder_signature(ref.path):
-            self._parked.add(key)
-            return False
-        return True
+            self._parked.add((ref.camera, ref.episode))
+            return True
+        return False
 
     # scheduling ------------------------------------------------------------------------
     def _schedule(self, ctx: Context, pool: ThreadPoolExecutor) -> None:
         fps = self.fps.current()
         if fps is None or not self.disk.space_ok():
             return
+        self._judge_lerobot()
         for key, ref in sorted(self._candidates.items(), key=lambda item: (item[1].episode, item[1].camera)):
             if len(self._in_flight) >= self.settings.workers or self.stop.is_set():
                 return
@@ -274,15 +314,18 @@ class Service:
                 continue
             if not self._is_ready(ref):
                 continue
+            retake = None
             if key in ctx.done and self.state.intent(*key) is None:
-                self._report_duplicate(ref)
-                continue
+                retake = self.state.retake_request(*key)
+                if not retakes.is_due(ctx.takes, key, retake):
+                    self._report_duplicate(ref, ctx.takes.get(key, 0), retake)
+                    continue
             try:
                 check_inside(ref.path, self.root, "Episode folder")
             except UnsafePathError as error:
                 self._fail(ref, error)
                 continue
-            future = pool.submit(self._run_one, ctx, ref, fps)
+            future = pool.submit(self._run_one, ctx, ref, fps, retake)
             self._in_flight[key] = future
             future.add_done_callback(self._completion_callback(ref))
 
@@ -293,10 +336,12 @@ class Service:
 
         return done
 
-    def _run_one(self, ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
+    def _run_one(self, ctx: Context, ref: EpisodeRef, fps: int, retake: RetakeRequest | None) -> Outcome:
         bound = log.bind(camera=ref.camera, episode=ref.episode)
         bound.info("episode_started", path=str(ref.path), fps=fps)
-        return process_episode(ctx, ref, fps)
+        if retake is not None:
+            retakes.log_started(ref.camera, ref.episode, retake)
+        return process_episode(ctx, ref, fps, retake)
 
     def _collect_finished(self) -> None:
         while True:
@@ -315,6 +360,8 @@ class Service:
             return
         if error is None:
             outcome = future.result()
+            if outcome.status == "done":
+                self.lerobot.committed(ref.episode, outcome.frames)
             self._candidates.pop(key, None)
             self.state.clear_failure(*key)
             self._log_outcome(ref, outcome)
@@ -383,14 +430,8 @@ class Service:
             **_what_to_do(error),
         )
 
-    def _report_duplicate(self, ref: EpisodeRef) -> None:
-        self._fail(
-            ref,
-            DuplicateEpisodeError(
-                f"episode {ref.episode} of camera {ref.camera!r} is already in the video metadata; this folder was "
-                "recorded again with the same index and is not deleted"
-            ),
-        )
+    def _report_duplicate(self, ref: EpisodeRef, take: int, stale: RetakeRequest | None) -> None:
+        self._fail(ref, retakes.duplicate_error(self.root, ref, take, stale))
 
 
 def _what_to_do(error: BaseException) -> dict[str, object]:

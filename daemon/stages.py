@@ -2,7 +2,7 @@
 
 Read :func:`process_episode` top to bottom. The order is the safety argument:
 
-1. :func:`encode` into a spooled temp file (memory, or ``.robovid/tmp`` past 64 MiB);
+1. :func:`encode` into a spooled temp file (memory, or the state folder's ``tmp/`` past 64 MiB);
 2. :func:`verify` the temp video against the PNGs (frame count, every frame decodes and shows its
    own source frame tile by tile, PSNR);
 3. :func:`append`: write the journal intent (durable), then append to the chunk (crash-safe on
@@ -45,15 +45,17 @@ from robovid.errors import (
 )
 from robovid.frames import frame_size, list_episode_frames
 from robovid.layout import chunk_path, episode_dir, frame_path, images_dir
+from robovid.lerobot_stats import FrameStatsAccumulator, feature_stats_to_json
 from robovid.metadata import SegmentRow, SegmentStore
 from robovid.probe import get_video_info
 from robovid.settings import EncoderSettings
 from robovid.verify import VerifyReport, check_segment_decodes, verify_video
 
+from . import retakes
 from .chunks import current_chunk, location_of, log_chunk_skipped, skip_chunk
 from .discover import EpisodeRef, folder_signature
 from .errors import DuplicateEpisodeError, EpisodeChangedError
-from .state import Intent, RootState
+from .state import Intent, RetakeRequest, RootState
 
 log = structlog.get_logger("robovid_watch")
 
@@ -80,6 +82,8 @@ class Context:
     marker: str
     stop: threading.Event
     done: set[tuple[str, int]] = field(default_factory=set)
+    takes: dict[tuple[str, int], int] = field(default_factory=dict)
+    """The take of each committed episode's current row (0 unless re-taken)."""
     _camera_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -111,13 +115,19 @@ def stage_timer(timings: dict[str, float], name: str) -> Iterator[None]:
         timings[name] = time.perf_counter() - started
 
 
-def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
-    """Turn one complete episode folder into a committed segment, then free its PNGs."""
+def process_episode(ctx: Context, ref: EpisodeRef, fps: int, retake: RetakeRequest | None = None) -> Outcome:
+    """Turn one complete episode folder into a committed segment, then free its PNGs.
+
+    With ``retake`` (``robovid retake``), the folder holds a new take of a committed episode: it
+    is appended as a new segment and committed as the episode's next take; the earlier take's
+    row and frames stay where they are.
+    """
     key = (ref.camera, ref.episode)
     with ctx.camera_lock(ref.camera):
         recover_intents(ctx, camera=ref.camera)  # an earlier attempt may have appended this very episode
-    if key in ctx.done:
+    if key in ctx.done and not retakes.is_due(ctx.takes, key, retake):
         clean(ctx, ref, ctx.state.intent(*key))
+        retakes.answer(ctx.state, ctx.takes, key, retake)
         return Outcome("cleaned")
     fault_point("stage:before-encode", ctx.stop)
     signature = folder_signature(ref.path)
@@ -127,21 +137,24 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int) -> Outcome:
     timings: dict[str, float] = {}
     with tempfile.SpooledTemporaryFile(SPOOL_MAX_BYTES, mode="w+b", dir=str(ctx.state.tmp_dir)) as spooled:
         temp = cast(BinaryIO, spooled)
+        stats = FrameStatsAccumulator(len(frames))
         with stage_timer(timings, "encode_s"):
-            encoded = encode(ctx, frames, temp, fps)
+            encoded = encode(ctx, frames, temp, fps, stats)
         fault_point("stage:after-encode")
         with stage_timer(timings, "verify_s"):
             report = verify(ctx, temp, len(frames), encoded)
-        row = _row(ref, fps, temp, encoded, report, source_bytes, timings)
+        take = 0 if retake is None else retake.replaces_take + 1
+        row = _row(ref, fps, temp, encoded, report, source_bytes, timings, stats, take)
         with ctx.camera_lock(ref.camera):
             recover_intents(ctx, camera=ref.camera)
-            _check_unchanged(ctx, ref, signature)
+            _check_unchanged(ctx, ref, signature, retake)
             with stage_timer(timings, "append_s"):
                 segment = append(ctx, ref, temp, len(frames), row, source_mtime_ns)
             fault_point("stage:after-append")
             commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
             fault_point("stage:after-commit")
     clean(ctx, ref, ctx.state.intent(*key), frames)
+    retakes.answer(ctx.state, ctx.takes, key, retake)
     return Outcome("done", len(frames), encoded.size_bytes, source_bytes, timings, fps)
 
 
@@ -153,6 +166,8 @@ def _row(
     report: VerifyReport,
     source_bytes: int,
     timings: dict[str, float],
+    stats: FrameStatsAccumulator,
+    take: int,
 ) -> SegmentRow:
     """The episode's metadata row before it has a place in a chunk file."""
     return SegmentRow.from_video_info(
@@ -166,12 +181,15 @@ def _row(
         encode_s=timings["encode_s"],
         verify_s=timings["verify_s"],
         min_psnr_db=report.min_psnr_db,
+        lerobot_stats=feature_stats_to_json(stats.stats()),
+        take=take,
     )
 
 
-def _check_unchanged(ctx: Context, ref: EpisodeRef, signature: str) -> None:
+def _check_unchanged(ctx: Context, ref: EpisodeRef, signature: str, retake: RetakeRequest | None) -> None:
     """EpisodeChangedError if recovery committed the episode meanwhile, or its folder changed since it was read."""
-    if (ref.camera, ref.episode) in ctx.done:
+    key = (ref.camera, ref.episode)
+    if key in ctx.done and not retakes.is_due(ctx.takes, key, retake):
         raise EpisodeChangedError(f"{ref.path} was committed by recovery meanwhile; it will be cleaned.")
     if folder_signature(ref.path) != signature:
         raise EpisodeChangedError(f"{ref.path} changed while it was encoded; it will be encoded again.")
@@ -197,14 +215,17 @@ def _check_frame_pixels(ctx: Context, first_frame: Path) -> None:
         )
 
 
-def encode(ctx: Context, frames: list[Path], temp: BinaryIO, fps: int) -> EncodeResult:
-    """Stage 3: encode the PNGs into a spooled temp file (memory; .robovid/tmp past SPOOL_MAX_BYTES).
+def encode(
+    ctx: Context, frames: list[Path], temp: BinaryIO, fps: int, stats: FrameStatsAccumulator | None = None
+) -> EncodeResult:
+    """Stage 3: encode the PNGs into a spooled temp file (memory; the state folder's tmp/ past SPOOL_MAX_BYTES).
 
-    Keeps the decoded source of the frames :func:`verify` compares, so no PNG is read twice.
+    Keeps the decoded source of the frames :func:`verify` compares, so no PNG is read twice, and
+    counts LeRobot's statistics of the episode into ``stats`` from the frames it decodes anyway.
     """
     width, height = frame_size(frames[0])
     keep = _sample_indices(len(frames), samples=VERIFY_KEEP_BYTES // max(1, width * height * 3) - 2)
-    return encode_frames_into(temp, frames, fps, ctx.encoder, keep=keep, stop=ctx.stop, fingerprints=True)
+    return encode_frames_into(temp, frames, fps, ctx.encoder, keep=keep, stop=ctx.stop, fingerprints=True, stats=stats)
 
 
 def verify(ctx: Context, temp: BinaryIO, num_pngs: int, encoded: EncodeResult) -> VerifyReport:
@@ -294,6 +315,8 @@ def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: SegmentRow
     )
     ctx.store.commit([placed])
     ctx.done.add((ref.camera, ref.episode))
+    ctx.takes[(ref.camera, ref.episode)] = placed.take
+    retakes.log_committed(placed)
 
 
 def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None, frames: list[Path] | None = None) -> None:
@@ -352,7 +375,7 @@ def recover_intents(ctx: Context, camera: str | None = None) -> None:
         if camera is not None and intent.camera != camera:
             continue
         key = (intent.camera, intent.episode)
-        if key in ctx.done:
+        if key in ctx.done and ctx.takes.get(key, 0) >= intent.row.take:
             if camera is None:
                 _finish_cleaning(ctx, intent)
             continue  # a running service: the worker that committed it is cleaning it
@@ -400,6 +423,8 @@ def _finish_cleaning(ctx: Context, intent: Intent) -> None:
         )
     else:
         log.info("recovered_clean", camera=intent.camera, episode=intent.episode)
+        key = (intent.camera, intent.episode)
+        retakes.answer(ctx.state, ctx.takes, key, ctx.state.retake_request(*key))
 
 
 def _ref_of(ctx: Context, intent: Intent) -> EpisodeRef:

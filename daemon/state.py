@@ -1,4 +1,4 @@
-"""The service's own state under ``{root}/.robovid/``: the root lock, the journal, failures, temp encodes.
+"""The service's own state under :func:`robovid.layout.state_dir`: the root lock, the journal, failures, temp encodes.
 
 Journal: one small JSON intent per episode being appended, written durably *before*
 the chunk is touched and removed only after the PNGs are gone. With the segments
@@ -29,7 +29,10 @@ from robovid.layout import (
     chunk_dirs,
     failed_dir,
     journal_dir,
+    legacy_lock_path,
+    lerobot_dirs,
     lock_path,
+    retakes_dir,
     sealed_dir,
     segments_dir,
     state_dir,
@@ -75,6 +78,17 @@ class Intent:
 
 
 @dataclass
+class RetakeRequest:
+    """A user's request (``robovid retake``) to replace an episode's committed take with the take now in its folder."""
+
+    camera: str
+    episode: int
+    replaces_take: int
+    """The committed take this one replaces; if another was committed meanwhile, the request no longer holds."""
+    requested_at: float
+
+
+@dataclass
 class Failure:
     """An episode that could not be processed, and the folder state it failed on."""
 
@@ -96,15 +110,31 @@ class RootState:
         self.journal_dir = journal_dir(root)
         self.failed_dir = failed_dir(root)
         self.tmp_dir = tmp_dir(root)
+        self.retake_dir = retakes_dir(root)
         self._lock_fd: int | None = None
+        self._legacy_lock_fd: int | None = None
 
     def prepare(self) -> None:
-        for directory in (self.dir, self.journal_dir, self.failed_dir, self.tmp_dir):
+        for directory in (self.dir, self.journal_dir, self.failed_dir, self.tmp_dir, self.retake_dir):
             make_dirs_durably(directory)
 
     def acquire_lock(self) -> None:
-        """Take the root lock or raise RootLockedError naming the holder."""
-        fd = os.open(lock_path(self.root), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Take the root lock or raise RootLockedError naming the holder.
+
+        A root still in the old layout (``.robovid/lock``) is locked there too, so a robovid from
+        before the move cannot work on it while this one moves its state.
+        """
+        self._lock_fd = self._flock(lock_path(self.root))
+        legacy = legacy_lock_path(self.root)
+        if legacy.exists():
+            try:
+                self._legacy_lock_fd = self._flock(legacy)
+            except BaseException:
+                self.release_lock()
+                raise
+
+    def _flock(self, path: Path) -> int:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -118,26 +148,27 @@ class RootState:
             raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+        return fd
 
     def release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        for fd in (self._lock_fd, self._legacy_lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lock_fd = self._legacy_lock_fd = None
 
     def clear_temp_files(self) -> int:
         """Remove encodes and temp files left by a previous run; return how many.
 
         Besides robovid's own state folders, the temp files a killed run leaves next to what
-        it was publishing: a chunk it was creating, a metadata part it was committing. Only
-        those whose writing process is gone are removed.
+        it was publishing: a chunk it was creating, a metadata part it was committing, a LeRobot
+        metadata file it was replacing. Only those whose writing process is gone are removed.
         """
         removed = [Path(e.path) for e in os.scandir(self.tmp_dir)]
-        for directory in (self.journal_dir, self.failed_dir):
+        for directory in (self.journal_dir, self.failed_dir, self.retake_dir):
             removed += [Path(e.path) for e in os.scandir(directory) if is_temp_path(Path(e.path))]
         with contextlib.suppress(FileNotFoundError):  # seal records the service was writing (it alone writes them)
             removed += [Path(e.path) for e in os.scandir(sealed_dir(self.root)) if is_temp_path(Path(e.path))]
-        for directory in [segments_dir(self.root), *chunk_dirs(self.root)]:
+        for directory in [segments_dir(self.root), *chunk_dirs(self.root), *lerobot_dirs(self.root)]:
             with contextlib.suppress(FileNotFoundError, NotADirectoryError, PermissionError):
                 removed += [Path(e.path) for e in os.scandir(directory) if is_stale_temp_path(Path(e.path))]
         unlink_durably(removed)
@@ -170,6 +201,21 @@ class RootState:
 
     def clear_failure(self, camera: str, episode: int) -> None:
         path = self.failed_dir / _entry_name(camera, episode)
+        if path.exists():
+            unlink_durably([path])
+
+    # re-takes ---------------------------------------------------------------------------
+    def request_retake(self, request: RetakeRequest) -> None:
+        """Durable when this returns; written without the root lock (the service reads it on its next pass)."""
+        make_dirs_durably(self.retake_dir)
+        write_bytes_durably(self.retake_dir / _entry_name(request.camera, request.episode), _json(asdict(request)))
+
+    def retake_request(self, camera: str, episode: int) -> RetakeRequest | None:
+        data = _read_json(self.retake_dir / _entry_name(camera, episode))
+        return RetakeRequest(**data) if data else None
+
+    def clear_retake(self, camera: str, episode: int) -> None:
+        path = self.retake_dir / _entry_name(camera, episode)
         if path.exists():
             unlink_durably([path])
 

@@ -2,9 +2,13 @@
 
 - input:  ``{root}/images/{camera_key}/episode-{episode:06d}/frame-{frame:06d}.png``
 - output: ``{root}/videos/{camera_key}/chunk-{chunk:03d}/file-{file:03d}.mp4``
-- metadata: ``{root}/meta/robovid/segments/part-{n:06d}.parquet``
+- metadata: ``{root}/.cache/huggingface/robovid/segments/part-{n:06d}.parquet``
 - the recorder's dataset description: ``{root}/meta/info.json`` (robovid reads its ``fps``)
-- service state: ``{root}/.robovid/`` (``lock``, ``journal/``, ``failed/``, ``tmp/``, ``sealed/``; robovid-ship's ``ship/``)
+- service state: ``{root}/.cache/huggingface/robovid/`` (``lock``, ``journal/``, ``failed/``,
+  ``tmp/``, ``retakes/``, ``segments/``, ``sealed/``;
+  robovid-ship's ``ship/``), where ``LeRobotDataset.push_to_hub`` never uploads it;
+  roots from before kept it in ``{root}/.robovid/`` and ``{root}/meta/robovid/segments/``
+  (:func:`legacy_state_dir`, moved by ``robovid_watch.migrate`` at start)
 
 Every path and file-name pattern of a root is built or parsed here, and only here.
 """
@@ -24,6 +28,7 @@ CHUNK_DIR_RE = re.compile(r"chunk-(\d{3,})")
 FILE_RE = re.compile(r"file-(\d{3,})\.mp4")
 FRAME_RE = re.compile(r"frame-([0-9]{6,})\.png")
 """A frame file name; group 1 is the index. LeRobot writes ``{i:06d}``, which grows past 999999."""
+_PARQUET_CHUNK_FILE_RE = re.compile(r"chunk-(\d{3,})/file-(\d{3,})\.parquet")
 PART_RE = re.compile(r"part-(\d{6,})\.parquet")
 """A segments metadata part file name; group 1 is its number."""
 
@@ -82,8 +87,29 @@ def parse_chunk_path(path: Path) -> tuple[Path, str, ChunkLocation] | None:
     return (root, camera, location) if location.path(root, camera) == path else None
 
 
+def state_dir(root: Path) -> Path:
+    """robovid's own state: the root lock, the journal, failures, temp encodes and the segment table.
+
+    ``{root}/.cache/huggingface/robovid``: the one folder of a root that huggingface_hub never
+    uploads (its ``DEFAULT_IGNORE_PATTERNS``: neither ``LeRobotDataset.push_to_hub`` nor ``hf upload``
+    sends it) and that neither LeRobot nor huggingface_hub deletes. ``images/``, which LeRobot's
+    push also skips, is removed whole by ``lerobot-record`` when it exits with no PNG left in it.
+    Roots from before this layout keep theirs in :func:`legacy_state_dir` until robovid-watch
+    moves it (``robovid_watch.migrate``).
+    """
+    return Path(root) / ".cache" / "huggingface" / "robovid"
+
+
 def segments_dir(root: Path) -> Path:
-    return root / "meta" / "robovid" / "segments"
+    """The segment table, in :func:`state_dir` (also the key prefix under a remote root)."""
+    return state_dir(root) / "segments"
+
+
+def existing_segments_dir(root: Path) -> Path:
+    """Where a local root's segment table is: :func:`segments_dir`, or where a root not yet moved has it."""
+    current = segments_dir(root)
+    legacy = legacy_segments_dir(root)
+    return legacy if not current.is_dir() and legacy.is_dir() else current
 
 
 def segment_part_path(root: Path, number: int) -> Path:
@@ -95,8 +121,19 @@ def manifest_path(root: Path) -> Path:
     return root / "meta" / "robovid" / "manifest.json"
 
 
-def state_dir(root: Path) -> Path:
-    return root / ".robovid"
+def legacy_state_dir(root: Path) -> Path:
+    """Where robovid kept its state before (uploaded by ``push_to_hub``)."""
+    return Path(root) / ".robovid"
+
+
+def legacy_segments_dir(root: Path) -> Path:
+    """Where robovid kept the segment table before (uploaded by ``push_to_hub``)."""
+    return Path(root) / "meta" / "robovid" / "segments"
+
+
+def legacy_lock_path(root: Path) -> Path:
+    """The lock of a robovid from before the move (held too while the state moves)."""
+    return legacy_state_dir(root) / "lock"
 
 
 def lock_path(root: Path) -> Path:
@@ -132,6 +169,16 @@ def ship_dir(root: Path) -> Path:
 def ship_records_dir(root: Path) -> Path:
     """robovid-ship's journal: one record per sealed file (shipped, committed, pruned)."""
     return ship_dir(root) / "files"
+
+
+def retakes_dir(root: Path) -> Path:
+    """One request per episode a user asked to replace with the take now in its folder (``robovid retake``)."""
+    return state_dir(root) / "retakes"
+
+
+def lerobot_export_marker(root: Path) -> Path:
+    """Present once robovid exported the root as a LeRobot dataset: its info.json is robovid's, not a recorder's."""
+    return state_dir(root) / "lerobot-export"
 
 
 def parse_episode_dir(name: str) -> int | None:
@@ -179,6 +226,45 @@ def _chunk_dirs(camera_dir: Path) -> list[tuple[int, Path]]:
 def info_json_path(root: Path) -> Path:
     """LeRobot's dataset description, written by the recorder (robovid reads its ``fps``)."""
     return root / "meta" / "info.json"
+
+
+LEROBOT_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+"""LeRobot v3's per-frame data files, relative to the root (info.json's ``data_path``)."""
+LEROBOT_VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+"""info.json's ``video_path``: what :func:`chunk_path` builds."""
+LEROBOT_EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+"""LeRobot v3's episodes files (one row per episode), relative to the root."""
+
+
+def lerobot_episodes_dir(root: Path) -> Path:
+    return Path(root) / "meta" / "episodes"
+
+
+def lerobot_episodes_files(root: Path) -> list[Path]:
+    """LeRobot's episodes files that exist (``meta/episodes/chunk-*/file-*.parquet``), in (chunk, file) order."""
+    base = lerobot_episodes_dir(root)
+    found = []
+    for path in base.glob("chunk-*/file-*.parquet"):
+        match = _PARQUET_CHUNK_FILE_RE.fullmatch(path.relative_to(base).as_posix())
+        if match:
+            found.append(((int(match.group(1)), int(match.group(2))), path))
+    return [path for _, path in sorted(found)]
+
+
+def stats_json_path(root: Path) -> Path:
+    """LeRobot's dataset statistics."""
+    return Path(root) / "meta" / "stats.json"
+
+
+def tasks_path(root: Path) -> Path:
+    """LeRobot's task table."""
+    return Path(root) / "meta" / "tasks.parquet"
+
+
+def lerobot_dirs(root: Path) -> list[Path]:
+    """The folders of LeRobot's files robovid replaces (where a killed run may leave temp files)."""
+    root = Path(root)
+    return [root / "meta", *sorted(lerobot_episodes_dir(root).glob("chunk-*")), *sorted(root.glob("data/chunk-*"))]
 
 
 def read_fps(root: Path, default: int) -> int:

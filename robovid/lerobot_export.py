@@ -32,8 +32,16 @@ import pyarrow.parquet as pq
 from robovid._faults import fault_point
 from robovid.durable import atomic_output, write_bytes_durably
 from robovid.guarded_replace import FileStamp
-from robovid.layout import chunk_path
-from robovid.lerobot_meta import INFO_PATH, VIDEO_COLUMNS, encode_info, read_complete
+from robovid.layout import (
+    LEROBOT_DATA_PATH,
+    LEROBOT_EPISODES_PATH,
+    LEROBOT_VIDEO_PATH,
+    chunk_path,
+    info_json_path,
+    stats_json_path,
+    tasks_path,
+)
+from robovid.lerobot_meta import VIDEO_COLUMNS, encode_info, read_complete
 from robovid.lerobot_stats import (
     FeatureStats,
     FrameStatsAccumulator,
@@ -46,11 +54,9 @@ from robovid.lerobot_stats import (
 )
 
 CODEBASE_VERSION = "v3.0"
-DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-TASKS_PATH = "meta/tasks.parquet"
-STATS_PATH = "meta/stats.json"
+DATA_PATH = LEROBOT_DATA_PATH
+VIDEO_PATH = LEROBOT_VIDEO_PATH
+EPISODES_PATH = LEROBOT_EPISODES_PATH
 DATA_FILE_ROWS = 1_000_000
 """A new data file starts once the current one holds this many frames (~6 MB of index columns)."""
 EPISODES_FILE_ROWS = 1000
@@ -241,12 +247,12 @@ def export_dataset(
     for location, members in _group(placed, "episodes_file").items():
         _write_if_different(root, EPISODES_PATH, location, members, lambda m: _episodes_table(m, keys, task), report)
     fault_point("lerobot-export:after-episodes")
-    _write_bytes_if_different(root / TASKS_PATH, _tasks_parquet(task), report)
+    _write_bytes_if_different(tasks_path(root), _tasks_parquet(task), report)
     stats_json = json.dumps(stats_to_json(cache.dataset_stats(placed)), indent=4).encode()
-    _write_bytes_if_different(root / STATS_PATH, stats_json, report)
+    _write_bytes_if_different(stats_json_path(root), stats_json, report)
     fault_point("lerobot-export:before-info")
     info = _info(episodes, keys, fps, chunks_size, video_files_size_in_mb)
-    _write_bytes_if_different(root / INFO_PATH, encode_info(info), report)
+    _write_bytes_if_different(info_json_path(root), encode_info(info), report)
     return report
 
 

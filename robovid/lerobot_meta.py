@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,10 +38,10 @@ import pyarrow.parquet as pq
 
 from robovid.errors import LeRobotMetadataError
 from robovid.guarded_replace import FileStamp, replace_if_unchanged
+from robovid.layout import info_json_path, lerobot_episodes_files, stats_json_path
 
-INFO_PATH = Path("meta/info.json")
-EPISODES_DIR = Path("meta/episodes")
-_CHUNK_FILE_RE = re.compile(r"chunk-(\d{3,})/file-(\d{3,})\.parquet")
+INFO_PATH = info_json_path(Path())
+"""``meta/info.json``, relative to the root."""
 VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 _VIDEO_COLUMN_TYPES = (pa.int64(), pa.int64(), pa.float64(), pa.float64())
 IDLE_QUIET_S = 10.0
@@ -84,7 +83,7 @@ def read_info(root: Path) -> InfoSnapshot | None:
     Raises LeRobotMetadataError when it is not a JSON object. LeRobot rewrites the file in
     place, so a read can catch it half-written: the caller reads it again a moment later.
     """
-    path = root / INFO_PATH
+    path = info_json_path(root)
     try:
         with open(path, "rb") as f:
             stamp = FileStamp.of(os.fstat(f.fileno()))
@@ -112,13 +111,7 @@ def encode_info(data: Mapping[str, Any]) -> bytes:
 
 def episodes_files(root: Path) -> list[Path]:
     """``meta/episodes/chunk-*/file-*.parquet`` in (chunk, file) order."""
-    base = root / EPISODES_DIR
-    found = []
-    for path in base.glob("chunk-*/file-*.parquet"):
-        match = _CHUNK_FILE_RE.fullmatch(path.relative_to(base).as_posix())
-        if match:
-            found.append(((int(match.group(1)), int(match.group(2))), path))
-    return [path for _, path in sorted(found)]
+    return lerobot_episodes_files(root)
 
 
 def read_complete(path: Path) -> tuple[pa.Table, FileStamp] | None:
@@ -221,7 +214,7 @@ def lerobot_idle(root: Path, info: InfoSnapshot, quiet_s: float = IDLE_QUIET_S, 
             return False
         indices += complete[0]["episode_index"].to_pylist() if "episode_index" in complete[0].column_names else []
         newest = max(newest, complete[1].mtime_ns)
-    stats = FileStamp.read(root / "meta" / "stats.json")
+    stats = FileStamp.read(stats_json_path(root))
     newest = max(newest, stats.mtime_ns if stats else 0)
     if sorted(indices) != list(range(info.total_episodes)):
         return False
@@ -243,6 +236,21 @@ class SegmentPlace:
 
     def values(self) -> tuple[int, int, float, float]:
         return (self.chunk_index, self.file_index, self.from_timestamp, self.to_timestamp)
+
+
+def superseded_places(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], set[tuple[int, int, float, float]]]:
+    """(video_key, episode_index) -> the places of its earlier takes, from ``read_segments(root, all_takes=True)``."""
+    rows = list(rows)
+    current = {(r["video_key"], int(r["episode_index"])): int(r.get("take") or 0) for r in rows}
+    for row in rows:
+        key = (row["video_key"], int(row["episode_index"]))
+        current[key] = max(current[key], int(row.get("take") or 0))
+    earlier: dict[tuple[str, int], set[tuple[int, int, float, float]]] = {}
+    for row in rows:
+        key = (row["video_key"], int(row["episode_index"]))
+        if int(row.get("take") or 0) < current[key]:
+            earlier.setdefault(key, set()).add(segment_places([row])[key].values())
+    return earlier
 
 
 def segment_places(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], SegmentPlace]:
@@ -286,13 +294,19 @@ def video_column_names(key: str) -> list[str]:
 
 
 def with_video_columns(
-    table: pa.Table, video_keys: Iterable[str], places: Mapping[tuple[str, int], SegmentPlace], report: ColumnsReport
+    table: pa.Table,
+    video_keys: Iterable[str],
+    places: Mapping[tuple[str, int], SegmentPlace],
+    report: ColumnsReport,
+    superseded: Mapping[tuple[str, int], set[tuple[int, int, float, float]]] | None = None,
 ) -> pa.Table | None:
     """``table`` with each video key's four columns filled from ``places``; None when nothing changes.
 
     New columns go where LeRobot puts its own (after ``dataset_to_index``); existing ones
-    keep their place. A value LeRobot wrote is never replaced; only empty cells are filled.
+    keep their place. A value LeRobot wrote is never replaced: only empty cells are filled,
+    and cells holding an earlier take robovid wrote (``superseded``) get the current take.
     """
+    superseded = superseded or {}
     episodes = [int(e) for e in table["episode_index"].to_pylist()]
     lengths = [int(n) for n in table["length"].to_pylist()]
     changed = False
@@ -309,7 +323,7 @@ def with_video_columns(
                     report.missing.append((key, episode))
             elif place.num_frames != length:
                 report.mismatched.append((key, episode, place.num_frames, length))
-            elif all(value is None for value in current):
+            elif all(value is None for value in current) or current in superseded.get((key, episode), set()):
                 for column, value in zip(columns, place.values(), strict=True):
                     column[row] = value
                 filled = True
@@ -348,6 +362,7 @@ def add_video_columns(
     video_keys: Iterable[str],
     places: Mapping[tuple[str, int], SegmentPlace],
     settle_s: float = 1.0,
+    superseded: Mapping[tuple[str, int], set[tuple[int, int, float, float]]] | None = None,
 ) -> ColumnsReport:
     """Fill the video columns of every complete episodes file; files LeRobot has open are left alone."""
     report = ColumnsReport()
@@ -358,7 +373,7 @@ def add_video_columns(
             report.open_files.append(path)
             continue
         table, stamp = complete
-        updated = with_video_columns(table, keys, places, report)
+        updated = with_video_columns(table, keys, places, report, superseded)
         if updated is None:
             continue
 
@@ -393,5 +408,5 @@ def add_video_info(
         features[key]["info"] = dict(infos[key])
     payload = encode_info(data)
     return replace_if_unchanged(
-        root / INFO_PATH, info.stamp, lambda temp: temp.write_bytes(payload), settle_s, "lerobot-info"
+        info_json_path(root), info.stamp, lambda temp: temp.write_bytes(payload), settle_s, "lerobot-info"
     )

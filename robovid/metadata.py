@@ -1,6 +1,6 @@
 """Episode segment metadata: one Parquet row per (episode, camera), typed, written durably.
 
-Rows live in ``{root}/meta/robovid/segments/part-NNNNNN.parquet``. A commit rewrites
+Rows live in ``{root}/.cache/huggingface/robovid/segments/part-NNNNNN.parquet`` (:func:`robovid.layout.segments_dir`). A commit rewrites
 only the newest part (at most :data:`ROWS_PER_PART` rows) through a temp file, fsync
 and ``os.replace``, so a commit costs the same on the first episode and the ten
 thousandth, and a reader (plain ``pyarrow.parquet``) only ever sees whole files.
@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from robovid._faults import fault_point
 from robovid.durable import atomic_output
 from robovid.errors import MetadataError
-from robovid.layout import PART_RE, segment_part_path, segments_dir
+from robovid.layout import PART_RE, existing_segments_dir, segment_part_path
 
 ROWS_PER_PART = 256
 
@@ -62,11 +63,14 @@ SEGMENT_SCHEMA = pa.schema(
         ("min_psnr_db", pa.float64()),
         ("committed_at", pa.timestamp("ms", tz="UTC")),
         ("lerobot_stats", pa.string()),
+        ("take", pa.int64()),
     ]
 )
 """Columns of the segments table. ``first_frame`` is the episode's first frame in its chunk file;
 ``lerobot_stats`` the camera episode's statistics in LeRobot's format (JSON, computed from the PNGs
-during the encode; null in rows committed before robovid kept them)."""
+during the encode; null in rows committed before robovid kept them); ``take`` 0 for an episode's
+first recording, one more for each re-take committed in its place (``robovid retake``): the rows of
+earlier takes stay, and so do their frames in their chunk files."""
 
 
 _COLUMN_OF_FIELD = {name.replace(".", "_"): name for name in SEGMENT_SCHEMA.names}
@@ -122,6 +126,8 @@ class SegmentRow:
     lerobot_stats: str | None = None
     """The episode's statistics in LeRobot's format, as JSON (:func:`robovid.lerobot_stats.feature_stats_to_json`):
     counted from its PNGs during the encode. None in rows committed before robovid kept them."""
+    take: int = 0
+    """Which recording of the episode this is: the row with the highest take is the episode's."""
 
     @classmethod
     def from_video_info(
@@ -138,6 +144,7 @@ class SegmentRow:
         verify_s: float | None = None,
         min_psnr_db: float | None = None,
         lerobot_stats: str | None = None,
+        take: int = 0,
     ) -> SegmentRow:
         """The row of a freshly encoded episode, its ``video.*`` columns from ``get_video_info`` of the encode."""
         probed = {
@@ -156,6 +163,7 @@ class SegmentRow:
                 "verify_s": verify_s,
                 "min_psnr_db": None if min_psnr_db is None or min_psnr_db != min_psnr_db else min_psnr_db,  # NaN
                 "lerobot_stats": lerobot_stats,
+                "take": take,
             }
         )
 
@@ -188,6 +196,7 @@ class SegmentRow:
     def from_record(cls, record: Mapping[str, Any]) -> SegmentRow:
         """A row from a column-keyed mapping (a ``Table.to_pylist()`` item); absent columns are None."""
         values: dict[str, Any] = {name: record.get(column) for name, column in _COLUMN_OF_FIELD.items()}
+        values["take"] = values["take"] or 0  # rows committed before takes were counted
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
@@ -249,7 +258,7 @@ def _from_json_value(value: Any, arrow_type: pa.DataType) -> Any:
 
 
 def _parts(root: Path) -> list[tuple[int, Path]]:
-    directory = segments_dir(root)
+    directory = existing_segments_dir(root)
     if not directory.is_dir():
         return []
     found = []
@@ -270,12 +279,29 @@ def _read_part(path: Path) -> pa.Table:
         ) from error
 
 
-def read_segments(root: Path | str) -> pa.Table:
-    """Every committed segment row under ``root`` (one per episode and camera), as a pyarrow Table."""
+def read_segments(root: Path | str, all_takes: bool = False) -> pa.Table:
+    """The committed segment rows under ``root``, one per episode and camera, as a pyarrow Table.
+
+    An episode re-taken in place (``robovid retake``) has a row per take; its current one is the
+    highest ``take``. ``all_takes`` returns the earlier takes' rows too.
+    """
     tables = [_read_part(path) for _, path in _parts(Path(root))]
     if not tables:
         return SEGMENT_SCHEMA.empty_table()
-    return pa.concat_tables(tables)
+    table = pa.concat_tables(tables)
+    table = table.set_column(table.schema.get_field_index("take"), "take", pc.fill_null(table["take"], 0))
+    return table if all_takes else _current_takes(table)
+
+
+def _current_takes(table: pa.Table) -> pa.Table:
+    """The rows of each (camera, episode) with its highest take, in table order (two rows of one take both stay)."""
+    keys = list(zip(table["video_key"].to_pylist(), table["episode_index"].to_pylist(), strict=True))
+    takes = table["take"].to_pylist()
+    best: dict[tuple[str, int], int] = {}
+    for key, take in zip(keys, takes, strict=True):
+        best[key] = max(take, best.get(key, take))
+    keep = [i for i, (key, take) in enumerate(zip(keys, takes, strict=True)) if take == best[key]]
+    return table if len(keep) == table.num_rows else table.take(keep)
 
 
 def find_segment(root: Path | str, video_key: str, episode_index: int) -> SegmentRow | None:
@@ -327,6 +353,16 @@ class SegmentStore:
             with atomic_output(path) as temp:
                 pq.write_table(table, temp, compression="zstd")
                 fault_point("commit:before-rename")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every committed row."""
+        return read_segments(self.root).to_pylist()
+
+    def takes(self) -> dict[tuple[str, int], int]:
+        """(video_key, episode_index) -> the take of its current row."""
+        table = read_segments(self.root)
+        keys = zip(table["video_key"].to_pylist(), table["episode_index"].to_pylist(), strict=True)
+        return dict(zip(keys, table["take"].to_pylist(), strict=True))
 
     def keys(self) -> set[tuple[str, int]]:
         """(video_key, episode_index) of every committed row."""

@@ -145,12 +145,12 @@ def verify_root(root: Path, backend: str = "pyav", shipped: Collection[Path] = (
     """
     from robovid.decode import decode_video_frames
 
-    rows = read_segments(root).to_pylist()
+    rows = read_segments(root, all_takes=True).to_pylist()  # an earlier take's segment must still read back
     problems: list[dict[str, Any]] = []
-    counts = Counter((r["video_key"], r["episode_index"]) for r in rows)
-    for (key, episode), count in counts.items():
+    counts = Counter((r["video_key"], r["episode_index"], r["take"]) for r in rows)
+    for (key, episode, take), count in counts.items():
         if count > 1:
-            problems.append(_problem(key, episode, f"{count} metadata rows for one episode"))
+            problems.append(_problem(key, episode, f"{count} metadata rows for one episode (take {take})"))
     frames_in: dict[Path, int] = {}
     gone = set(shipped)
     for row in rows:

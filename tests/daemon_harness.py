@@ -238,15 +238,23 @@ def decoded_indices(path: Path) -> list[tuple[int, int]]:
         return [read_index(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
 
 
-def finish_and_check(root: Path, episodes: list[Episode], originals: dict[Episode, str], **env: str) -> Daemon:
+def finish_and_check(
+    root: Path,
+    episodes: list[Episode],
+    originals: dict[Episode, str],
+    wait_for_event: str | None = None,
+    **env: str,
+) -> Daemon:
     """A fresh daemon finishes every episode (a row each, PNG folders gone), stops with 0; final invariants hold.
 
-    Returns the stopped daemon, for its events.
+    With ``wait_for_event``, it also waits for that log event. Returns the stopped daemon, for its events.
     """
     daemon = start_daemon(root, **env)
     try:
         wait_for(lambda: len(rows_by_key(root)) == len(episodes), "every episode committed", daemon=daemon)
         wait_for(lambda: all(png_digest(root, e) is None for e in episodes), "every PNG folder cleaned", daemon=daemon)
+        if wait_for_event is not None:
+            wait_for(lambda: bool(daemon.events_named(wait_for_event)), wait_for_event, daemon=daemon)
     finally:
         assert daemon.stop() == 0
     check_invariants(root, episodes, originals, final=True)

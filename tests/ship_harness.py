@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from daemon_harness import Daemon, record, start_daemon
 from s3server import CREDENTIALS, MotoServer
 
-from robovid.layout import ChunkLocation, chunk_key, videos_dir
+from robovid.layout import ChunkLocation, chunk_key, segments_dir, videos_dir
 from robovid.metadata import read_segments
 from robovid_watch.finished import sealed_files
 from robovid_watch.ship.journal import ShipJournal
@@ -193,7 +193,7 @@ def _remote_rows(remote: dict[str, bytes]) -> list[tuple[str, int, int, int]]:
     import io
 
     rows = []
-    for key in sorted(k for k in remote if k.startswith("meta/robovid/segments/")):
+    for key in sorted(k for k in remote if k.startswith(segments_dir(Path()).as_posix() + "/")):
         for row in pq.read_table(io.BytesIO(remote[key])).to_pylist():
             rows.append((row["video_key"], row["episode_index"], row["chunk_index"], row["file_index"]))
     return sorted(rows)

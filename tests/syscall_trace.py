@@ -60,13 +60,14 @@ TRACED_SYSCALLS = (
     "openat,open,creat,write,pwrite64,writev,pwritev,ftruncate,truncate,fsync,fdatasync,sync_file_range,"
     "rename,renameat,renameat2,unlink,unlinkat,rmdir,mkdir,mkdirat,close,dup,dup2,dup3"
 )
-PUBLISHED = ("videos/", "meta/", ".robovid/journal/", ".robovid/failed/")
+STATE = ".cache/huggingface/robovid/"
+PUBLISHED = ("videos/", "meta/", "data/", f"{STATE}journal/", f"{STATE}failed/", f"{STATE}segments/")
 """Where robovid publishes files (relative to the root): every file there is renamed into place."""
 
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
 _CHUNK = re.compile(r"videos/[^/]+/chunk-\d{3,}/file-\d{3,}\.mp4")
-_PART = re.compile(r"meta/robovid/segments/part-\d{6,}\.parquet")
-_JOURNAL = re.compile(r"\.robovid/journal/([0-9a-f]+)--(\d+)\.json")
+_PART = re.compile(re.escape(STATE) + r"segments/part-\d{6,}\.parquet")
+_JOURNAL = re.compile(re.escape(STATE) + r"journal/([0-9a-f]+)--(\d+)\.json")
 _PNG = re.compile(r"images/([^/]+)/episode-(\d+)/[^/]+\.png", re.IGNORECASE)
 _LINE = re.compile(r"(\d+)\s+(?:\d\d:\d\d:\d\d\.\d+\s+)?(.*)", re.DOTALL)
 _RESUMED = re.compile(r"<\.\.\. (\w+) resumed>(.*)", re.DOTALL)

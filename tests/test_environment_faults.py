@@ -9,7 +9,7 @@ preallocated ballast file so that space runs out exactly at the wanted step. The
 amounts come from a rehearsal on the same kind of filesystem: the same episode is
 run up to the end of its append (``ROBOVID_FAULT_POINT=stage:after-append:1``) and
 the space it took is measured, so the test does not depend on how big the encoder's
-output is or on whether the encode is spooled in memory or written to ``.robovid/tmp``.
+output is or on whether the encode is spooled in memory or written to the state folder's ``tmp/``.
 
 The second instance case lives in ``test_daemon_e2e.py``; SIGKILL cases in
 ``test_crash_consistency.py``.
@@ -116,7 +116,7 @@ def fill(mount_point: Path, leave_bytes: int) -> Path:
 
 # observations ------------------------------------------------------------------------------------
 def leftovers(root: Path) -> list[Path]:
-    """Temp files anywhere under the root and anything in .robovid/tmp: partial writes left behind."""
+    """Temp files anywhere under the root and anything in the state folder's tmp/: partial writes left behind."""
     temp_dir = RootState(root).tmp_dir
     found = [p for p in root.rglob("*") if TEMP_MARK in p.name]
     return found + (sorted(temp_dir.iterdir()) if temp_dir.exists() else [])
@@ -311,7 +311,7 @@ def test_low_disk_starts_no_episode_until_min_free_space_is_back(
 def test_read_only_root_fails_cleanly_naming_the_problem_and_touches_nothing(
     small_fs: Path, disk_full_setup: DiskFullSetup, history: str
 ) -> None:
-    """``fresh``: a root the service never saw; ``in_use``: one with chunks, rows and .robovid/ state."""
+    """``fresh``: a root the service never saw; ``in_use``: one with chunks, rows and robovid's state folder."""
     root = small_fs / "root"
     if history == "in_use":
         shutil.copytree(disk_full_setup.root, root)

@@ -195,6 +195,17 @@ def _png_stats(tmp_path: Path, camera_number: int, episode: int) -> dict[str, np
     return accumulator.stats()
 
 
+def test_episode_statistics_are_those_of_the_pngs_kept_from_the_encode(processed: Path, tmp_path: Path) -> None:
+    root = _copy(processed, tmp_path)
+    _export(root)
+    table = pq.read_table(root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    for number, camera in enumerate(CAMERAS):
+        for episode in range(3):
+            expected = _png_stats(tmp_path, number, episode)
+            for key, value in expected.items():
+                assert table[f"stats/{camera}/{key}"][episode].as_py() == value.tolist(), (camera, episode, key)
+
+
 def test_rows_committed_without_statistics_get_them_from_their_decoded_video(processed: Path, tmp_path: Path) -> None:
     rows = [dict(r, lerobot_stats=None) for r in read_segments(processed).to_pylist()]
     episodes, _ = exportable(processed, rows)

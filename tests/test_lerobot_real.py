@@ -13,19 +13,25 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
-from daemon_harness import daemon_env, record
+from daemon_harness import daemon_env, record, start_daemon, wait_for
 
 from robovid.frames import read_frame_rgb
+from robovid.layout import state_dir
 from robovid.lerobot_export import export_dataset, exportable
 from robovid.lerobot_stats import QUANTILE_KEYS, FrameStatsAccumulator
 from robovid.metadata import read_segments
 from robovid.synthetic import write_episode
 
+META_FILES = ("meta/info.json", "meta/stats.json", "meta/tasks.parquet")
+"""With the data, episodes and videos: all that push_to_hub may upload (robovid's state stays home)."""
 LEROBOT_PYTHON = os.environ.get("ROBOVID_LEROBOT_PYTHON", "")
 REPO = Path(__file__).resolve().parent.parent
 CLIENT = Path(__file__).resolve().parent / "lerobot_client.py"
@@ -86,6 +92,95 @@ def test_frame_statistics_equal_lerobots_own_except_its_wrapped_std(tmp_path: Pa
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-12, atol=0, err_msg=key)
     assert theirs["std"].tolist() == [[[0.0]], [[0.0]], [[0.0]]]  # LeRobot 0.4.4 squares uint8 pixels (wraps)
     assert float(ours["std"].min()) > 0.05
+
+
+def test_robovid_watch_beside_a_lerobot_recording_makes_a_dataset_lerobot_loads(tmp_path: Path) -> None:
+    """LeRobot records (PNGs kept, a reset phase before each save, one discarded take) while robovid-watch runs.
+
+    The service's settle time is shorter than LeRobot's reset phase, so a settle rule alone would
+    take the PNGs before save_episode reads them. LeRobot's writes must all succeed, and its rows,
+    statistics and info keys must be exactly what it wrote.
+    """
+    root = tmp_path / "dataset"
+    recording = _start_recording(root, "--episodes", "3", "--frames", "20", "--reset-s", "2", "--retake", "1")
+    events = recording.events
+    wait_for(lambda: any(e["event"] == "created" for e in events), "LeRobot created the dataset", timeout=600)
+    daemon = start_daemon(root, ROBOVID_LEROBOT_ENCODE="1", ROBOVID_SETTLE_S="0.2", ROBOVID_LEROBOT_QUIET_S="1")
+
+    def refused() -> list[dict[str, Any]]:
+        failed = daemon.events_named("episode_failed")
+        return [e for e in failed if e["error_type"] == "LeRobotLengthMismatchError"]
+
+    try:
+        code, stderr = recording.finish(timeout=900)
+        assert code == 0, stderr
+        wait_for(lambda: len(refused()) == 2, "the discarded take's extra frames refused", daemon=daemon)
+        assert {e["episode"] for e in refused()} == {1}
+        for folder in root.glob("images/*/episode-000001"):
+            for index in range(20, 25):
+                (folder / f"frame-{index:06d}.png").unlink()
+        complete = "lerobot_metadata_complete"
+        wait_for(lambda: bool(daemon.events_named(complete)), "LeRobot metadata complete", daemon=daemon)
+    finally:
+        assert daemon.stop() == 0
+    saved = [e["row"] for e in events if e["event"] == "saved"]
+    table = pq.read_table(next(root.glob("meta/episodes/*/*.parquet")))
+    for row, written in zip(saved, table.to_pylist(), strict=True):
+        assert {k: written[k] for k in row} == row
+    info = json.loads((root / "meta" / "info.json").read_text())
+    for key in [k for k, f in info["features"].items() if f["dtype"] == "video"]:
+        assert info["features"][key].pop("info")["video.codec"] == "av1"
+    finalized = next(e for e in events if e["event"] == "finalized")["info"]
+    assert info == finalized
+    uploaded = _by_event(lerobot("upload-list", str(root)))["upload_list"]["files"]
+    assert state_dir(root).is_dir() and "meta/info.json" in uploaded
+    assert all(name.startswith(("data/", "meta/episodes/", "videos/")) or name in META_FILES for name in uploaded), (
+        uploaded
+    )
+    results = _by_event(lerobot("load", str(root)))
+    frames = 3 * 20 * 2
+    assert results["dataloader"]["frames"] == frames and results["dataloader"]["wrong"] == 0
+    assert results["indexing"]["frames"] == frames and results["indexing"]["wrong"] == 0
+    assert results["delta_timestamps"]["frames"] == 3 * frames and results["delta_timestamps"]["wrong"] == 0
+
+
+@dataclass
+class Recording:
+    """tests/lerobot_client.py record, running; its events collected as they arrive."""
+
+    process: subprocess.Popen[str]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        """Wait for the recorder's exit: its exit code and the end of its stderr."""
+        code = self.process.wait(timeout=timeout)
+        if self.thread is not None:
+            self.thread.join(timeout=60)
+        assert self.process.stdout is not None and self.process.stderr is not None
+        stderr = self.process.stderr.read()[-4000:]
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code, stderr
+
+
+def _start_recording(root: Path, *args: str) -> Recording:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOVID_")}
+    command = [LEROBOT_PYTHON, str(CLIENT), "record", str(root), *args]
+    process = subprocess.Popen(
+        command, env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    recording = Recording(process)
+
+    def collect() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("{"):
+                recording.events.append(json.loads(line))
+
+    recording.thread = threading.Thread(target=collect, daemon=True)
+    recording.thread.start()
+    return recording
 
 
 def test_importing_robovid_beside_lerobot_prints_no_feature_overwrite(tmp_path: Path) -> None:

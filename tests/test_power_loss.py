@@ -43,7 +43,7 @@ from syscall_trace import (
     strace_unusable,
 )
 
-from robovid.layout import episode_dir
+from robovid.layout import episode_dir, state_dir
 from robovid.synthetic import write_episode
 from robovid_watch.state import camera_id
 
@@ -131,7 +131,7 @@ def _service_pid(tracer_pid: int, root: Path) -> int | None:
     """The traced robovid-watch: strace's child (else the pid in the root lock it holds)."""
     children = Path(f"/proc/{tracer_pid}/task/{tracer_pid}/children")
     pids = children.read_text().split() if children.exists() else []
-    lock = root / ".robovid" / "lock"
+    lock = state_dir(root) / "lock"
     if not pids and lock.exists() and lock.read_text().strip().isdigit():
         pids = [lock.read_text().strip()]
     return int(pids[0]) if pids else None
@@ -229,10 +229,11 @@ def test_a_cut_after_the_png_deletions_does_not_doom_a_later_recording_of_the_sa
 # the checker catches each breach --------------------------------------------------------------------
 ROOT = "/rec"
 CID = camera_id("cam")
-JOURNAL = f"{ROOT}/.robovid/journal/{CID}--000001.json"
-JOURNAL_TMP = f"{ROOT}/.robovid/journal/.{CID}--000001.json.robovid-tmp-9-aa"
+STATE = ".cache/huggingface/robovid"
+JOURNAL = f"{ROOT}/.cache/huggingface/robovid/journal/{CID}--000001.json"
+JOURNAL_TMP = f"{ROOT}/.cache/huggingface/robovid/journal/.{CID}--000001.json.robovid-tmp-9-aa"
 CHUNK = f"{ROOT}/videos/cam/chunk-000/file-000.mp4"
-SEGMENTS = f"{ROOT}/meta/robovid/segments"
+SEGMENTS = f"{ROOT}/.cache/huggingface/robovid/segments"
 PART = f"{SEGMENTS}/part-000000.parquet"
 PART_TMP = f"{SEGMENTS}/.part-000000.parquet.robovid-tmp-9-bb"
 EPISODE = f"{ROOT}/images/cam/episode-000001"
@@ -262,11 +263,11 @@ def _protocol() -> list[tuple[str, int, str]]:
     """One episode appended to an existing chunk, done right, as (label, thread, call) in strace's format."""
     return [
         ("mkdir", 201, f'mkdir("{SEGMENTS}", 0777) = 0'),
-        ("", 201, f'openat(AT_FDCWD<{ROOT}>, "meta/robovid", O_RDONLY|O_DIRECTORY|O_CLOEXEC) = 3<{ROOT}/meta/robovid>'),
-        ("mkdir-fsync", 201, f"fsync(3<{ROOT}/meta/robovid>) = 0"),
+        ("", 201, f'openat(AT_FDCWD<{ROOT}>, "{STATE}", O_RDONLY|O_DIRECTORY|O_CLOEXEC) = 3<{ROOT}/{STATE}>'),
+        ("mkdir-fsync", 201, f"fsync(3<{ROOT}/{STATE}>) = 0"),
         *_durable_write(JOURNAL_TMP, 3, '{\\"camera\\": \\"cam\\"}', 17, "intent"),
         ("intent-rename", 201, f'rename("{JOURNAL_TMP}", "{JOURNAL}") = 0'),
-        *_fsync_dir(f"{ROOT}/.robovid/journal", "intent-dir-fsync"),
+        *_fsync_dir(f"{ROOT}/.cache/huggingface/robovid/journal", "intent-dir-fsync"),
         ("", 201, f'openat(AT_FDCWD</srv>, "{CHUNK}", O_RDWR|O_CLOEXEC) = 4<{CHUNK}>'),
         ("", 201, f'write(4<{CHUNK}>, "\\0\\0\\20$mdat", 8) = 8'),
         ("", 201, f'write(4<{CHUNK}>, "\\0\\0\\3\\363moov\\0\\0\\0lmvhd"..., 1011 <unfinished ...>'),
@@ -278,7 +279,7 @@ def _protocol() -> list[tuple[str, int, str]]:
         ("", 201, f"close(4<{CHUNK}>) = 0"),
         *_durable_write(PART_TMP, 5, "PAR1", 4, "part"),
         ("part-rename", 201, f'rename("{PART_TMP}", "{PART}" <unfinished ...>'),
-        ("part-rename", 202, f"fsync(6<{ROOT}/.robovid/tmp/other.mp4>) = 0"),
+        ("part-rename", 202, f"fsync(6<{ROOT}/{STATE}/tmp/other.mp4>) = 0"),
         ("part-rename", 201, "<... rename resumed>) = 0"),
         *_fsync_dir(SEGMENTS, "part-dir-fsync"),
         ("png", 201, f'unlink("{EPISODE}/frame-000000.png") = 0'),
@@ -288,7 +289,7 @@ def _protocol() -> list[tuple[str, int, str]]:
         ("", 201, f'rmdir("{ROOT}/images/cam") = -1 ENOTEMPTY (Directory not empty)'),
         *_fsync_dir(f"{ROOT}/images/cam", "clean-fsync"),
         ("intent-unlink", 201, f'unlink("{JOURNAL}") = 0'),
-        *_fsync_dir(f"{ROOT}/.robovid/journal", ""),
+        *_fsync_dir(f"{ROOT}/.cache/huggingface/robovid/journal", ""),
         ("", 201, "+++ exited with 0 +++"),
     ]
 
@@ -338,7 +339,7 @@ def test_checker_reports_a_png_unlink_before_the_metadata_commit() -> None:
         pytest.param(
             lambda: _without("part-dir-fsync"),
             check_publish_renames,
-            "directory meta/robovid/segments",
+            "directory .cache/huggingface/robovid/segments",
             id="no-dir-fsync",
         ),
         pytest.param(
@@ -359,7 +360,9 @@ def test_checker_reports_a_png_unlink_before_the_metadata_commit() -> None:
             "durable",
             id="intent-last",
         ),
-        pytest.param(lambda: _without("mkdir-fsync"), check_new_directories, "meta/robovid/segments", id="new-dir"),
+        pytest.param(
+            lambda: _without("mkdir-fsync"), check_new_directories, ".cache/huggingface/robovid/segments", id="new-dir"
+        ),
         pytest.param(
             lambda: [*_protocol(), ("", 201, 'openat(AT_FDCWD</srv>, "c", O_WRONLY|O_CREAT, 0644) = 7</srv/c>')],
             check_writes_only_under_root,

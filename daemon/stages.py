@@ -274,7 +274,17 @@ def append(
         try:
             segment = append_video(path, temp)
             break
-        except (MismatchedVideosError, VideoFormatError) as error:
+        except MismatchedVideosError as error:
+            ctx.state.clear_intent(ref.camera, ref.episode)
+            log.info(
+                "chunk_file_finished",
+                chunk=str(path),
+                reason="the episode's codec setup, frame size or rate differs from this file's (settings changed)",
+                detail=str(error),
+                action="a new chunk file takes this episode and the ones after it; the finished file is unchanged",
+            )
+            location = location.next(ctx.files_per_chunk)
+        except VideoFormatError as error:
             ctx.state.clear_intent(ref.camera, ref.episode)
             skip_chunk(ctx.root, ref.camera, location, error)
             location = location.next(ctx.files_per_chunk)

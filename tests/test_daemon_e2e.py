@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from daemon_harness import (
+    Daemon,
+    Episode,
     PointHooks,
     check_invariants,
     chunk_files,
@@ -20,11 +22,13 @@ from daemon_harness import (
     start_daemon,
     wait_for,
 )
+from videocheck import require_torchcodec
 
 from robovid.decode import decode_episode_frames
 from robovid.frames import read_frame_rgb
 from robovid.layout import episode_dir
 from robovid.metadata import read_lerobot_episodes
+from robovid.probe import get_video_info
 from robovid.settings import DEFAULT_SVTAV1_PRESET
 from robovid.synthetic import read_index, write_episode
 from robovid.verify import psnr_db
@@ -86,6 +90,46 @@ def test_rows_carry_probe_info_encoder_settings_and_timings(tmp_path: Path) -> N
     assert row["video.preset"] == str(DEFAULT_SVTAV1_PRESET)
     assert row["encode_s"] > 0 and row["verify_s"] > 0 and row["append_s"] > 0
     assert row["source_bytes"] > row["video_bytes"] > 0
+
+
+def test_a_codec_change_starts_a_new_chunk_file_and_every_episode_still_decodes(tmp_path: Path) -> None:
+    """A service restarted with another codec never appends it to the old codec's chunk file."""
+    root = tmp_path / "root"
+    root.mkdir()
+    episodes = record(root, ["cam"], range(0, 2))
+    runs = [("libsvtav1", "av1"), ("h264", "h264"), ("libsvtav1", "av1")]
+    for run, (vcodec, _) in enumerate(runs):
+        if run:
+            episodes += record(root, ["cam"], range(2 * run, 2 * run + 2))
+        daemon = _run_until_done(root, episodes, ROBOVID_VCODEC=vcodec)
+        finished = daemon.events_named("chunk_file_finished")
+        assert [e["level"] for e in finished] == (["info"] if run else [])
+        assert not daemon.events_named("chunk_skipped")
+    check_invariants(root, episodes, {}, final=True)
+    files = sorted(chunk_files(root))
+    assert [p.name for p in files] == ["file-000.mp4", "file-001.mp4", "file-002.mp4"]
+    assert [get_video_info(p)["video.codec"] for p in files] == [codec for _, codec in runs]
+    rows = rows_by_key(root)
+    for e in episodes:
+        (row,) = rows[("cam", e.index)]
+        assert (row["file_index"], row["video.codec"]) == (e.index // 2, runs[e.index // 2][1])
+        for backend in ("pyav", "torchcodec"):
+            if backend == "torchcodec":
+                require_torchcodec()
+            decoded = decode_episode_frames(root, "cam", e.index, [0.0, 7 / 30], 1e-4, backend=backend)
+            indices = [read_index((np.asarray(f).transpose(1, 2, 0) * 255).round().astype(np.uint8)) for f in decoded]
+            assert indices == [(e.index, 0), (e.index, 7)], (backend, row["video.codec"])
+
+
+def _run_until_done(root: Path, episodes: list[Episode], **env: str) -> Daemon:
+    """Start the service, wait until every episode has its row and no PNG left, stop it."""
+    daemon = start_daemon(root, **env)
+    try:
+        wait_for(lambda: len(rows_by_key(root)) == len(episodes), "a row per episode", daemon=daemon)
+        wait_for(lambda: all(png_digest(root, e) is None for e in episodes), "PNGs deleted", daemon=daemon)
+    finally:
+        assert daemon.stop() == 0
+    return daemon
 
 
 @pytest.mark.parametrize(

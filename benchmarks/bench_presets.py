@@ -17,18 +17,23 @@ each run in a fresh process (no torch):
   below the burnt-in index strip), the encoder's memory, and the latency of decoding 1 and 8 random
   frames with a warm plain torchcodec decoder. Presets below ``--slow-below`` use ``--slow-frames``.
 
-The default is chosen from the table: the fastest libsvtav1 preset with 0 stale frames on the whole
-suite and a scene PSNR within 0.2 dB of the reference's own default encode.
+The defaults are chosen from the table (``choose_default``): among the configs with 0 stale frames on
+the whole suite and a scene PSNR within 0.2 dB of the reference's own default encode (or above), the
+least encoder CPU per frame; for the library among plain libsvtav1 presets at crf 30, for the service
+among every codec, crf and option measured. ``--encoder-threads 1`` measures with the service's threads.
 
     .venv/bin/python -m benchmarks.bench_presets                      # everything (hours on 2 busy cores)
     .venv/bin/python -m benchmarks.bench_presets --configs svt-6,svt-8 --repeats 1 --tag -68
     .venv/bin/python -m benchmarks.bench_presets --quick              # 1 repeat, 60 frames, short suite
+    .venv/bin/python -m benchmarks.bench_presets --configs svt-none,svt-6 --sweep h264:veryfast:28,26 \
+        --encoder-threads 1 --tag -sweep                              # a crf sweep at the service's threads
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,14 +45,44 @@ NAME = "bench_presets"
 MODULE = "benchmarks.bench_presets"
 G, CRF = 2, 30
 REFERENCE = "svt-none"
-CONFIGS: dict[str, tuple[str, int | str | None, int]] = {
-    **{f"svt-{p}": ("libsvtav1", p, CRF) for p in range(14)},
-    REFERENCE: ("libsvtav1", "none", CRF),
-    "h264": ("h264", None, CRF),
-    "hevc": ("hevc", None, CRF),
-    "h264-crf26": ("h264", None, 26),  # h264 at about AV1's quality: a CPU-cheap faithful alternative?
-    "h264-crf23": ("h264", None, 23),
+Config = tuple[str, int | str | None, int, str]
+"""vcodec, preset (``"none"``: leave it to the encoder, as the reference does), crf, extra ``svtav1-params``."""
+CONFIGS: dict[str, Config] = {
+    **{f"svt-{p}": ("libsvtav1", p, CRF, "") for p in range(14)},
+    REFERENCE: ("libsvtav1", "none", CRF, ""),
+    "h264": ("h264", None, CRF, ""),
+    "hevc": ("hevc", None, CRF, ""),
+    "h264-crf26": ("h264", None, 26, ""),  # h264 at about AV1's quality: a CPU-cheap faithful alternative?
+    "h264-crf23": ("h264", None, 23, ""),
 }
+"""The default list. More by name (see ``config_of``): ``h264-veryfast-crf24``, ``hevc-fast-crf26``,
+``svt-8-crf28``, ``svt-8-vboost`` (SVT-AV1's ``enable-variance-boost=1``, which kept preset 8's pan edge
+fresh in the fidelity work); ``--sweep h264,hevc:medium,fast,veryfast:30,28,26,24`` adds a grid."""
+SVT_OPTIONS = {"vboost": "enable-variance-boost=1"}
+_NAME = re.compile(r"^(?P<codec>svt|h264|hevc)-(?P<preset>none|\d+|[a-z]+?)(?:-crf(?P<crf>\d+))?(?:-(?P<opt>vboost))?$")
+
+
+def config_of(key: str) -> Config:
+    """A config by name: one of CONFIGS, or ``{svt|h264|hevc}-{preset}[-crf{N}][-vboost]``."""
+    if key in CONFIGS:
+        return CONFIGS[key]
+    match = _NAME.match(key)
+    if match is None:
+        raise ValueError(f"unknown config {key!r}: use one of {', '.join(CONFIGS)} or e.g. h264-veryfast-crf24")
+    codec, preset_name, crf, opt = match["codec"], match["preset"], match["crf"], match["opt"]
+    vcodec = "libsvtav1" if codec == "svt" else codec
+    preset: int | str | None = int(preset_name) if preset_name.isdigit() else preset_name
+    if opt and vcodec != "libsvtav1":
+        raise ValueError(f"{key!r}: -{opt} is an SVT-AV1 option")
+    return vcodec, preset, int(crf) if crf else CRF, SVT_OPTIONS.get(opt or "", "")
+
+
+def sweep(spec: str) -> list[str]:
+    """``CODECS:PRESETS:CRFS`` (each comma-separated) -> config names, e.g. ``h264:fast:28,26``."""
+    codecs, presets, crfs = (part.split(",") for part in spec.split(":"))
+    return [f"{codec}-{preset}-crf{crf}" for codec in codecs for preset in presets for crf in crfs]
+
+
 SCENE_PSNR_MARGIN_DB = 0.2
 
 
@@ -68,23 +103,31 @@ def yuv_frames_path(episode: Path, num_frames: int) -> Path:
 # ---------------------------------------------------------------- workers (a fresh process each)
 
 
-def encoder_of(config: str) -> tuple[str, dict[str, str]]:
-    """The FFmpeg encoder name and options of a config (robovid's settings; no preset for the reference)."""
+def encoder_of(config: str, threads: int | None = None) -> tuple[str, dict[str, str]]:
+    """The FFmpeg encoder name and options of a config (robovid's settings; no preset for the reference).
+
+    ``threads`` is ``EncoderSettings.threads`` (None: the library's choice, ``lp=1`` for libsvtav1 and the
+    encoder's own for x264/x265; the service runs every encoder with 1, ``ROBOVID_ENCODER_THREADS``).
+    """
     from robovid.settings import EncoderSettings
 
-    vcodec, preset, crf = CONFIGS[config]
-    settings = EncoderSettings(vcodec=vcodec, g=G, crf=crf, preset=None if preset == "none" else preset)
+    vcodec, preset, crf, svt_params = config_of(config)
+    settings = EncoderSettings(
+        vcodec=vcodec, g=G, crf=crf, preset=None if preset == "none" else preset, threads=threads
+    )
     options = settings.codec_options()
     if preset == "none":
         del options["preset"]
+    if svt_params:
+        options["svtav1-params"] = ":".join(filter(None, [options.get("svtav1-params", ""), svt_params]))
     return settings.encoder_name, options
 
 
-def worker_encode(yuv: Path, out: Path, config: str) -> dict[str, Any]:
+def worker_encode(yuv: Path, out: Path, config: str, threads: int | None) -> dict[str, Any]:
     import av
     import numpy as np
 
-    encoder, options = encoder_of(config)
+    encoder, options = encoder_of(config, threads)
     planes = np.load(yuv)
     frames = [av.VideoFrame.from_ndarray(p, format="yuv420p") for p in planes]
     del planes
@@ -103,13 +146,15 @@ def worker_encode(yuv: Path, out: Path, config: str) -> dict[str, Any]:
     }
 
 
-def worker_fidelity(config: str, frames: int, hd_frames: int, pattern_frames: int, work: Path) -> dict[str, Any]:
+def worker_fidelity(
+    config: str, frames: int, hd_frames: int, pattern_frames: int, work: Path, threads: int | None
+) -> dict[str, Any]:
     """Encode every fidelity clip with ``config`` and judge every decoded frame."""
     import av
 
     from robovid import fidelity
 
-    encoder, options = encoder_of(config)
+    encoder, options = encoder_of(config, threads)
     clips = {}
     for clip in fidelity.suite(frames, hd_frames, pattern_frames):
         video = work / f"fidelity-{config}-{clip.name}.mp4"
@@ -154,13 +199,17 @@ def decode_latency(video: Path, calls: int, seed: int) -> dict[str, Any]:
 
 
 def _is_slow(key: str, below: int) -> bool:
-    preset = CONFIGS[key][1]
+    preset = config_of(key)[1]
     return isinstance(preset, int) and preset < below
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS) + ", ...")
+    parser.add_argument("--sweep", action="append", default=[], help="also CODECS:PRESETS:CRFS, e.g. h264:fast:28,26")
+    parser.add_argument(
+        "--encoder-threads", type=int, default=None, help="EncoderSettings.threads (the service: 1; default: library)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=c.EPISODE_FRAMES)
     parser.add_argument("--suite-frames", type=int, default=150, help="frames per fidelity clip")
@@ -174,10 +223,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = parser.parse_args(argv)
     if a.quick:
         a.repeats, a.frames, a.suite_frames, a.decode_calls = 1, 60, 30, 20
-    keys = [k for k in a.configs.split(",") if k]
-    unknown = sorted(set(keys) - set(CONFIGS))
-    if unknown:
-        parser.error(f"unknown configs {unknown}; choose from {', '.join(CONFIGS)}")
+    keys = list(dict.fromkeys([k for k in a.configs.split(",") if k] + [k for s in a.sweep for k in sweep(s)]))
+    for key in keys:
+        try:
+            config_of(key)
+        except ValueError as error:
+            parser.error(str(error))
+    threads = [] if a.encoder_threads is None else ["--threads", str(a.encoder_threads)]
     c.REALTIME["allowed"] = a.allow_realtime
     info = c.machine_info()
     c.print_header("bench_presets: fidelity suite + 640x480 episode in memory, g=2 crf=30, one encoder", info)
@@ -196,7 +248,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if repeat and _is_slow(key, a.slow_below):
                 continue
             out = work / f"{key}.mp4"
-            report = c.run_worker(MODULE, ["encode", "--yuv", str(yuv_of[frames_of[key]]), "--out", str(out), key])
+            args = ["encode", "--yuv", str(yuv_of[frames_of[key]]), "--out", str(out), *threads, key]
+            report = c.run_worker(MODULE, args)
             report["bytes"] = out.stat().st_size
             report["load_avg"] = c.load_avg()
             results[key] = report
@@ -208,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         final[key] = quality_of(work / f"{key}.mp4", sources[: frames_of[key]], a.decode_calls, key)
         suite_frames = a.slow_suite_frames if _is_slow(key, a.slow_below) else a.suite_frames
         args = [str(suite_frames), str(suite_frames), "24", str(work)]
-        fidelity = c.run_worker(MODULE, ["fidelity", key, *args], timeout_s=6 * 3600)
+        fidelity = c.run_worker(MODULE, ["fidelity", *threads, key, *args], timeout_s=6 * 3600)
         final[key] |= {"suite_frames": suite_frames, "stale_frames": fidelity["stale_frames"], "fidelity": fidelity}
         print(f"  {key}: {fidelity['stale_frames']} stale frames on the suite ({suite_frames} per clip)", flush=True)
     table = summarize(runs, final, keys, frames_of)
@@ -218,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_avg_end": c.load_avg(),
         "frames": frames_of,
         "repeats": a.repeats,
-        "settings": {"g": G, "crf": CRF, "fps": c.FPS},
+        "settings": {"g": G, "crf": CRF, "fps": c.FPS, "encoder_threads": a.encoder_threads},
         "runs": runs,
         "table": table,
         "choice": choose_default(table),
@@ -276,25 +329,32 @@ def summarize(
     return table
 
 
-def choose_default(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The fastest libsvtav1 preset with 0 stale frames and scene PSNR within the margin of the reference."""
-    faithful = [
+def faithful_configs(table: dict[str, dict[str, Any]]) -> list[str]:
+    """Configs with 0 stale frames on the suite and scene PSNR within the margin of (or above) the reference."""
+    return [
         key
         for key, row in table.items()
-        if key.startswith("svt-")
-        and key != REFERENCE
-        and row["stale_frames"] == 0
-        and row["scene_psnr_vs_reference_db"] >= -SCENE_PSNR_MARGIN_DB
+        if key != REFERENCE and row["stale_frames"] == 0 and row["scene_psnr_vs_reference_db"] >= -SCENE_PSNR_MARGIN_DB
     ]
-    if not faithful:
-        return {"config": None, "reason": "no libsvtav1 preset met both conditions"}
-    best = min(faithful, key=lambda k: table[k]["cpu_ms_per_frame"])
-    return {
-        "config": best,
-        "faithful": faithful,
-        "reason": f"the fastest (CPU ms per frame) of {', '.join(faithful)}: 0 stale frames on the suite and scene "
-        f"PSNR within {SCENE_PSNR_MARGIN_DB} dB of the reference's default encode",
-    }
+
+
+def choose_default(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The defaults the table picks, each the least encoder CPU per frame among the faithful configs.
+
+    ``library``: plain libsvtav1 (the reference's codec and crf, no extra option), ``encode_video_frames``'s
+    default; ``service``: any codec, robovid-watch's default (its bytes are in the table beside AV1's).
+    """
+    faithful = faithful_configs(table)
+    plain_svt = [k for k in faithful if config_of(k)[0] == "libsvtav1" and config_of(k)[2:] == (CRF, "")]
+    rule = f"0 stale frames on the suite and scene PSNR within {SCENE_PSNR_MARGIN_DB} dB of the reference's or above"
+    choice: dict[str, Any] = {"faithful": faithful, "rule": rule}
+    for role, candidates in (("library", plain_svt), ("service", faithful)):
+        best = min(candidates, key=lambda k: table[k]["cpu_ms_per_frame"]) if candidates else None
+        choice[role] = {
+            "config": best,
+            "reason": f"the least CPU ms per frame of {', '.join(candidates)}" if best else "none met the rule",
+        }
+    return choice
 
 
 def _svt_preset(lines: list[str]) -> str:
@@ -351,20 +411,22 @@ def print_summary(p: dict[str, Any]) -> None:
 def run_worker_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", required=True)
+    parser.add_argument("--threads", type=int, default=None)
     if argv[1] == "fidelity":
-        parser.add_argument("config", choices=list(CONFIGS))
+        parser.add_argument("config")
         parser.add_argument("frames", type=int)
         parser.add_argument("hd_frames", type=int)
         parser.add_argument("pattern_frames", type=int)
         parser.add_argument("work", type=Path)
         f = parser.parse_args(argv)
-        c.worker_report(**worker_fidelity(f.config, f.frames, f.hd_frames, f.pattern_frames, f.work))
+        report = worker_fidelity(f.config, f.frames, f.hd_frames, f.pattern_frames, f.work, f.threads)
+        c.worker_report(**report)
         return
     parser.add_argument("--yuv", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("config", choices=list(CONFIGS))
+    parser.add_argument("config")
     a = parser.parse_args(argv)
-    c.worker_report(**worker_encode(a.yuv, a.out, a.config))
+    c.worker_report(**worker_encode(a.yuv, a.out, a.config, a.threads))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ encoders only) and are checked by :class:`robovid.settings.EncoderSettings`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +29,21 @@ else:  # a Literal of the table's names: pydantic lists them in its message
     VCodec = Literal[SOFTWARE_VCODECS]
     PixFmt = Literal[SOFTWARE_PIX_FMTS]
 
+SERVICE_VCODEC: Final = "h264"
+"""The service's default codec: of the settings with 0 stale frames on the whole fidelity suite and scene PSNR
+within 0.2 dB of the reference's default encode (SVT-AV1 preset 8 crf 30) or above, the least encoder CPU per
+frame (benchmarks/README.md, ``bench_presets``): x264 veryfast crf 22, 0.12x SVT-AV1 preset 6's encoder CPU (0.25x
+the reference's) for 1.33x preset 6's bytes (1.30x the reference's). The library's ``encode_video_frames`` keeps the
+reference's codec (libsvtav1, at preset 6)."""
+CODEC_DEFAULTS: dict[str, tuple[int, str | None]] = {
+    "h264": (22, "veryfast"),
+    "hevc": (23, None),
+    "libsvtav1": (30, None),
+}
+"""Per codec, the ``crf`` and ``preset`` used when ROBOVID_CRF / ROBOVID_PRESET are empty: the crf at which the codec
+reaches the reference's scene PSNR (libsvtav1: the reference's own 30); preset None is the library's default
+(libsvtav1: DEFAULT_SVTAV1_PRESET, 6; hevc: x265's own, medium)."""
+
 
 def check_metrics_dir(value: str) -> str:
     """ROBOVID_METRICS_DIR (shared by robovid-watch and robovid-ship): empty, or an existing folder."""
@@ -47,10 +62,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROBOVID_", extra="ignore", case_sensitive=False)
 
     root: Path = Path("/var/lib/robovid")
-    vcodec: VCodec = "libsvtav1"
+    vcodec: VCodec = SERVICE_VCODEC
     pix_fmt: PixFmt = "yuv420p"
     g: int = Field(2, ge=1, le=10_000)
-    crf: int = Field(30, ge=CRF_MIN, le=CRF_MAX)
+    crf: int | None = Field(None, ge=CRF_MIN, le=CRF_MAX)
+    """None (an empty ROBOVID_CRF): the codec's default, CODEC_DEFAULTS."""
     preset: str = ""
     fast_decode: int = Field(0, ge=0, le=2)
     encoder_threads: int = Field(1, ge=0, le=256)
@@ -90,6 +106,11 @@ class Settings(BaseSettings):
         """Where to write robovid_watch.prom (None: no metrics)."""
         return Path(self.metrics_dir) if self.metrics_dir else None
 
+    @field_validator("crf", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("root")
     @classmethod
     def _existing_dir(cls, value: Path) -> Path:
@@ -99,14 +120,15 @@ class Settings(BaseSettings):
 
     def encoder_settings(self) -> EncoderSettings:
         """The library's encoder settings for these variables."""
-        preset: int | str | None = self.preset.strip() or None
+        default_crf, default_preset = CODEC_DEFAULTS[self.vcodec]
+        preset: int | str | None = self.preset.strip() or default_preset
         if isinstance(preset, str) and preset.isdigit():
             preset = int(preset)
         return EncoderSettings(
             vcodec=self.vcodec,
             pix_fmt=self.pix_fmt,
             g=self.g,
-            crf=self.crf,
+            crf=default_crf if self.crf is None else self.crf,
             preset=preset,
             fast_decode=self.fast_decode,
             threads=self.encoder_threads,

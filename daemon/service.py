@@ -91,10 +91,10 @@ FAIL_ACTION = (
     "of images/"
 )
 MISMATCH_ACTION = (
-    "the PNGs were kept: the encoded video does not show what the camera saw in this tile. Encode with a slower "
-    "preset (unset ROBOVID_PRESET for robovid's default, or set a lower number), a lower ROBOVID_CRF or "
-    "ROBOVID_VCODEC=h264, restart the service, then retry the episode by touching a file in its folder (any "
-    "change to the folder retries it)"
+    "the PNGs were kept: the encoded video does not show what the camera saw in this tile. Encode with robovid's "
+    "faithful defaults (unset ROBOVID_VCODEC, ROBOVID_CRF and ROBOVID_PRESET), a slower ROBOVID_PRESET or a lower "
+    "ROBOVID_CRF, restart the service, then retry the episode by touching a file in its folder (any change to the "
+    "folder retries it)"
 )
 """What an ``episode_failed`` event for a frame that does not show its source tells the operator."""
 

@@ -47,8 +47,16 @@ class RootSpec:
     encoder: tuple[tuple[str, str], ...] = ()
 
 
-SMALL = RootSpec(("front", "wrist cam"), episodes=6, frames=8, size=(64, 48), file_size_mb=0.01)
-"""About two 8-frame episodes per file: 3 files per camera, 2 of them finished."""
+SMALL = RootSpec(
+    ("front", "wrist cam"),
+    episodes=6,
+    frames=8,
+    size=(64, 48),
+    file_size_mb=0.01,
+    encoder=(("ROBOVID_VCODEC", "libsvtav1"),),
+)
+"""About two 8-frame episodes per file as libsvtav1 encodes them (h264, the service's default, writes smaller ones):
+3 files per camera, 2 of them finished."""
 BIG = RootSpec(
     ("front",),
     episodes=3,

@@ -68,7 +68,7 @@ def test_info_prints_the_probe_as_json(tmp_path: Path) -> None:
     record(tmp_path, ["cam"], range(1))
     robovid("process", str(tmp_path), "--no-progress", root=tmp_path)
     info = json.loads(robovid("info", str(chunk_path(tmp_path, "cam", 0, 0))).stdout)
-    assert info["frames"] == 8 and info["video.codec"] == "av1" and info["video.crf"] == 30
+    assert info["frames"] == 8 and info["video.codec"] == "h264" and info["video.crf"] == 22
 
 
 def test_info_on_a_missing_file_exits_1_with_a_message(tmp_path: Path) -> None:

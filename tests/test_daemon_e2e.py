@@ -25,13 +25,15 @@ from daemon_harness import (
 from videocheck import require_torchcodec
 
 from robovid.decode import decode_episode_frames
+from robovid.encoders import SOFTWARE_VCODECS
 from robovid.frames import read_frame_rgb
 from robovid.layout import episode_dir
 from robovid.metadata import read_lerobot_episodes
 from robovid.probe import get_video_info
-from robovid.settings import DEFAULT_SVTAV1_PRESET
+from robovid.settings import DEFAULT_SVTAV1_PRESET, EncoderSettings
 from robovid.synthetic import read_index, write_episode
 from robovid.verify import psnr_db
+from robovid_watch.config import CODEC_DEFAULTS, load_settings
 
 CAMERAS = ["front", "wrist cam 'left'"]
 
@@ -85,9 +87,9 @@ def test_rows_carry_probe_info_encoder_settings_and_timings(tmp_path: Path) -> N
     row = rows_by_key(root)[("cam", 1)][0]
     assert row["from_timestamp"] == pytest.approx(row["first_frame"] / 30)  # two workers: either order
     assert row["to_timestamp"] - row["from_timestamp"] == pytest.approx(8 / 30)
-    assert (row["video.codec"], row["video.width"], row["video.height"], row["video.fps"]) == ("av1", 64, 48, 30)
+    assert (row["video.codec"], row["video.width"], row["video.height"], row["video.fps"]) == ("h264", 64, 48, 30)
     assert (row["video.crf"], row["video.g"], row["video.channels"]) == (35, 4, 3)
-    assert row["video.preset"] == str(DEFAULT_SVTAV1_PRESET)
+    assert row["video.preset"] == CODEC_DEFAULTS["h264"][1] == "veryfast"
     assert row["encode_s"] > 0 and row["verify_s"] > 0 and row["append_s"] > 0
     assert row["source_bytes"] > row["video_bytes"] > 0
 
@@ -138,7 +140,7 @@ def _run_until_done(root: Path, episodes: list[Episode], **env: str) -> Daemon:
         ("ROBOVID_CRF", "99", "less than or equal to 63"),
         ("ROBOVID_VCODEC", "vp9", "'libsvtav1', 'h264' or 'hevc'"),
         ("ROBOVID_WORKERS", "many", "valid integer"),
-        ("ROBOVID_PRESET", "turbo", "whole number from 0 to 13"),
+        ("ROBOVID_PRESET", "turbo", "Supported values are ultrafast"),
         ("ROBOVID_COMPLETE_MARKER", "a/b", "plain file name"),
     ],
 )
@@ -149,6 +151,26 @@ def test_bad_environment_value_stops_the_daemon_with_exit_78_naming_it(
     assert result.returncode == 78
     assert variable in result.stderr and expected in result.stderr
     assert list(tmp_path.iterdir()) == [], "nothing was touched"
+
+
+def test_the_service_encodes_with_its_faithful_default_and_each_codec_at_its_own_crf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """h264 veryfast crf 22 by default (benchmarks/README.md); an operator who picks another codec gets the crf at
+    which it matches the reference's quality and robovid's preset for it, not h264's numbers."""
+    assert set(CODEC_DEFAULTS) == set(SOFTWARE_VCODECS)
+    monkeypatch.setenv("ROBOVID_CRF", "")  # what the example environment file shows, uncommented
+    monkeypatch.setenv("ROBOVID_PRESET", "")
+    assert load_settings(root=tmp_path).encoder_settings() == EncoderSettings(
+        vcodec="h264", crf=22, preset="veryfast", threads=1
+    )
+    av1 = load_settings(root=tmp_path, vcodec="libsvtav1").encoder_settings()
+    assert (av1.crf, av1.effective_preset) == (30, DEFAULT_SVTAV1_PRESET)
+    hevc = load_settings(root=tmp_path, vcodec="hevc").encoder_settings()
+    assert (hevc.crf, hevc.preset) == (23, None)
+    chosen = load_settings(root=tmp_path, vcodec="libsvtav1", crf=40, preset="8").encoder_settings()
+    assert (chosen.crf, chosen.preset) == (40, 8)
+    assert load_settings(root=tmp_path, preset="medium").encoder_settings().preset == "medium"
 
 
 def test_missing_root_exits_78(tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ from robovid.compact import chunk_space
 from robovid.layout import list_chunks, sealed_dir
 from robovid_watch.finished import seal, sealed_files
 
-SMALL_FILES = {"ROBOVID_VIDEO_FILE_SIZE_MB": "0.01"}  # about two 8-frame 64x48 episodes per file
+# about two 8-frame 64x48 episodes per file as libsvtav1 encodes them (h264, the default, writes smaller ones)
+SMALL_FILES = {"ROBOVID_VCODEC": "libsvtav1", "ROBOVID_VIDEO_FILE_SIZE_MB": "0.01"}
 
 
 def _digests(paths: list[Path]) -> dict[Path, str]:

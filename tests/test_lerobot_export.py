@@ -70,7 +70,7 @@ def test_info_json_describes_the_dataset(processed: Path, tmp_path: Path) -> Non
     assert list(info["features"]) == [*CAMERAS, "timestamp", "frame_index", "episode_index", "index", "task_index"]
     front = info["features"]["front"]
     assert (front["dtype"], front["shape"], front["names"]) == ("video", [48, 64, 3], ["height", "width", "channels"])
-    assert front["info"]["video.codec"] == "av1" and front["info"]["video.fps"] == FPS
+    assert front["info"]["video.codec"] == "h264" and front["info"]["video.fps"] == FPS  # the service's default
     assert info["features"]["timestamp"] == {"dtype": "float32", "shape": [1], "names": None}
 
 

@@ -129,7 +129,7 @@ def test_robovid_watch_beside_a_lerobot_recording_makes_a_dataset_lerobot_loads(
         assert {k: written[k] for k in row} == row
     info = json.loads((root / "meta" / "info.json").read_text())
     for key in [k for k, f in info["features"].items() if f["dtype"] == "video"]:
-        assert info["features"][key].pop("info")["video.codec"] == "av1"
+        assert info["features"][key].pop("info")["video.codec"] == "h264"  # the service's default
     finalized = next(e for e in events if e["event"] == "finalized")["info"]
     assert info == finalized
     uploaded = _by_event(lerobot("upload-list", str(root)))["upload_list"]["files"]

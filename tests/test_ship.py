@@ -251,7 +251,7 @@ def test_the_service_and_the_shipper_run_side_by_side_and_every_episode_lands_re
     root = tmp_path / "root"
     root.mkdir()
     bucket = Bucket(s3_server, s3_server.new_bucket())
-    service = start_daemon(root, ROBOVID_VIDEO_FILE_SIZE_MB="0.01", ROBOVID_SEAL_IDLE_S="2")
+    service = start_daemon(root, ROBOVID_VCODEC="libsvtav1", ROBOVID_VIDEO_FILE_SIZE_MB="0.01", ROBOVID_SEAL_IDLE_S="2")
     shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url)
     try:
         for last in (3, 6):  # recorded while both run

@@ -36,7 +36,7 @@ def test_a_stale_block_fails_the_episode_and_keeps_every_png_byte_identical(tmp_
     root = tmp_path / "root"
     root.mkdir()
     clip, before = _write(root, 0)
-    daemon = start_daemon(root, ROBOVID_PRESET="12")
+    daemon = start_daemon(root, ROBOVID_VCODEC="libsvtav1", ROBOVID_PRESET="12")
     try:
         outcome = ("episode_failed", "episode_done")
         wait_for(lambda: any(daemon.events_named(name) for name in outcome), "the episode's outcome", daemon=daemon)

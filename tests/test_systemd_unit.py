@@ -69,7 +69,7 @@ def _settings_defaults(unit: Unit) -> dict[str, str]:
         value = "" if field.default_factory is not None and not isinstance(field.default, str) else field.default
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        defaults[f"ROBOVID_{name.upper()}"] = str(value)
+        defaults[f"ROBOVID_{name.upper()}"] = "" if value is None else str(value)
     return defaults
 
 

@@ -17,14 +17,18 @@ from conftest import FidelityEncode
 
 from robovid import fidelity
 from robovid.settings import EncoderSettings
+from robovid_watch.config import CODEC_DEFAULTS, SERVICE_VCODEC
 
 CI_FRAMES, CI_HD_FRAMES = 12, 6
 CI_SUITE = {clip.name: clip for clip in fidelity.suite(CI_FRAMES, CI_HD_FRAMES)}
+SERVICE_CRF, SERVICE_PRESET = CODEC_DEFAULTS[SERVICE_VCODEC]
 CODECS = {
     "libsvtav1": EncoderSettings(),
     "h264": EncoderSettings(vcodec="h264"),
     "hevc": EncoderSettings(vcodec="hevc"),
+    "service": EncoderSettings(vcodec=SERVICE_VCODEC, crf=SERVICE_CRF, preset=SERVICE_PRESET, threads=1),
 }
+"""The library's defaults per codec, and robovid-watch's default (h264 veryfast crf 22 with one thread)."""
 
 
 def encode_and_analyse(

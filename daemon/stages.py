@@ -52,7 +52,7 @@ from robovid.settings import EncoderSettings
 from robovid.verify import VerifyReport, check_segment_decodes, verify_video
 
 from . import retakes
-from .chunks import current_chunk, location_of, log_chunk_skipped, skip_chunk
+from .chunks import current_chunk, finish_file, location_of, log_chunk_skipped, skip_chunk
 from .discover import EpisodeRef, folder_signature
 from .errors import DuplicateEpisodeError, EpisodeChangedError
 from .state import Intent, RetakeRequest, RootState
@@ -281,8 +281,9 @@ def append(
                 chunk=str(path),
                 reason="the episode's codec setup, frame size or rate differs from this file's (settings changed)",
                 detail=str(error),
-                action="a new chunk file takes this episode and the ones after it; the finished file is unchanged",
+                action="a new chunk file takes this episode and the ones after it; the finished file is sealed",
             )
+            finish_file(ctx.root, ref.camera, location, "settings changed")
             location = location.next(ctx.files_per_chunk)
         except VideoFormatError as error:
             ctx.state.clear_intent(ref.camera, ref.episode)

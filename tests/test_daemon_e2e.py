@@ -34,6 +34,7 @@ from robovid.settings import DEFAULT_SVTAV1_PRESET, EncoderSettings
 from robovid.synthetic import read_index, write_episode
 from robovid.verify import psnr_db
 from robovid_watch.config import CODEC_DEFAULTS, load_settings
+from robovid_watch.finished import sealed_files
 
 CAMERAS = ["front", "wrist cam 'left'"]
 
@@ -111,6 +112,8 @@ def test_a_codec_change_starts_a_new_chunk_file_and_every_episode_still_decodes(
     files = sorted(chunk_files(root))
     assert [p.name for p in files] == ["file-000.mp4", "file-001.mp4", "file-002.mp4"]
     assert [get_video_info(p)["video.codec"] for p in files] == [codec for _, codec in runs]
+    sealed = {(f.file_index, f.reason) for f in sealed_files(root)}
+    assert {(0, "settings changed"), (1, "settings changed")} <= sealed, sealed
     rows = rows_by_key(root)
     for e in episodes:
         (row,) = rows[("cam", e.index)]

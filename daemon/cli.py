@@ -10,6 +10,7 @@ robovid simulate ROOT    write episodes the way a recorder does (for demos and t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -137,7 +138,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .config import load_settings
-    from .errors import EXIT_CONFIG, EXIT_LOCKED, ConfigError, MetadataError, RootLockedError
+    from .errors import EXIT_CONFIG, EXIT_LOCKED, ConfigError, MetadataError, RootLockedError, RootReplacedError
     from .logs import configure_logging
     from .service import Service
 
@@ -162,7 +163,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
     except RootLockedError as error:
         print(f"robovid process: {error}", file=sys.stderr)
         return EXIT_LOCKED
-    except MetadataError as error:
+    except (MetadataError, RootReplacedError) as error:
         print(f"robovid process: {error}", file=sys.stderr)
         return EXIT_PROBLEMS
     finally:
@@ -339,17 +340,51 @@ def _cmd_retake(args: argparse.Namespace) -> int:
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:
-    from robovid.compact import chunk_space, compact_chunk
-    from robovid.errors import RobovidError
     from robovid.layout import list_cameras, list_chunks
 
+    from .errors import EXIT_LOCKED, RootLockedError
+    from .state import root_locked
+
     files: list[Path] = []
+    roots: set[Path] = set()
     for path in args.paths:
         if not path.is_dir():
             files.append(path)
             continue
+        roots.add(path.absolute())
         for camera in list_cameras(path):
             files += [location.path(path, camera) for location in list_chunks(path, camera)][:-1]  # the last may grow
+    roots |= {root for root in map(_root_of_chunk, files) if root is not None}
+    with contextlib.ExitStack() as locks:
+        try:
+            for root in sorted(roots):  # the same lock robovid-watch holds: one writer per root
+                locks.enter_context(root_locked(root))
+        except RootLockedError as error:
+            print(f"robovid compact: {error}", file=sys.stderr)
+            return EXIT_LOCKED
+        return _compact_files(files, args.min_dead)
+
+
+def _root_of_chunk(path: Path) -> Path | None:
+    """The recording root of ``{root}/videos/{camera}/chunk-CCC/file-FFF.mp4``, else None (a loose file)."""
+    from robovid.layout import CHUNK_DIR_RE, FILE_RE
+
+    parts = path.absolute().parts
+    if (
+        len(parts) >= 5
+        and parts[-5:][1] == "videos"
+        and CHUNK_DIR_RE.fullmatch(parts[-2])
+        and FILE_RE.fullmatch(parts[-1])
+    ):
+        root = path.absolute().parents[3]
+        return root if root.is_dir() else None
+    return None
+
+
+def _compact_files(files: list[Path], min_dead: float) -> int:
+    from robovid.compact import chunk_space, compact_chunk
+    from robovid.errors import RobovidError
+
     code, freed = 0, 0
     for file in files:
         if _is_sealed(file):
@@ -357,7 +392,7 @@ def _cmd_compact(args: argparse.Namespace) -> int:
             continue
         try:
             space = chunk_space(file)
-            if space.dead_bytes == 0 or space.dead_share < args.min_dead:
+            if space.dead_bytes == 0 or space.dead_share < min_dead:
                 print(f"{file}: {space.dead_share:.1%} dead, left as it is")
                 continue
             compact_chunk(file)

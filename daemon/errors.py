@@ -34,6 +34,10 @@ class RootLockedError(RobovidError, BlockingIOError):
     """Another robovid process is working on this root."""
 
 
+class RootReplacedError(RobovidError, RuntimeError):
+    """The root path no longer names the directory the service locked; it exits with :data:`EXIT_FAILURE`."""
+
+
 EXIT_LOCKED = 75
 """EX_TEMPFAIL, for :class:`RootLockedError`: another process holds the root; systemd may retry later."""
 
@@ -84,6 +88,7 @@ __all__ = [
     "RemoteError",
     "RemoteMismatchError",
     "RootLockedError",
+    "RootReplacedError",
 ]
 
 

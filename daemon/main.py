@@ -21,6 +21,7 @@ from .errors import (
     MetadataError,
     ObserverDiedError,
     RootLockedError,
+    RootReplacedError,
 )
 from .logs import configure_logging
 from .service import Service
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             "metadata_unreadable", detail=str(error), action="restore the file, or move it aside; then start again"
         )
         return EXIT_DATA
+    except RootReplacedError as error:
+        log.error("root_replaced", detail=str(error), root=str(settings.root))
+        return EXIT_FAILURE
     except ObserverDiedError as error:
         log.error("observer_died", detail=str(error))
         return EXIT_FAILURE

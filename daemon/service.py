@@ -34,7 +34,7 @@ from . import retakes
 from .chunks import seal_at_start, seal_idle
 from .config import Settings
 from .discover import EpisodeRef, FpsSource, folder_signature, is_complete, ref_from_path, scan, start_observer
-from .errors import EpisodeChangedError, ObserverDiedError
+from .errors import EpisodeChangedError, ObserverDiedError, RootReplacedError
 from .health import BacklogWatch, DiskGuard, is_disk_full
 from .lerobot import LeRobotMode, Verdict
 from .migrate import migrate_state
@@ -135,7 +135,6 @@ class Service:
     # lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped (or, with ``once``, until nothing is left to do). Returns an exit code."""
-        self.state.prepare()
         self.state.acquire_lock()
         try:
             migrate_state(self.root)
@@ -175,6 +174,7 @@ class Service:
                     sd_notify("WATCHDOG=1")
                     self.backlog.sample(sum(1 for ref in self._candidates.values() if ref.path.exists()))
                     self.metrics.write(self.backlog, self.disk, self.state)
+                    self.state.check_root()
                     if observer is not None and not _observer_alive(observer):
                         raise ObserverDiedError(
                             "The file watcher (watchdog observer) died; exiting so systemd restarts robovid-watch."
@@ -195,6 +195,7 @@ class Service:
                 pool.shutdown(wait=True, cancel_futures=True)
                 self._collect_finished()
                 self.metrics.write(self.backlog, self.disk, self.state, force=True)
+        self.state.check_root()  # a stop caused by a replaced root is not a clean stop
         log.info("stopped", episodes_done=self.counters.done, failed=self.counters.failed)
         return 0
 
@@ -366,7 +367,10 @@ class Service:
             self.state.clear_failure(*key)
             self._log_outcome(ref, outcome)
             return
-        if isinstance(error, InterruptedError):
+        if isinstance(error, RootReplacedError):
+            self.stop.set()  # the main loop's own check raises it; nothing is recorded in the new folder
+            log.info("episode_abandoned", camera=ref.camera, episode=ref.episode, reason=str(error))
+        elif isinstance(error, InterruptedError):
             log.info("episode_abandoned", camera=ref.camera, episode=ref.episode, reason="stop requested; PNGs kept")
         elif isinstance(error, EpisodeChangedError):
             log.info("episode_changed", camera=ref.camera, episode=ref.episode, detail=str(error))

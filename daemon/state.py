@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from robovid.layout import (
 )
 from robovid.metadata import SegmentRow
 
-from .errors import RootLockedError
+from .errors import RootLockedError, RootReplacedError
 
 
 def camera_id(camera: str) -> str:
@@ -113,28 +114,49 @@ class RootState:
         self.retake_dir = retakes_dir(root)
         self._lock_fd: int | None = None
         self._legacy_lock_fd: int | None = None
+        self._root_identity: tuple[int, int] | None = None
 
     def prepare(self) -> None:
+        """Create the state folders (again, if someone deleted them while the service ran)."""
         for directory in (self.dir, self.journal_dir, self.failed_dir, self.tmp_dir, self.retake_dir):
             make_dirs_durably(directory)
 
     def acquire_lock(self) -> None:
         """Take the root lock or raise RootLockedError naming the holder.
 
-        A root still in the old layout (``.robovid/lock``) is locked there too, so a robovid from
-        before the move cannot work on it while this one moves its state.
+        The lock is an ``flock`` on the root directory itself, through a descriptor held until
+        :meth:`release_lock`: deleting the lock file or all of robovid's state folder cannot release
+        it, and a second process (the service, ``robovid process``, ``robovid compact``) is refused.
+        The lock file only tells people which process holds the root. A root still in the old
+        layout (``.robovid/lock``) is locked there too, so a robovid from before the state move
+        (which locked only that file) cannot work on it while this one moves its state.
         """
-        self._lock_fd = self._flock(lock_path(self.root))
-        legacy = legacy_lock_path(self.root)
-        if legacy.exists():
-            try:
-                self._legacy_lock_fd = self._flock(legacy)
-            except BaseException:
-                self.release_lock()
-                raise
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise RootLockedError(
+                    f"Another robovid process (pid {self._holder()}) is processing {self.root}. "
+                    "Stop it first (systemctl stop robovid-watch), or use another root."
+                ) from error
+            raise
+        self._lock_fd = fd
+        self._root_identity = _identity(os.fstat(fd))
+        try:
+            self.prepare()
+            legacy = legacy_lock_path(self.root)
+            if legacy.exists():
+                self._legacy_lock_fd = self._flock_legacy(legacy)
+        except BaseException:
+            self.release_lock()
+            raise
+        self._write_holder()
 
-    def _flock(self, path: Path) -> int:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def _flock_legacy(self, path: Path) -> int:
+        """The old layout's lock file, which robovid before the state move locked."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -149,6 +171,41 @@ class RootState:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         return fd
+
+    def _write_holder(self) -> None:
+        """Tell people (and a refused second process) who holds the root; best effort, a full disk allowed."""
+        with contextlib.suppress(OSError):
+            fd = os.open(lock_path(self.root), os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+            finally:
+                os.close(fd)
+
+    def _holder(self) -> str:
+        try:
+            with open(lock_path(self.root), "rb", opener=_nonblocking) as f:
+                return f.read(64).decode(errors="replace").strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def check_root(self) -> None:
+        """RootReplacedError when the root path no longer names the directory this process locked.
+
+        Called before anything is written: a root moved away and replaced by a new folder at the
+        same path is not the root the lock protects.
+        """
+        if self._lock_fd is None:
+            return
+        try:
+            now: tuple[int, int] | None = _identity(os.stat(self.root))
+        except OSError:
+            now = None
+        if now != self._root_identity:
+            raise RootReplacedError(
+                f"{self.root} is no longer the folder robovid locked at start (it was moved, deleted or replaced). "
+                "robovid stops rather than write into another folder; start it again on the root you mean."
+            )
 
     def release_lock(self) -> None:
         for fd in (self._lock_fd, self._legacy_lock_fd):
@@ -176,6 +233,7 @@ class RootState:
 
     # journal ---------------------------------------------------------------------------
     def write_intent(self, intent: Intent) -> None:
+        self.check_root()  # the last moment before a chunk file is touched
         write_bytes_durably(self.journal_dir / _entry_name(intent.camera, intent.episode), _json(intent.to_json()))
 
     def intents(self) -> list[Intent]:
@@ -218,6 +276,26 @@ class RootState:
         path = self.retake_dir / _entry_name(camera, episode)
         if path.exists():
             unlink_durably([path])
+
+
+@contextlib.contextmanager
+def root_locked(root: Path) -> Iterator[RootState]:
+    """Hold ``root``'s lock for a writing command (``robovid compact``); RootLockedError if it is taken."""
+    state = RootState(root)
+    state.acquire_lock()
+    try:
+        yield state
+    finally:
+        state.release_lock()
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    """Open without blocking on a FIFO someone put where a file belongs."""
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def _json(data: dict[str, Any]) -> bytes:

@@ -170,6 +170,19 @@ class PointHooks:
         wait_for(lambda: self.passes(name) >= count, f"{count} passes through {name}", timeout, daemon)
 
 
+def run_cli(
+    *args: str, root: Path | None = None, timeout: float = 300, prefix: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``robovid`` command line to its exit, with the environment the daemon would get."""
+    return subprocess.run(
+        [*(prefix or []), sys.executable, "-m", "robovid_watch.cli", *args],
+        env=daemon_env(root or Path(".")),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def wait_for(
     condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S, daemon: Daemon | None = None
 ) -> None:

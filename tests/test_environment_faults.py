@@ -455,6 +455,8 @@ def test_deleting_the_images_folder_does_not_leave_the_daemon_deaf(tmp_path: Pat
         wait_for(lambda: bool(daemon.events_named("started")), "started", daemon=daemon)
         first = record(tmp_path, [CAMERA], range(1), num_frames=2)
         wait_for(lambda: all_done(tmp_path, first), "an episode found through its events", daemon=daemon)
+        # its folders are removed up to images/ before episode_done: rm -rf must not race that removal
+        wait_for(lambda: bool(daemon.events_named("episode_done")), "episode_done", daemon=daemon)
         shutil.rmtree(tmp_path / "images")
         (tmp_path / "images").mkdir()
         second = record(tmp_path, [CAMERA], range(1, 2), num_frames=2)

@@ -16,7 +16,7 @@ import pytest
 from daemon_harness import Daemon, rows_by_key, run_cli, start_daemon, wait_for
 from frame_oracle import Ledger, check_frames, poll_until
 
-from robovid.layout import state_dir
+from robovid.layout import segments_dir, state_dir
 
 EXIT_LOCKED = 75
 
@@ -30,7 +30,14 @@ def _remove_lock_file(root: Path) -> None:
 
 
 def _remove_state_dir(root: Path) -> None:
-    shutil.rmtree(state_dir(root))
+    """Everything of robovid's state but the segment table: the lock, the journal, failures, temp files.
+
+    (What ``.robovid/`` held before the state moved beside the segment table. Deleting the segment
+    table itself is a different case, the metadata lost, which this test is not about.)
+    """
+    for entry in state_dir(root).iterdir():
+        if entry != segments_dir(root):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 @pytest.mark.parametrize("remove", [_remove_lock_file, _remove_state_dir], ids=["lock_file", "state_dir"])

@@ -251,22 +251,15 @@ def status_report(root: Path) -> dict[str, Any]:
 
 def _busy_wall_s(rows: list[dict[str, Any]]) -> float:
     """Wall seconds during which at least one episode was being processed (union of their spans)."""
-    spans = sorted(
-        (end.timestamp() - ((r["encode_s"] or 0) + (r["verify_s"] or 0) + (r["append_s"] or 0)), end.timestamp())
-        for r in rows
-        if (end := r["committed_at"]) is not None
+    from .watch_metrics import busy_wall_s
+
+    return busy_wall_s(
+        [
+            (end.timestamp() - ((r["encode_s"] or 0) + (r["verify_s"] or 0) + (r["append_s"] or 0)), end.timestamp())
+            for r in rows
+            if (end := r["committed_at"]) is not None
+        ]
     )
-    total, current_start, current_end = 0.0, None, None
-    for start, end in spans:
-        if current_end is None or start > current_end:
-            if current_end is not None and current_start is not None:
-                total += current_end - current_start
-            current_start, current_end = start, end
-        else:
-            current_end = max(current_end, end)
-    if current_end is not None and current_start is not None:
-        total += current_end - current_start
-    return total
 
 
 def _cmd_info(args: argparse.Namespace) -> int:

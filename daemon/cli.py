@@ -61,7 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         description="For every row of ROOT/.cache/huggingface/robovid/segments: the chunk file exists, holds the segment's "
         "frames, and its first and last frames decode at their timestamps. Exit 1 on any problem.",
     )
-    verify.add_argument("root", type=Path)
+    verify.add_argument("root", help="a recording root, or a remote one as an fsspec URL (s3://bucket/fleet/robot-7)")
+    verify.add_argument(
+        "--remote",
+        metavar="URL",
+        help="where robovid-ship ships this root (ROBOVID_SHIP_DEST/ROBOVID_SHIP_ROBOT_ID): check the files it "
+        "shipped and deleted here in their remote copies",
+    )
     verify.add_argument("--backend", default="pyav", help="pyav (default, no torch needed) or torchcodec")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(func=_cmd_verify)
@@ -174,12 +180,19 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from robovid.errors import RemoteError
+    from robovid.remote import as_root
     from robovid.verify import verify_root
 
     from .ship.journal import ShipJournal
 
-    pruned = [r.path(args.root) for r in ShipJournal(args.root).records() if r.state == "pruned"]
-    problems, checked = verify_root(args.root, backend=args.backend, shipped=pruned)
+    root = as_root(args.root)
+    pruned = [] if isinstance(root, str) else [r.path(root) for r in ShipJournal(root).records() if r.state == "pruned"]
+    try:
+        problems, checked = verify_root(root, backend=args.backend, shipped=pruned, remote=args.remote)
+    except RemoteError as error:
+        print(f"robovid verify: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
     if args.json:
         report: dict[str, Any] = {"checked": checked, "problems": problems}
         if pruned:
@@ -190,7 +203,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(f"PROBLEM {problem['video_key']!r} episode {problem['episode_index']}: {problem['problem']}")
         print(f"{checked} segments checked, {len(problems)} problems")
         if pruned:
-            print(f"{len(pruned)} chunk file(s) shipped by robovid-ship and deleted here: their segments not checked")
+            where = f"their segments checked in {args.remote}" if args.remote else "their segments not checked"
+            print(f"{len(pruned)} chunk file(s) shipped by robovid-ship and deleted here: {where}")
     return EXIT_PROBLEMS if problems else 0
 
 

@@ -9,7 +9,7 @@ cannot fix bad settings or unreadable metadata, so those two stop the service fo
 
 from __future__ import annotations
 
-from robovid.errors import EpisodeError, MetadataError, RobovidError
+from robovid.errors import EpisodeError, MetadataError, RemoteError, RobovidError
 
 EXIT_OK = 0
 
@@ -62,10 +62,6 @@ class EpisodeChangedError(RobovidError, RuntimeError):
 class JournalReplacedError(RobovidError, RuntimeError):
     """robovid-ship's journal directory is not the one it locked (deleted or replaced under it); it exits
     with :data:`EXIT_FAILURE`, so systemd starts one shipper afresh."""
-
-
-class RemoteError(RobovidError, OSError):
-    """robovid-ship: the store could not be reached, or refused an operation; retried after a back-off."""
 
 
 class RemoteMismatchError(RemoteError):

@@ -29,6 +29,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "LeRobotMetadataError",
         "MetadataError",
         "MismatchedVideosError",
+        "RemoteError",
         "RobovidError",
         "UnreadableFrameError",
         "UnsafePathError",
@@ -102,6 +103,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import LeRobotMetadataError as LeRobotMetadataError
     from robovid.errors import MetadataError as MetadataError
     from robovid.errors import MismatchedVideosError as MismatchedVideosError
+    from robovid.errors import RemoteError as RemoteError
     from robovid.errors import RobovidError as RobovidError
     from robovid.errors import UnreadableFrameError as UnreadableFrameError
     from robovid.errors import UnsafePathError as UnsafePathError

@@ -16,10 +16,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, cast
 
 import av
-import fsspec
 import numpy as np
 import numpy.typing as npt
 
@@ -33,6 +32,7 @@ from robovid._decode_common import (
     to_uint8_frames,
 )
 from robovid.errors import VideoFormatError
+from robovid.remote import open_video_file
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -79,7 +79,10 @@ def decode_video_frames_pyav(
 def _open_video(video_path: Path | str) -> Iterator[InputContainer]:
     """Open a local path directly, or a URL through fsspec; raise ``VideoFormatError`` for a non-video."""
     with ExitStack() as stack:
-        source = str(video_path) if is_local_path(video_path) else stack.enter_context(fsspec.open(video_path, "rb"))
+        if is_local_path(video_path):
+            source: str | IO[bytes] = str(video_path)
+        else:
+            source = stack.enter_context(open_video_file(str(video_path))[0])  # range reads (robovid.remote)
         try:
             container = av.open(source, "r")
         except FileNotFoundError:

@@ -3,7 +3,7 @@
 Opening a decoder costs a file open and a header parse, so decoders are kept, up to
 ``max_size`` of them; the least recently used one is dropped and its file closed.
 Each get checks that the file is still the one that was opened (inode, size and
-mtime; for fsspec URLs the size, mtime and etag the file system reports): robovid
+mtime; for fsspec URLs the size, mtime and ETag the store reports now, :mod:`robovid.remote`): robovid
 appends episodes to chunk files in place, and a decoder opened before an append would
 not see the new frames. A changed file is reopened.
 
@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
-import fsspec
-
 from robovid._decode_common import is_local_path
 from robovid.errors import BackendUnavailableError, VideoFormatError
+from robovid.remote import FileIdentity, file_identity, open_video_file
 
 if TYPE_CHECKING:
     from torchcodec.decoders import VideoDecoder
@@ -36,9 +35,6 @@ DEFAULT_MAX_SIZE = 100
 DataLoader worker has its own cache)."""
 CACHE_SIZE_VARIABLES = ("ROBOVID_VIDEO_DECODER_CACHE_SIZE", "LEROBOT_VIDEO_DECODER_CACHE_SIZE")
 """Where a cache built without ``max_size`` reads its size, first found wins (LeRobot's name works too)."""
-_FSSPEC_IDENTITY_KEYS = ("size", "mtime", "LastModified", "last_modified", "ETag", "etag", "ino")
-
-FileIdentity = tuple[Any, ...]
 _DEFAULT: Any = object()
 
 
@@ -59,16 +55,11 @@ def _file_identity(video_path: str) -> FileIdentity:
     """What distinguishes this version of the file from a rewritten or appended one."""
     if is_local_path(video_path):
         return _stat_identity(os.stat(video_path))
-    fs, fs_path = fsspec.core.url_to_fs(video_path)
-    return _info_identity(fs.info(fs_path))
+    return file_identity(video_path)  # the store's answer now, not fsspec's cached listing
 
 
 def _stat_identity(st: os.stat_result) -> FileIdentity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _info_identity(info: dict[str, Any]) -> FileIdentity:
-    return tuple((key, info[key]) for key in _FSSPEC_IDENTITY_KEYS if key in info)
 
 
 def _open_handle(video_path: str) -> tuple[IO[bytes], FileIdentity]:
@@ -76,9 +67,7 @@ def _open_handle(video_path: str) -> tuple[IO[bytes], FileIdentity]:
     if is_local_path(video_path):
         handle = open(video_path, "rb")  # noqa: SIM115 -- kept open by the cache entry, closed on eviction
         return handle, _stat_identity(os.fstat(handle.fileno()))
-    fs, fs_path = fsspec.core.url_to_fs(video_path)
-    identity = _info_identity(fs.info(fs_path))  # before opening: a later rewrite then shows as a change
-    return fs.open(fs_path, "rb"), identity
+    return open_video_file(video_path)  # range reads; identity read before opening: a later rewrite shows
 
 
 @dataclass(eq=False)

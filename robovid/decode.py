@@ -25,7 +25,8 @@ from robovid._decode_pyav import decode_video_frames_pyav
 from robovid._decode_torchcodec import decode_video_frames_torchcodec
 from robovid.cache import load_video_decoder_class
 from robovid.errors import BackendUnavailableError, MetadataError
-from robovid.layout import chunk_path, segments_dir
+from robovid.layout import segments_dir
+from robovid.remote import chunk_location, is_url, join
 
 if TYPE_CHECKING:
     import torch
@@ -138,21 +139,22 @@ def decode_episode_frames(
 
     Looks the episode up in the segments metadata (:mod:`robovid.metadata`) and queries its
     chunk file at ``from_timestamp + t``. Returns what :func:`decode_video_frames` returns.
+    ``root`` is a local folder or an fsspec URL (``s3://bucket/robot-17``): :mod:`robovid.remote`.
     """
     from robovid.metadata import find_segment  # pyarrow loads here, not with the decoders
 
-    root = Path(root)
     row = find_segment(root, video_key, episode_index)
+    table = join(str(root), segments_dir(Path())) if is_url(root) else segments_dir(Path(root))
     if row is None:
         raise MetadataError(
-            f"Episode {episode_index} of camera {video_key!r} is not in {segments_dir(root)}: "
+            f"Episode {episode_index} of camera {video_key!r} is not in {table}: "
             "not encoded yet, or failed (see `robovid status`)."
         )
     if row.chunk_index is None or row.file_index is None or row.from_timestamp is None:
         raise MetadataError(
-            f"Episode {episode_index} of camera {video_key!r} has a row in {segments_dir(root)} without its "
+            f"Episode {episode_index} of camera {video_key!r} has a row in {table} without its "
             "location in a chunk file. Run `robovid verify` on the root."
         )
-    path = chunk_path(root, video_key, row.chunk_index, row.file_index)
+    path = chunk_location(root, video_key, row.chunk_index, row.file_index)
     start = row.from_timestamp
     return decode_video_frames(path, [start + t for t in timestamps], tolerance_s, backend)

@@ -91,6 +91,11 @@ class MetadataError(RobovidError, ValueError):
     """The segments metadata is unreadable or inconsistent, or lacks the segment asked for."""
 
 
+class RemoteError(RobovidError, OSError):
+    """A remote store (``s3://``, ``gs://``, ...) could not be reached or refused a request; its client's own
+    error is chained. robovid-ship retries after a back-off; a reader may simply try again."""
+
+
 class InfoJsonError(RobovidError, ValueError):
     """``meta/info.json`` exists but cannot be used."""
 

@@ -29,6 +29,7 @@ from robovid._faults import fault_point
 from robovid.durable import atomic_output
 from robovid.errors import MetadataError
 from robovid.layout import PART_RE, existing_segments_dir, segment_part_path
+from robovid.remote import is_url, read_remote_parts
 
 ROWS_PER_PART = 256
 
@@ -283,9 +284,13 @@ def read_segments(root: Path | str, all_takes: bool = False) -> pa.Table:
     """The committed segment rows under ``root``, one per episode and camera, as a pyarrow Table.
 
     An episode re-taken in place (``robovid retake``) has a row per take; its current one is the
-    highest ``take``. ``all_takes`` returns the earlier takes' rows too.
+    highest ``take``. ``all_takes`` returns the earlier takes' rows too. ``root`` is a local folder
+    or an fsspec URL (``s3://bucket/robot-17``, laid out as robovid-ship ships it): :mod:`robovid.remote`.
     """
-    tables = [_read_part(path) for _, path in _parts(Path(root))]
+    if is_url(root):
+        tables = read_remote_parts(str(root), SEGMENT_SCHEMA)
+    else:
+        tables = [_read_part(path) for _, path in _parts(Path(root))]
     if not tables:
         return SEGMENT_SCHEMA.empty_table()
     table = pa.concat_tables(tables)

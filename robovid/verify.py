@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import av
 import numpy as np
@@ -23,8 +23,8 @@ import numpy as np
 from robovid._movie import VideoSegment, read_movie
 from robovid.errors import FrameMismatchError, RobovidError, VerificationError
 from robovid.fingerprint import Fingerprint, compare, fingerprint
-from robovid.layout import chunk_path
 from robovid.metadata import read_segments
+from robovid.remote import chunk_location, exists, is_url, open_video_file, store_errors
 
 DECODER_THREADS = 1
 """Decoder threads for verification: the service runs one verify per worker and its workers already keep
@@ -136,12 +136,18 @@ ROOT_TOLERANCE_S = 1e-4
 """Timestamp tolerance of the decodes :func:`verify_root` makes."""
 
 
-def verify_root(root: Path, backend: str = "pyav", shipped: Collection[Path] = ()) -> tuple[list[dict[str, Any]], int]:
+def verify_root(
+    root: Path | str, backend: str = "pyav", shipped: Collection[Path] = (), remote: str | None = None
+) -> tuple[list[dict[str, Any]], int]:
     """Problems found (one dict per problem) and the number of segments checked.
 
     Each segment must be unique, lie inside its chunk file (by frame count), and have
     its first and last frames decode at ``from_timestamp`` and ``to_timestamp - 1/fps``.
-    Segments in ``shipped`` files (copied elsewhere and deleted here) are not checked.
+    Segments in ``shipped`` files (copied elsewhere and deleted here) are checked in the
+    copy under the ``remote`` root (the robot's prefix robovid-ship ships to), or skipped.
+    ``root`` is a local folder or an fsspec URL (:mod:`robovid.remote`): a remote chunk's frame
+    count comes from its movie box by range reads; a request the store fails is a problem of
+    that segment (RemoteError for the segment table itself).
     """
     from robovid.decode import decode_video_frames
 
@@ -151,12 +157,14 @@ def verify_root(root: Path, backend: str = "pyav", shipped: Collection[Path] = (
     for (key, episode, take), count in counts.items():
         if count > 1:
             problems.append(_problem(key, episode, f"{count} metadata rows for one episode (take {take})"))
-    frames_in: dict[Path, int] = {}
+    frames_in: dict[Path | str, int] = {}
     gone = set(shipped)
     for row in rows:
-        path = chunk_path(root, row["video_key"], row["chunk_index"], row["file_index"])
-        if path in gone and not path.exists():
-            continue
+        path = chunk_location(root, row["video_key"], row["chunk_index"], row["file_index"])
+        if path in gone and not exists(path):
+            if remote is None:
+                continue
+            path = chunk_location(remote, row["video_key"], row["chunk_index"], row["file_index"])
         problem = _check_row(row, path, frames_in, decode_video_frames, backend)
         if problem:
             problems.append(_problem(row["video_key"], row["episode_index"], problem))
@@ -167,12 +175,14 @@ def _problem(key: str, episode: int, text: str) -> dict[str, Any]:
     return {"video_key": key, "episode_index": episode, "problem": text}
 
 
-def _check_row(row: dict[str, Any], path: Path, frames_in: dict[Path, int], decode: Any, backend: str) -> str | None:
-    if not path.is_file():
-        return f"chunk file {path} is missing"
+def _check_row(
+    row: dict[str, Any], path: Path | str, frames_in: dict[Path | str, int], decode: Any, backend: str
+) -> str | None:
     try:
         if path not in frames_in:
-            frames_in[path] = read_movie(path).num_frames
+            if not exists(path):
+                return f"chunk file {path} is missing"
+            frames_in[path] = _num_frames(path)
         end = row["first_frame"] + row["num_frames"]
         if end > frames_in[path]:
             return f"{path} holds {frames_in[path]} frames, the segment needs frames up to {end}"
@@ -183,3 +193,12 @@ def _check_row(row: dict[str, Any], path: Path, frames_in: dict[Path, int], deco
     except (RobovidError, OSError, ValueError) as error:
         return f"{type(error).__name__}: {error}"
     return None
+
+
+def _num_frames(path: Path | str) -> int:
+    """Frames of a chunk file, from its movie box (a remote one's by range reads)."""
+    if not is_url(path):
+        return read_movie(Path(path)).num_frames
+    handle, _ = open_video_file(str(path))
+    with handle, store_errors(path):
+        return read_movie(Path(str(path)), cast(BinaryIO, handle)).num_frames

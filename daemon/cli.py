@@ -1,6 +1,6 @@
 """``robovid``: the command line for people at a terminal (the service's side: ``process`` runs its pipeline).
 
-robovid process ROOT     drain the backlog once (progress bar), then exit
+robovid process ROOT     drain the backlog once (progress bar), then exit; --ray: encode on a Ray cluster
 robovid verify ROOT      decode every segment's first and last frame via the metadata
 robovid status ROOT      pending, failed and done episodes; throughput of the last hour
 robovid info FILE        probe a video file
@@ -53,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("root", type=Path, help="recording root (holds images/)")
     process.add_argument("--workers", type=int, help="episodes encoded at once (default: ROBOVID_WORKERS or 2)")
     process.add_argument("--no-progress", action="store_true", help="no progress bar")
+    process.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="PNG decode, encode and verify as Ray tasks on the cluster at ADDRESS (host:port; without it, "
+        "RAY_ADDRESS or a new local cluster); appends and commits stay here. --workers defaults to the "
+        "cluster's CPUs (at most 64). The root must be at the same path on every node. Needs robovid[ray].",
+    )
     process.set_defaults(func=_cmd_process)
 
     verify = commands.add_parser(
@@ -149,6 +158,17 @@ def _cmd_process(args: argparse.Namespace) -> int:
     from .service import Service
 
     overrides: dict[str, Any] = {"root": args.root}
+    offload = None
+    if args.ray is not None:
+        from .errors import RemoteTaskError
+        from .ray_offload import RayOffload
+
+        try:
+            offload = RayOffload(args.ray or None)
+        except RemoteTaskError as error:
+            print(f"robovid process: {error}", file=sys.stderr)
+            return EXIT_CONFIG
+        overrides["workers"] = min(64, offload.cpus)
     if args.workers is not None:
         overrides["workers"] = args.workers
     try:
@@ -163,7 +183,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
         bar.update(1)
         bar.set_postfix_str(status)
 
-    service = Service(settings, once=True, on_progress=on_progress)
+    service = Service(settings, once=True, on_progress=on_progress, offload=offload)
     try:
         service.run()
     except RootLockedError as error:
@@ -174,6 +194,8 @@ def _cmd_process(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     finally:
         bar.close()
+        if offload is not None:
+            offload.close()
     counters = service.counters
     print(f"done {counters.done}, failed {counters.failed}, cleaned {counters.cleaned}")
     return EXIT_PROBLEMS if counters.failed else 0

@@ -64,6 +64,12 @@ class JournalReplacedError(RobovidError, RuntimeError):
     with :data:`EXIT_FAILURE`, so systemd starts one shipper afresh."""
 
 
+class RemoteTaskError(RobovidError, RuntimeError):
+    """``robovid process --ray``: an episode's Ray task was lost for a reason other than the episode (its worker
+    kept dying, the cluster went away, Ray is missing). Nothing is recorded against the episode: its PNGs are
+    kept and the next run takes it again."""
+
+
 class RemoteMismatchError(RemoteError):
     """robovid-ship: a remote object is missing, or its size or SHA-256 is not what was sent; shipped again."""
 
@@ -83,6 +89,7 @@ __all__ = [
     "ObserverDiedError",
     "RemoteError",
     "RemoteMismatchError",
+    "RemoteTaskError",
     "RootLockedError",
     "RootReplacedError",
 ]

@@ -34,12 +34,12 @@ from . import retakes
 from .chunks import seal_at_start, seal_idle
 from .config import Settings
 from .discover import EpisodeRef, FpsSource, folder_signature, is_complete, ref_from_path, scan, start_observer
-from .errors import EpisodeChangedError, ObserverDiedError, RootReplacedError
+from .errors import EpisodeChangedError, ObserverDiedError, RemoteTaskError, RootReplacedError
 from .health import BacklogWatch, DiskGuard, is_disk_full
 from .lerobot import LeRobotMode, Verdict
 from .migrate import migrate_state
 from .notify import sd_notify
-from .stages import Context, Outcome, process_episode, recover_intents
+from .stages import Context, Offload, Outcome, process_episode, recover_intents
 from .state import Failure, RetakeRequest, RootState
 from .watch_metrics import WatchMetricsFile
 
@@ -108,8 +108,10 @@ class Service:
         once: bool = False,
         watch: bool = True,
         on_progress: Callable[[EpisodeRef, str], None] | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self.settings = settings
+        self.offload = offload
         self.root = settings.root
         self.once = once
         self.watch = watch and not once
@@ -218,6 +220,7 @@ class Service:
             stop=self.stop,
             done=SegmentStore(self.root).keys(),
             takes=SegmentStore(self.root).takes(),
+            offload=self.offload,
         )
 
     # discovery -------------------------------------------------------------------------
@@ -372,6 +375,10 @@ class Service:
             log.info("episode_abandoned", camera=ref.camera, episode=ref.episode, reason=str(error))
         elif isinstance(error, InterruptedError):
             log.info("episode_abandoned", camera=ref.camera, episode=ref.episode, reason="stop requested; PNGs kept")
+        elif isinstance(error, RemoteTaskError):  # the cluster's fault, not the episode's: nothing recorded
+            self.counters.failed += 1
+            self._parked.add(key)  # not again in this run; the next one takes it
+            log.error("episode_not_encoded", camera=ref.camera, episode=ref.episode, detail=str(error))
         elif isinstance(error, EpisodeChangedError):
             log.info("episode_changed", camera=ref.camera, episode=ref.episode, detail=str(error))
         elif is_disk_full(error):

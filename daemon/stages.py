@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
 import structlog
 
@@ -67,6 +67,24 @@ VERIFY_SAMPLES = 8
 """Frames compared to their PNG by PSNR, besides the first and the last."""
 
 
+class Offload(Protocol):
+    """Runs stages 3-4 elsewhere (a Ray cluster: :mod:`robovid_watch.ray_offload`) and leaves the verified
+    episode in ``temp``, with what :func:`encode_and_verify` returns."""
+
+    def encode_and_verify(
+        self, ctx: EncodeSettings, frames: list[Path], temp: BinaryIO, fps: int, timings: dict[str, float]
+    ) -> tuple[EncodeResult, VerifyReport, str]: ...
+
+
+class EncodeSettings(Protocol):
+    """What stages 3-4 read of the context: all a worker elsewhere needs (:class:`Context` is one)."""
+
+    encoder: EncoderSettings
+    min_psnr_db: float
+    stop: threading.Event
+    offload: Offload | None
+
+
 @dataclass
 class Context:
     """Everything the stages share."""
@@ -84,6 +102,8 @@ class Context:
     done: set[tuple[str, int]] = field(default_factory=set)
     takes: dict[tuple[str, int], int] = field(default_factory=dict)
     """The take of each committed episode's current row (0 unless re-taken)."""
+    offload: Offload | None = None
+    """Where stages 3-4 run when not in this process (``robovid process --ray``); appends and commits stay here."""
     _camera_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -137,14 +157,9 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int, retake: RetakeReque
     timings: dict[str, float] = {}
     with tempfile.SpooledTemporaryFile(SPOOL_MAX_BYTES, mode="w+b", dir=str(ctx.state.tmp_dir)) as spooled:
         temp = cast(BinaryIO, spooled)
-        stats = FrameStatsAccumulator(len(frames))
-        with stage_timer(timings, "encode_s"):
-            encoded = encode(ctx, frames, temp, fps, stats)
-        fault_point("stage:after-encode")
-        with stage_timer(timings, "verify_s"):
-            report = verify(ctx, temp, len(frames), encoded)
+        encoded, report, stats_json = encode_and_verify(ctx, frames, temp, fps, timings)
         take = 0 if retake is None else retake.replaces_take + 1
-        row = _row(ref, fps, temp, encoded, report, source_bytes, timings, stats, take)
+        row = _row(ref, fps, temp, encoded, report, source_bytes, timings, stats_json, take)
         with ctx.camera_lock(ref.camera):
             recover_intents(ctx, camera=ref.camera)
             _check_unchanged(ctx, ref, signature, retake)
@@ -166,7 +181,7 @@ def _row(
     report: VerifyReport,
     source_bytes: int,
     timings: dict[str, float],
-    stats: FrameStatsAccumulator,
+    stats_json: str,
     take: int,
 ) -> SegmentRow:
     """The episode's metadata row before it has a place in a chunk file."""
@@ -181,7 +196,7 @@ def _row(
         encode_s=timings["encode_s"],
         verify_s=timings["verify_s"],
         min_psnr_db=report.min_psnr_db,
-        lerobot_stats=feature_stats_to_json(stats.stats()),
+        lerobot_stats=stats_json,
         take=take,
     )
 
@@ -215,8 +230,28 @@ def _check_frame_pixels(ctx: Context, first_frame: Path) -> None:
         )
 
 
+def encode_and_verify(
+    ctx: EncodeSettings, frames: list[Path], temp: BinaryIO, fps: int, timings: dict[str, float]
+) -> tuple[EncodeResult, VerifyReport, str]:
+    """Stages 3-4: the verified episode in ``temp``, its encode and verify reports, its LeRobot statistics (JSON).
+
+    Here, or on ``ctx.offload`` (a Ray worker runs this same function with its own settings).
+    """
+    if ctx.offload is not None:
+        done = ctx.offload.encode_and_verify(ctx, frames, temp, fps, timings)
+        fault_point("stage:after-encode")
+        return done
+    stats = FrameStatsAccumulator(len(frames))
+    with stage_timer(timings, "encode_s"):
+        encoded = encode(ctx, frames, temp, fps, stats)
+    fault_point("stage:after-encode")
+    with stage_timer(timings, "verify_s"):
+        report = verify(ctx, temp, len(frames), encoded)
+    return encoded, report, feature_stats_to_json(stats.stats())
+
+
 def encode(
-    ctx: Context, frames: list[Path], temp: BinaryIO, fps: int, stats: FrameStatsAccumulator | None = None
+    ctx: EncodeSettings, frames: list[Path], temp: BinaryIO, fps: int, stats: FrameStatsAccumulator | None = None
 ) -> EncodeResult:
     """Stage 3: encode the PNGs into a spooled temp file (memory; the state folder's tmp/ past SPOOL_MAX_BYTES).
 
@@ -228,7 +263,7 @@ def encode(
     return encode_frames_into(temp, frames, fps, ctx.encoder, keep=keep, stop=ctx.stop, fingerprints=True, stats=stats)
 
 
-def verify(ctx: Context, temp: BinaryIO, num_pngs: int, encoded: EncodeResult) -> VerifyReport:
+def verify(ctx: EncodeSettings, temp: BinaryIO, num_pngs: int, encoded: EncodeResult) -> VerifyReport:
     """Stage 4: every frame of the encode decodes, there are ``num_pngs`` of them, each shows its own source frame.
 
     Tile by tile against the source fingerprints the encode kept (FrameMismatchError names the

@@ -1,6 +1,7 @@
 """``robovid``: the command line for people at a terminal (the service's side: ``process`` runs its pipeline).
 
 robovid process ROOT     drain the backlog once (progress bar), then exit; --ray: encode on a Ray cluster
+robovid convert SRC DEST a LeRobot v2.1 archive of episode MP4s into chunk files (--ray: re-encodes on Ray)
 robovid verify ROOT      decode every segment's first and last frame via the metadata
 robovid status ROOT      pending, failed and done episodes; throughput of the last hour
 robovid info FILE        probe a video file
@@ -63,6 +64,23 @@ def _parser() -> argparse.ArgumentParser:
         "cluster's CPUs (at most 64). The root must be at the same path on every node. Needs robovid[ray].",
     )
     process.set_defaults(func=_cmd_process)
+
+    convert = commands.add_parser(
+        "convert",
+        help="turn a LeRobot v2.1 archive of per-episode MP4s into chunked files (optionally on a Ray cluster)",
+        description="Append every episode MP4 of SRC (LeRobot v2.1: meta/info.json, meta/episodes.jsonl, "
+        "videos/chunk-*/KEY/episode_*.mp4) to DEST's chunk files, with rows at exact offsets, crash-safely (the "
+        "service's journal; a rerun finishes and duplicates nothing). Files robovid can append are copied byte for "
+        "byte; the others are re-encoded with the ROBOVID_* settings and verified. SRC is only read. For PNG "
+        "folders, use `robovid process ROOT [--ray]`.",
+    )
+    convert.add_argument("src", type=Path, help="the LeRobot v2.1 dataset folder")
+    convert.add_argument("dest", type=Path, help="a robovid root (created if missing)")
+    convert.add_argument("--workers", type=int, help="episodes prepared at once (default: ROBOVID_WORKERS or 2)")
+    convert.add_argument(
+        "--ray", nargs="?", const="", metavar="ADDRESS", help="re-encode as Ray tasks (see `process --ray`)"
+    )
+    convert.set_defaults(func=_cmd_convert)
 
     verify = commands.add_parser(
         "verify",
@@ -199,6 +217,14 @@ def _cmd_process(args: argparse.Namespace) -> int:
     counters = service.counters
     print(f"done {counters.done}, failed {counters.failed}, cleaned {counters.cleaned}")
     return EXIT_PROBLEMS if counters.failed else 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import run_convert
+    from .logs import configure_logging
+
+    configure_logging("console")
+    return run_convert(args.src, args.dest, args.ray, args.workers)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

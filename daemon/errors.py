@@ -70,6 +70,10 @@ class RemoteTaskError(RobovidError, RuntimeError):
     kept and the next run takes it again."""
 
 
+class ArchiveError(RobovidError, ValueError):
+    """``robovid convert``: SRC is not a LeRobot v2.1 archive robovid can read (what is missing is named)."""
+
+
 class RemoteMismatchError(RemoteError):
     """robovid-ship: a remote object is missing, or its size or SHA-256 is not what was sent; shipped again."""
 
@@ -81,6 +85,7 @@ __all__ = [
     "EXIT_LOCKED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "ArchiveError",
     "ConfigError",
     "DuplicateEpisodeError",
     "EpisodeChangedError",

@@ -120,6 +120,11 @@ class RayOffload:
         timings.update(episode.timings)
         return episode.result, episode.report, episode.stats_json
 
+    def call(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` as a Ray task (one CPU, retried like an episode's), its result or its own error."""
+        task = self._ray.remote(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=False)(fn)
+        return self._wait(task.remote(*args), threading.Event(), Path(str(args[0] if args else fn.__name__)))
+
     def _wait(self, ref: Any, stop: threading.Event, where: Path) -> Any:
         ray = self._ray
         while not ray.wait([ref], timeout=WAIT_TICK_S)[0]:

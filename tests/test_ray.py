@@ -199,3 +199,22 @@ def test_without_ray_installed_the_option_says_what_to_install(tmp_path: Path) -
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 78, done.stderr[-2000:]
     assert "pip install 'robovid[ray]'" in done.stderr
+
+
+def test_convert_with_ray_reencodes_on_a_worker(tmp_path: Path, cluster: Cluster) -> None:
+    """`robovid convert SRC DEST --ray`: the archive episode robovid cannot append (an audio track) is re-encoded
+    as a Ray task (the worker passes the point; the driver has no hooks), the others are copied."""
+    from lerobot_v21 import KEYS, check_converted, video_path, write_archive, write_mp4
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    write_archive(src, {0: FRAMES, 1: FRAMES})
+    for episode in range(2):
+        for key in KEYS:
+            write_mp4(video_path(src, episode, key), episode, FRAMES, audio=(episode, key) == (1, KEYS[0]))
+    before = cluster.points.passes("convert:reencoded")
+    command = [sys.executable, "-m", "robovid_watch.cli", "convert", str(src), str(dest), "--ray", cluster.address]
+    done = subprocess.run(command, env=daemon_env(dest), capture_output=True, text=True, timeout=RAY_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 episode(s) copied, 1 re-encoded" in done.stdout
+    assert cluster.points.passes("convert:reencoded") - before == 1
+    check_converted(dest, range(2), FRAMES)

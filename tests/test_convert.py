@@ -1,0 +1,93 @@
+"""`robovid convert SRC DEST`: a LeRobot v2.1 archive of per-episode MP4s into chunked files.
+
+Episodes robovid can append are stream-copied (byte for byte: their samples are found
+unchanged in DEST); one with another codec setup starts a new DEST file; one with an audio
+track is re-encoded and verified. Each row is checked frame by frame (burnt indices).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from daemon_harness import daemon_env
+from lerobot_v21 import KEYS, check_converted, video_path, write_archive, write_mp4
+
+from robovid._movie import read_movie
+from robovid.layout import chunk_path
+from robovid.metadata import read_segments
+
+FRAMES = 8
+FRONT, WRIST = KEYS
+
+
+def make_archive(root: Path) -> Path:
+    """Episodes 0-3; episode 2 of front is h264 (another setup), of wrist has audio; 3 is AV1 again."""
+    write_archive(root, {e: FRAMES for e in range(4)})
+    for episode in range(4):
+        for key in KEYS:
+            codec = "libx264" if (episode, key) == (2, FRONT) else "libsvtav1"
+            write_mp4(video_path(root, episode, key), episode, FRAMES, codec, audio=(episode, key) == (2, WRIST))
+    return root
+
+
+def convert(src: Path, dest: Path, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "robovid_watch.cli", "convert", str(src), str(dest), *extra]
+    return subprocess.run(command, env=daemon_env(dest, **env), capture_output=True, text=True, timeout=300)
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_convert_copies_what_it_can_and_reencodes_the_rest(tmp_path: Path) -> None:
+    src, dest = make_archive(tmp_path / "src"), tmp_path / "dest"
+    before = digests(src)
+    done = convert(src, dest)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "7 episode(s) copied, 1 re-encoded, 0 already" in done.stdout
+    check_converted(dest, range(4), FRAMES)
+    assert digests(src) == before, "SRC was changed"
+    rows = {(r["video_key"], r["episode_index"]): r for r in read_segments(dest).to_pylist()}
+    assert (
+        rows[(FRONT, 2)]["video.codec"] == "h264" and rows[(FRONT, 2)]["file_index"] != rows[(FRONT, 0)]["file_index"]
+    )
+    # re-encoded with DEST's settings: the service's default codec (ROBOVID_VCODEC, h264), verified
+    assert rows[(WRIST, 2)]["video.codec"] == "h264" and rows[(WRIST, 2)]["min_psnr_db"] > 20
+    # A copy is byte for byte: episode 1's samples are in DEST unchanged.
+    episode = read_movie(video_path(src, 1, FRONT))
+    offset, length = episode.sample_runs()[0]
+    source_bytes = video_path(src, 1, FRONT).read_bytes()[offset : offset + length]
+    chunk = chunk_path(dest, FRONT, rows[(FRONT, 1)]["chunk_index"], rows[(FRONT, 1)]["file_index"])
+    assert source_bytes in chunk.read_bytes()
+
+    again = convert(src, dest)
+    assert again.returncode == 0 and "0 episode(s) copied, 0 re-encoded, 8 already" in again.stdout
+    check_converted(dest, range(4), FRAMES)
+
+
+def test_an_episode_whose_length_disagrees_is_not_taken(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    write_archive(src, {0: FRAMES, 1: FRAMES})
+    for key in KEYS:
+        write_mp4(video_path(src, 0, key), 0, FRAMES)
+        write_mp4(video_path(src, 1, key), 1, FRAMES - 2 if key == FRONT else FRAMES)
+    done = convert(src, dest)
+    assert done.returncode == 1
+    assert "NOT CONVERTED" in done.stdout and "holds 6 frames, meta/episodes.jsonl says 8" in done.stdout
+    keys = sorted((r["video_key"], r["episode_index"]) for r in read_segments(dest).to_pylist())
+    assert keys == [(FRONT, 0), (WRIST, 0), (WRIST, 1)]
+
+
+@pytest.mark.parametrize("point", ["stage:after-intent:2", "append:before-flip:2", "commit:before-rename:5"])
+def test_convert_killed_then_rerun_has_every_episode_once(tmp_path: Path, point: str) -> None:
+    src, dest = make_archive(tmp_path / "src"), tmp_path / "dest"
+    killed = convert(src, dest, "--workers", "1", ROBOVID_FAULT_POINT=point)
+    assert killed.returncode == -signal.SIGKILL, f"{point} never reached: {killed.stderr[-2000:]}"
+    again = convert(src, dest)
+    assert again.returncode == 0, again.stderr[-3000:]
+    check_converted(dest, range(4), FRAMES)

@@ -28,6 +28,8 @@ BENCHMARKS = (
     "bench_levers",
     "bench_verify",
     "bench_e2e",
+    "bench_remote",
+    "bench_ray",
 )
 
 

@@ -9,8 +9,10 @@ the same frames with the same settings into the same chunk layout.
 Measured per run: wall seconds; CPU seconds of the driver process (``wait4``) and of the Ray
 cluster's processes (raylet, GCS, workers: psutil, before and after); and, from the committed
 segment rows, each episode's encode+verify seconds (on a worker) and append seconds (on the
-driver). The driver's CPU per episode under ``--ray`` is the serial part of the backfill: the
-bound on how far more workers can take it (benchmarks/README.md, "Ray").
+driver). Each round also runs both variants on an empty root: their fixed cost (start-up, joining
+the cluster), so the driver's *marginal* CPU per episode under ``--ray`` — (driver CPU - empty
+run's) / episodes — is the serial part of the backfill: the bound on how far more workers can
+take it (README, "Fleet").
 
     .venv/bin/python -m benchmarks.bench_ray                 # 8 episodes of 150 frames, 2 rounds
     .venv/bin/python -m benchmarks.bench_ray --quick         # 4 episodes of 60 frames, 1 round
@@ -131,15 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
     cluster_start_s = time.perf_counter() - started
     address = context.address_info["gcs_address"]
-    results: dict[str, list[dict[str, Any]]] = {"plain": [], "ray": []}
+    results: dict[str, list[dict[str, Any]]] = {"plain": [], "ray": [], "plain-empty": [], "ray-empty": []}
     work = Path(tempfile.mkdtemp(prefix="rv-bench-ray-root-"))
     try:
         for round_index in range(rounds):
             order = ["plain", "ray"] if round_index % 2 == 0 else ["ray", "plain"]
-            for variant in order:
+            for variant in [*order, *(f"{v}-empty" for v in order)]:
                 root = work / f"{variant}-{round_index}"
-                _fill(root, sources, episodes)
-                extra = ["--workers", "2"] + (["--ray", address] if variant == "ray" else [])
+                _fill(root, sources, 0 if variant.endswith("-empty") else episodes)
+                (root / "images").mkdir(parents=True, exist_ok=True)
+                extra = ["--workers", "2"] + (["--ray", address] if variant.startswith("ray") else [])
                 results[variant].append(_run(root, extra))
                 shutil.rmtree(root, ignore_errors=True)
                 print(f"round {round_index} {variant}: {results[variant][-1]['wall_s']:.1f} s", flush=True)
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
     load_end = c.load_avg()
-    summary = {variant: _summary(runs, episodes) for variant, runs in results.items()}
+    fixed = {v: c.median([r["driver_cpu_s"] for r in results[f"{v}-empty"]]) for v in ("plain", "ray")}
+    summary = {variant: _summary(results[variant], episodes) for variant in ("plain", "ray")}
     rows = [
         [
             variant,
@@ -182,9 +186,18 @@ def main(argv: list[str] | None = None) -> int:
         "total CPU: --ray / plain": round(
             (with_ray["driver_cpu_s"] + with_ray["cluster_cpu_s"]) / plain["driver_cpu_s"], 3
         ),
-        "driver CPU per episode under --ray (s)": round(with_ray["driver_cpu_s"] / episodes, 3),
-        "driver CPU per episode / task CPU per episode": round(
-            with_ray["driver_cpu_s"] / max(1e-9, with_ray["cluster_cpu_s"]), 3
+        "driver CPU of an empty run (s): plain / --ray": f"{fixed['plain']:.2f} / {fixed['ray']:.2f}",
+        "driver marginal CPU per episode under --ray (s)": round(
+            (with_ray["driver_cpu_s"] - fixed["ray"]) / episodes, 3
+        ),
+        "task CPU per episode under --ray (cluster CPU / episodes, s)": round(with_ray["cluster_cpu_s"] / episodes, 3),
+        "driver marginal CPU / task CPU": round(
+            (with_ray["driver_cpu_s"] - fixed["ray"]) / max(1e-9, with_ray["cluster_cpu_s"]), 3
+        ),
+        "wall, without the empty runs' wall: --ray / plain": round(
+            (with_ray["wall_s"] - c.median([r["wall_s"] for r in results["ray-empty"]]))
+            / (plain["wall_s"] - c.median([r["wall_s"] for r in results["plain-empty"]])),
+            3,
         ),
         "cluster start-up (s, once)": round(cluster_start_s, 1),
     }
@@ -200,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": rounds,
             "runs": results,
             "summary": summary,
+            "empty_run_driver_cpu_s": fixed,
             "ratios": ratios,
         },
     )

@@ -123,7 +123,8 @@ class RayOffload:
     def call(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` as a Ray task (one CPU, retried like an episode's), its result or its own error."""
         task = self._ray.remote(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=False)(fn)
-        return self._wait(task.remote(*args), threading.Event(), Path(str(args[0] if args else fn.__name__)))
+        where = getattr(args[0], "path", None) if args else None  # an archive episode names its file
+        return self._wait(task.remote(*args), threading.Event(), Path(str(where or fn.__name__)))
 
     def _wait(self, ref: Any, stop: threading.Event, where: Path) -> Any:
         ray = self._ray

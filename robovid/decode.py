@@ -14,6 +14,7 @@ batch without opening the file, and an empty query is almost always a caller's b
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Sequence
 from pathlib import Path
@@ -156,5 +157,13 @@ def decode_episode_frames(
             "location in a chunk file. Run `robovid verify` on the root."
         )
     path = chunk_location(root, video_key, row.chunk_index, row.file_index)
+    if isinstance(path, Path) and not path.exists():
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"Episode {episode_index} of camera {video_key!r} is in {path}, which is not on this disk. If robovid-ship "
+            "shipped it and freed the space (`robovid verify ROOT` counts such files), decode it from the robot's "
+            "remote prefix: decode_episode_frames('s3://bucket/prefix/ROBOT', ...)",
+            str(path),
+        )
     start = row.from_timestamp
     return decode_video_frames(path, [start + t for t in timestamps], tolerance_s, backend)

@@ -136,6 +136,16 @@ def test_a_shipped_root_reads_like_the_local_one(shipped: Shipped, backend: str)
         assert frame_ids(frames) == [(episode, 0), (episode, 3), (episode, FRAMES - 1)], (camera, episode)
 
 
+def test_a_shipped_episode_is_decoded_from_the_store_and_named_on_the_robot(shipped: Shipped) -> None:
+    """On the robot, an episode whose file robovid-ship pruned says where to decode it; the prefix decodes it."""
+    row = shipped.shipped_rows().to_pylist()[0]
+    camera, episode = row["video_key"], row["episode_index"]
+    with pytest.raises(FileNotFoundError, match="robovid-ship shipped it"):
+        decode_episode_frames(shipped.local, camera, episode, [0.0], 1e-4, "pyav")
+    frames = decode_episode_frames(shipped.url, camera, episode, [0.0], 1e-4, "pyav")
+    assert frame_ids(frames) == [(episode, 0)]
+
+
 def test_a_file_url_root_reads_like_the_path(shipped: Shipped) -> None:
     url = f"file://{shipped.original}"
     assert read_segments(url).sort_by(SORT).equals(read_segments(shipped.original).sort_by(SORT))

@@ -31,6 +31,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "MismatchedVideosError",
         "RemoteError",
         "RobovidError",
+        "StreamingError",
         "UnreadableFrameError",
         "UnsafePathError",
         "VerificationError",
@@ -58,6 +59,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "robovid.probe": ("get_audio_info", "get_video_duration_in_s", "get_video_info", "get_video_pixel_channels"),
     "robovid.reencode": ("reencode_video",),
     "robovid.settings": ("EncoderSettings",),
+    "robovid.streaming": ("StreamingVideoEncoder",),
 }
 """The one list of robovid's public names, by the module that defines them. The errors load with
 ``import robovid``; every other name on first use (PEP 562), so ``import robovid`` stays light.
@@ -105,6 +107,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import MismatchedVideosError as MismatchedVideosError
     from robovid.errors import RemoteError as RemoteError
     from robovid.errors import RobovidError as RobovidError
+    from robovid.errors import StreamingError as StreamingError
     from robovid.errors import UnreadableFrameError as UnreadableFrameError
     from robovid.errors import UnsafePathError as UnsafePathError
     from robovid.errors import VerificationError as VerificationError
@@ -120,6 +123,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.probe import get_video_pixel_channels as get_video_pixel_channels
     from robovid.reencode import reencode_video as reencode_video
     from robovid.settings import EncoderSettings as EncoderSettings
+    from robovid.streaming import StreamingVideoEncoder as StreamingVideoEncoder
 
 __version__ = "0.1.0"
 

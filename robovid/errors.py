@@ -102,3 +102,7 @@ class InfoJsonError(RobovidError, ValueError):
 
 class LeRobotMetadataError(RobovidError, ValueError):
     """A LeRobot metadata file (``meta/info.json``, an episodes file) cannot be read or is inconsistent."""
+
+
+class StreamingError(RobovidError, RuntimeError):
+    """A :class:`robovid.StreamingVideoEncoder` call out of order, or its encoder failed (LeRobot raises RuntimeError)."""

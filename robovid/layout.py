@@ -156,6 +156,16 @@ def tmp_dir(root: Path) -> Path:
     return state_dir(root) / "tmp"
 
 
+def streams_dir(root: Path) -> Path:
+    """Episodes a recorder streamed in-process (:class:`robovid.StreamingVideoEncoder` with ``handoff=True``)."""
+    return state_dir(root) / "streams"
+
+
+def stream_dir(root: Path, camera: str, episode_index: int) -> Path:
+    """One streamed episode's handoff folder: its closed video segments, fingerprints and crash log."""
+    return streams_dir(root) / camera / f"episode-{episode_index:06d}"
+
+
 def sealed_dir(root: Path) -> Path:
     """Seal records: one per chunk file robovid-watch has finished and will never write again."""
     return state_dir(root) / "sealed"

@@ -1,0 +1,320 @@
+"""The files of one streamed camera episode: closed video segments, their fingerprints, the crash log.
+
+A :class:`robovid.StreamingVideoEncoder` writes, per camera episode, into one folder (the handoff
+folder ``layout.stream_dir(root, camera, episode)`` when robovid-watch finishes the episode):
+
+- ``stream.json``: frame geometry, fps and encoder settings (written at the first frame);
+- ``seg-JJJJJJ.mp4``: frames ``J*K .. J*K+K-1`` as a complete, fsynced MP4 (``K`` = segment
+  frames), published by rename after ``seg-JJJJJJ.npz``: those frames' fingerprints (of the very
+  YUV frames encoded) and per-channel byte counts (LeRobot statistics);
+- ``raw-JJJJJJ.rgb``: the crash log: every frame fed for segment ``J``, raw RGB, written by the
+  feeding thread before the frame is queued for the encoder, deleted once ``seg-J`` is published.
+  It lives only in the page cache unless it stays longer than the kernel's writeback delay (30 s),
+  and survives the death of the recording process;
+- ``finished.json``: the frame count and how many of them are in segments (the rest are PNGs in
+  the episode's normal folder), written when the episode is finished or salvaged;
+- ``writer.lock``: flocked by the recording process while the episode is open.
+
+:func:`salvage` turns the folder of a writer that died into a finished one: every logged frame
+not in a segment becomes a PNG in the episode folder. So every frame whose ``feed_frame``
+returned is then in a segment or a PNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import av
+import imagecodecs
+import numpy as np
+import numpy.typing as npt
+
+from robovid.durable import fsync_dir, fsync_file, temp_path_for, write_bytes_durably
+from robovid.encode import DEMOTE_EVERY_FRAMES, _check_options_used, demote_realtime_threads
+from robovid.errors import FrameSequenceError
+from robovid.fingerprint import Fingerprint
+from robovid.layout import frame_path
+from robovid.lerobot_stats import downsample
+from robovid.settings import EncoderSettings
+
+STREAM_JSON = "stream.json"
+FINISHED_JSON = "finished.json"
+WRITER_LOCK = "writer.lock"
+SPILL_PNG_LEVEL = 1
+"""zlib level of spilled PNGs: the recorder's thread writes them, so the fastest."""
+
+
+def segment_path(folder: Path, number: int) -> Path:
+    return folder / f"seg-{number:06d}.mp4"
+
+
+def segment_data_path(folder: Path, number: int) -> Path:
+    return folder / f"seg-{number:06d}.npz"
+
+
+def raw_path(folder: Path, number: int) -> Path:
+    return folder / f"raw-{number:06d}.rgb"
+
+
+def channel_counts(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """Per-channel byte counts (3 x 256) of a frame downsampled as LeRobot's statistics do."""
+    small = downsample(rgb)
+    return np.stack([np.bincount(small[..., c].ravel(), minlength=256) for c in range(3)]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """``stream.json``: what a reader needs to use the segments and the crash log."""
+
+    camera: str
+    episode: int
+    fps: Fraction
+    width: int
+    height: int
+    segment_frames: int
+    settings: dict[str, Any]
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.width * self.height * 3
+
+    def encoder_settings(self) -> EncoderSettings:
+        data = dict(self.settings)
+        data["extra_options"] = tuple(sorted(dict(data.get("extra_options") or {}).items()))
+        return EncoderSettings(**data)
+
+    def write(self, folder: Path) -> None:
+        data = {
+            "camera": self.camera,
+            "episode": self.episode,
+            "fps": str(self.fps),
+            "width": self.width,
+            "height": self.height,
+            "segment_frames": self.segment_frames,
+            "settings": self.settings,
+        }
+        write_bytes_durably(folder / STREAM_JSON, json.dumps(data, sort_keys=True).encode())
+
+    @staticmethod
+    def read(folder: Path) -> StreamInfo | None:
+        try:
+            data = json.loads((folder / STREAM_JSON).read_text())
+        except FileNotFoundError:
+            return None
+        return StreamInfo(
+            data["camera"],
+            int(data["episode"]),
+            Fraction(data["fps"]),
+            int(data["width"]),
+            int(data["height"]),
+            int(data["segment_frames"]),
+            dict(data["settings"]),
+        )
+
+
+def settings_dict(settings: EncoderSettings) -> dict[str, Any]:
+    """The settings as ``stream.json`` keeps them (``EncoderSettings.to_tag``'s JSON)."""
+    data = EncoderSettings.from_tag(settings.to_tag())
+    assert data is not None
+    return data
+
+
+@dataclass(frozen=True)
+class Finished:
+    """``finished.json``: ``num_frames`` fed; frames ``0..prefix_frames-1`` are in segments, the rest PNGs."""
+
+    num_frames: int
+    prefix_frames: int
+    salvaged: bool = False
+
+    def write(self, folder: Path) -> None:
+        data = {"num_frames": self.num_frames, "prefix_frames": self.prefix_frames, "salvaged": self.salvaged}
+        write_bytes_durably(folder / FINISHED_JSON, json.dumps(data).encode())
+
+    @staticmethod
+    def read(folder: Path) -> Finished | None:
+        try:
+            data = json.loads((folder / FINISHED_JSON).read_text())
+        except FileNotFoundError:
+            return None
+        return Finished(int(data["num_frames"]), int(data["prefix_frames"]), bool(data.get("salvaged", False)))
+
+
+def published_segments(folder: Path) -> list[int]:
+    """Numbers of the segments published, 0.. without a gap (a later one after a gap is not counted)."""
+    numbers: list[int] = []
+    while segment_path(folder, len(numbers)).exists():
+        numbers.append(len(numbers))
+    return numbers
+
+
+# segment files -------------------------------------------------------------------------------
+class SegmentWriter:
+    """Encodes frames into one segment: a complete MP4 written to a temp file, published by :meth:`publish`."""
+
+    def __init__(self, folder: Path, number: int, fps: Fraction, settings: EncoderSettings, width: int, height: int):
+        self.folder, self.number, self.settings = folder, number, settings
+        self._temp = temp_path_for(segment_path(folder, number))
+        self._file = open(self._temp, "w+b")  # noqa: SIM115 - closed by publish/abandon
+        self._container = av.open(cast(BinaryIO, self._file), "w", format="mp4")
+        self._container.metadata["comment"] = settings.to_tag()
+        self._stream = cast(
+            av.video.stream.VideoStream,
+            self._container.add_stream(settings.encoder_name, rate=fps, options=settings.codec_options()),
+        )
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, settings.pix_fmt
+        self.fingerprints: list[Fingerprint] = []
+        self.counts = np.zeros((3, 256), np.int64)
+        self.frames = 0
+
+    def encode(self, frame: av.VideoFrame, fp: Fingerprint, counts: npt.NDArray[np.int64]) -> None:
+        self._container.mux(self._stream.encode(frame))
+        if self.frames == 0:
+            _check_options_used(self._stream, self.settings)
+        if self.frames % DEMOTE_EVERY_FRAMES == 0:
+            demote_realtime_threads()
+        self.fingerprints.append(fp)
+        self.counts += counts
+        self.frames += 1
+
+    def publish(self) -> Path:
+        """Flush the encoder, close the MP4, write the fingerprints, then rename the segment into place."""
+        self._container.mux(self._stream.encode(None))
+        self._container.close()
+        self._file.close()
+        fsync_file(self._temp)
+        write_segment_data(self.folder, self.number, self.fingerprints, self.counts)
+        final = segment_path(self.folder, self.number)
+        os.replace(self._temp, final)
+        fsync_dir(self.folder)
+        return final
+
+    def abandon(self) -> None:
+        with contextlib.suppress(Exception):
+            self._container.close()
+        self._file.close()
+        self._temp.unlink(missing_ok=True)
+
+
+def write_segment_data(
+    folder: Path, number: int, fingerprints: list[Fingerprint], counts: npt.NDArray[np.int64]
+) -> None:
+    first = fingerprints[0]
+    arrays: dict[str, Any] = {
+        f"plane{k}": np.stack([fp.planes[k] for fp in fingerprints]) for k in range(len(first.planes))
+    }
+    arrays["meta"] = np.array(
+        json.dumps(
+            {
+                "width": first.width,
+                "height": first.height,
+                "scales": first.scales,
+                "pix_fmt": first.pix_fmt,
+                "planes": len(first.planes),
+            }
+        )
+    )
+    arrays["counts"] = counts
+    final = segment_data_path(folder, number)
+    temp = temp_path_for(final)
+    with open(temp, "wb") as f:
+        np.savez(f, **arrays)
+    fsync_file(temp)
+    os.replace(temp, final)
+
+
+def read_segment_data(folder: Path, number: int) -> tuple[list[Fingerprint], npt.NDArray[np.int64]]:
+    """A segment's fingerprints (one per frame) and byte counts."""
+    with np.load(segment_data_path(folder, number), allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        planes = [data[f"plane{k}"] for k in range(meta["planes"])]
+        counts = np.asarray(data["counts"], np.int64)
+    scales = tuple(tuple(s) for s in meta["scales"])
+    fingerprints = [
+        Fingerprint(tuple(p[i] for p in planes), meta["width"], meta["height"], scales, meta["pix_fmt"])
+        for i in range(len(planes[0]))
+    ]
+    return fingerprints, counts
+
+
+# spilled frames ------------------------------------------------------------------------------
+def write_png(folder: Path, index: int, rgb: npt.NDArray[np.uint8]) -> Path:
+    """Frame ``index`` as ``frame-XXXXXX.png`` in ``folder``: a hidden temp file renamed into place.
+
+    A kill mid-write leaves only the temp file; the name appears whole or not at all.
+    """
+    final = frame_path(folder, index)
+    temp = final.with_name(f".{final.name}.part")
+    temp.write_bytes(imagecodecs.png_encode(rgb, level=SPILL_PNG_LEVEL))
+    os.replace(temp, final)
+    return final
+
+
+# the writer's lock and salvage ---------------------------------------------------------------
+def lock_writer(folder: Path) -> int | None:
+    """Take ``writer.lock`` (non-blocking): the descriptor, or None while another process holds it."""
+    fd = os.open(folder / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def salvage(folder: Path, png_dir: Path) -> Finished | None:
+    """Finish the folder of a writer that died (the caller holds its lock); None when it holds no frame.
+
+    Every frame in the crash log whose segment was not published becomes a PNG in ``png_dir``
+    (fsynced), then ``finished.json`` is written, then the log is deleted. Running it again after
+    a crash part way redoes the same. FrameSequenceError when the frames do not run 0..n-1.
+    """
+    info = StreamInfo.read(folder)
+    if info is None:
+        return None
+    segments = published_segments(folder)
+    prefix = len(segments) * info.segment_frames
+    written = []
+    number = len(segments)
+    while raw_path(folder, number).exists():
+        data = raw_path(folder, number).read_bytes()
+        for r in range(len(data) // info.frame_bytes):  # a frame cut short by the kill was never fed
+            index = number * info.segment_frames + r
+            if not frame_path(png_dir, index).exists():
+                rgb = np.frombuffer(data, np.uint8, info.frame_bytes, r * info.frame_bytes)
+                png_dir.mkdir(parents=True, exist_ok=True)
+                written.append(write_png(png_dir, index, rgb.reshape(info.height, info.width, 3)))
+        number += 1
+    for path in written:
+        fsync_file(path)
+    if written:
+        fsync_dir(png_dir)
+    tail = _png_indices(png_dir)
+    num_frames = max([prefix - 1, *tail]) + 1
+    missing = sorted(set(range(prefix, num_frames)) - set(tail))
+    if missing:
+        raise FrameSequenceError(
+            f"{folder}: the streamed episode's frames {missing[:10]} are in no segment and no PNG in {png_dir}; "
+            "the segments and PNGs are kept."
+        )
+    finished = Finished(num_frames, prefix, salvaged=True)
+    finished.write(folder)
+    for raw in sorted(folder.glob("raw-*.rgb")):
+        raw.unlink()
+    fsync_dir(folder)
+    return finished
+
+
+def _png_indices(png_dir: Path) -> list[int]:
+    try:
+        names = os.listdir(png_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(int(n[6:12]) for n in names if n.startswith("frame-") and n.endswith(".png") and n[6:12].isdigit())

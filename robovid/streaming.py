@@ -1,0 +1,376 @@
+"""Encode camera frames while they are recorded (LeRobot's ``StreamingVideoEncoder``), never dropping one.
+
+A recorder starts an episode for its cameras, feeds each frame (an ``H x W x 3`` or ``3 x H x W``
+array) and finishes the episode. Each camera's frames go through a bounded queue to an encoder
+thread, which writes them as closed MP4 segments of ``segment_frames`` frames (:mod:`robovid.stream_files`).
+
+**Where robovid differs from LeRobot: a frame is never dropped.** When a camera's queue is full
+(the encoder fell behind), ``feed_frame`` writes the frame as a PNG into the episode's normal
+folder (``images/{camera}/episode-{N:06d}/frame-{i:06d}.png`` under ``temp_dir``) instead, and so
+every later frame of that episode: the frames already queued are still encoded, so the episode is
+a video prefix plus a PNG tail. ``finish_episode`` then
+
+- without ``handoff`` (LeRobot's use): encodes the PNG tail itself, joins it to the prefix and
+  returns the one video (the spilled PNGs are then deleted), blocking until done;
+- with ``handoff=True``: writes ``finished.json`` and the episode folder's ``.complete`` marker
+  and returns at once: robovid-watch verifies the segments against the fingerprints taken from the
+  fed arrays, encodes the PNG tail, appends and commits the episode, then deletes the handoff.
+
+With ``handoff=True`` every frame is also written to a crash log before it is queued (a copy into
+the page cache, deleted once its segment is published), so when the recording process dies, every
+frame whose ``feed_frame`` returned is in a published segment, in the log or a PNG, and
+robovid-watch turns the log into PNGs and finishes the episode (README "Streaming").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from robovid._stream_encoder import SEGMENT_FRAMES, _CameraEncoderThread, as_rgb_frame, join_videos, lerobot_shaped
+from robovid.durable import make_dirs_durably
+from robovid.encode import _frame_rate, encode_frames
+from robovid.encoder_config import VideoEncoderConfig, rgb_encoder_defaults
+from robovid.errors import FrameSizeError, StreamingError
+from robovid.layout import episode_dir, frame_path, stream_dir
+from robovid.lerobot_stats import image_stats_from_counts
+from robovid.stream_files import (
+    Finished,
+    StreamInfo,
+    channel_counts,
+    lock_writer,
+    raw_path,
+    settings_dict,
+    write_png,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class _CameraStream:
+    """One camera's open episode: its queue, encoder thread, crash log and spill state."""
+
+    def __init__(
+        self, owner: StreamingVideoEncoder, key: str, root: Path, episode: int, workdir: Path, lock_fd: int | None
+    ) -> None:
+        self.key, self.root, self.episode, self.workdir, self.lock_fd = key, root, episode, workdir, lock_fd
+        self.handoff = owner.handoff
+        self.png_dir = episode_dir(root, key, episode)
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=owner.queue_maxsize)
+        self.results: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.video_path = workdir / f"{key.replace('/', '_')}_streaming.mp4"
+        self.thread = _CameraEncoderThread(
+            self.video_path,
+            owner.fps,
+            owner._rgb_encoder,
+            self.queue,
+            self.results,
+            self.stop,
+            owner._encoder_threads,
+            workdir=workdir,
+            segment_frames=owner.segment_frames,
+            join=not owner.handoff,
+        )
+        self.fed = 0
+        self.spilled_from: int | None = None
+        self.spill_counts = np.zeros((3, 256), np.int64)
+        self.shape: tuple[int, ...] | None = None
+        self._raw_fd: int | None = None
+        self._raw_number = -1
+
+    def feed(self, image: Any) -> None:
+        rgb = as_rgb_frame(image)
+        if self.shape is None:
+            self.shape = rgb.shape
+            if self.handoff:
+                height, width = rgb.shape[:2]
+                settings = self.thread.settings
+                info = StreamInfo(
+                    self.key,
+                    self.episode,
+                    _frame_rate(self.thread.fps),
+                    width,
+                    height,
+                    self.thread.segment_frames,
+                    settings_dict(settings),
+                )
+                info.write(self.workdir)
+        elif rgb.shape != self.shape:
+            raise FrameSizeError(
+                f"Camera {self.key!r} frame {self.fed} is {rgb.shape[1]}x{rgb.shape[0]}, the episode's first was "
+                f"{self.shape[1]}x{self.shape[0]}: one episode has one frame size. Start a new episode for a new size."
+            )
+        index = self.fed
+        if self.spilled_from is None and self.queue.full():
+            self.spilled_from = index
+            log.warning(
+                "stream_spilling_to_png",
+                camera=self.key,
+                episode=self.episode,
+                frame=index,
+                folder=str(self.png_dir),
+                detail="the encoder fell behind (its queue is full); this and every later frame of the episode are "
+                "written as PNGs, and nothing is dropped",
+            )
+        if self.spilled_from is not None:
+            self.png_dir.mkdir(parents=True, exist_ok=True)
+            write_png(self.png_dir, index, rgb)
+            self.spill_counts += channel_counts(rgb)
+        else:
+            if self.handoff:
+                self._log(index, rgb)
+            self.queue.put_nowait(rgb)
+        self.fed += 1
+
+    def _log(self, index: int, rgb: npt.NDArray[np.uint8]) -> None:
+        number = index // self.thread.segment_frames
+        if number != self._raw_number:
+            self._close_log()
+            self._raw_fd = os.open(raw_path(self.workdir, number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._raw_number = number
+        assert self._raw_fd is not None
+        view = memoryview(rgb.data).cast("B")
+        while view:
+            view = view[os.write(self._raw_fd, view) :]
+
+    def _close_log(self) -> None:
+        if self._raw_fd is not None:
+            os.close(self._raw_fd)
+            self._raw_fd = None
+
+    def check_alive(self) -> None:
+        if self.thread.is_alive():
+            return
+        with contextlib.suppress(queue.Empty):
+            status, message = self.results.get_nowait()
+            self.results.put(("error", message) if status == "error" else (status, message))
+            if status == "error":
+                raise StreamingError(f"Encoder thread for {self.key} crashed: {message}")
+        raise StreamingError(f"Encoder thread for {self.key} is not alive")
+
+    def finish(self) -> tuple[Path, dict[str, Any] | None]:
+        while self.thread.is_alive():  # a dead thread takes nothing more from its queue
+            try:
+                self.queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.thread.join()
+        self._close_log()
+        status, data = self.results.get()
+        if status == "error":
+            raise StreamingError(f"Encoder thread for {self.key} failed: {data}")
+        prefix = self.fed if self.spilled_from is None else self.spilled_from
+        counts = self.thread.counts + self.spill_counts
+        stats = lerobot_shaped(image_stats_from_counts(counts, self.fed)) if self.fed >= 2 else None
+        if self.handoff:
+            Finished(self.fed, prefix).write(self.workdir)
+            make_dirs_durably(self.png_dir)
+            (self.png_dir / ".complete").touch()
+            self.release()
+            return self.workdir, stats
+        if self.spilled_from is not None:
+            self._encode_tail(prefix)
+        return self.video_path, stats
+
+    def _encode_tail(self, prefix: int) -> None:
+        """LeRobot's use: encode the spilled PNGs (frames prefix..) and join them after the prefix video."""
+        tail_frames = [frame_path(self.png_dir, i) for i in range(prefix, self.fed)]
+        tail = self.workdir / "tail.mp4"
+        encode_frames(tail_frames, tail, _frame_rate(self.thread.fps), self.thread.settings)
+        join_videos([self.video_path, tail] if prefix else [tail], self.video_path)
+        tail.unlink()
+        for path in tail_frames:
+            path.unlink()
+        with contextlib.suppress(OSError):
+            self.png_dir.rmdir()
+
+    def cancel(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self._close_log()
+        if self.spilled_from is not None:
+            for i in range(self.spilled_from, self.fed):
+                frame_path(self.png_dir, i).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.png_dir.rmdir()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+class StreamingVideoEncoder:
+    """Per-camera encoder threads for encoding while recording; LeRobot's API, and no frame is ever dropped.
+
+    ``fps``, ``rgb_encoder`` (default :func:`robovid.rgb_encoder_defaults`), ``queue_maxsize`` (frames
+    per camera waiting for its encoder) and ``encoder_threads`` as LeRobot's. ``depth_encoder`` is
+    accepted for LeRobot's signature; depth cameras are not streamed yet (StreamingError).
+    ``handoff=True`` leaves each finished episode to robovid-watch (module docstring);
+    ``segment_frames`` is the length of the closed MP4 segments the encoder writes.
+    """
+
+    def __init__(
+        self,
+        fps: int,
+        rgb_encoder: VideoEncoderConfig | None = None,
+        depth_encoder: VideoEncoderConfig | None = None,
+        queue_maxsize: int = 30,
+        encoder_threads: int | None = None,
+        *,
+        handoff: bool = False,
+        segment_frames: int = SEGMENT_FRAMES,
+    ) -> None:
+        if queue_maxsize < 1:
+            raise ValueError(f"queue_maxsize must be 1 or more (got {queue_maxsize}): the queue is bounded.")
+        if segment_frames < 1:
+            raise ValueError(f"segment_frames must be 1 or more (got {segment_frames}).")
+        self.fps = fps
+        self._rgb_encoder = rgb_encoder or rgb_encoder_defaults()
+        self._depth_encoder = depth_encoder
+        self._encoder_threads = encoder_threads
+        self.queue_maxsize = queue_maxsize
+        self.handoff = handoff
+        self.segment_frames = segment_frames
+        self._streams: dict[str, _CameraStream] = {}
+        self._threads: dict[str, _CameraEncoderThread] = {}
+        self._dropped_frames: dict[str, int] = {}
+        """Always 0 per camera: kept for LeRobot's name; robovid spills instead (:attr:`spilled_frames`)."""
+        self.spilled_frames: dict[str, int] = {}
+        self._next_episode = 0
+        self._episode_active = False
+        self._closed = False
+
+    def start_episode(
+        self,
+        video_keys: list[str],
+        temp_dir: Path | str,
+        depth_video_keys: list[str] | None = None,
+        *,
+        episode_index: int | None = None,
+    ) -> None:
+        """Start an encoder per camera. ``temp_dir`` is the recording root (spilled PNGs go to its ``images/``).
+
+        ``episode_index`` names the episode's folders (default: one more than the last episode this
+        encoder streamed, from 0). StreamingError if another process streams the same episode, or
+        (``handoff``) it was already streamed or recorded as PNGs and not yet taken by robovid-watch.
+        """
+        if depth_video_keys:
+            raise StreamingError(
+                f"Depth cameras ({', '.join(depth_video_keys)}) cannot be streamed by robovid yet; record them as "
+                "16-bit PNGs instead."
+            )
+        if self._episode_active:
+            self.cancel_episode()
+        root = Path(temp_dir)
+        episode = self._next_episode if episode_index is None else episode_index
+        self._dropped_frames.clear()
+        self.spilled_frames.clear()
+        try:
+            for key in video_keys:
+                self._streams[key] = self._open(key, root, episode)
+                self._threads[key] = self._streams[key].thread
+                self._dropped_frames[key] = 0
+        except BaseException:
+            for stream in self._streams.values():
+                stream.release()
+            self._streams.clear()
+            self._threads.clear()
+            raise
+        for stream in self._streams.values():
+            stream.thread.start()
+        self._episode_index = episode
+        self._episode_active = True
+
+    def _open(self, key: str, root: Path, episode: int) -> _CameraStream:
+        png_dir = episode_dir(root, key, episode)
+        if any(png_dir.glob("frame-*.png")):
+            raise StreamingError(f"{png_dir} already holds frames: episode {episode} of {key!r} was recorded before.")
+        if not self.handoff:
+            root.mkdir(parents=True, exist_ok=True)
+            return _CameraStream(self, key, root, episode, Path(tempfile.mkdtemp(dir=root)), None)
+        workdir = stream_dir(root, key, episode)
+        make_dirs_durably(workdir)
+        fd = lock_writer(workdir)
+        if fd is None:
+            raise StreamingError(f"{workdir}: another process is streaming episode {episode} of {key!r}.")
+        if any(p.name != "writer.lock" for p in workdir.iterdir()):
+            os.close(fd)
+            raise StreamingError(
+                f"{workdir}: episode {episode} of {key!r} was already streamed and robovid-watch has not taken it "
+                "yet; record under a new episode index."
+            )
+        return _CameraStream(self, key, root, episode, workdir, fd)
+
+    def feed_frame(self, video_key: str, image: np.ndarray) -> None:
+        """Hand one frame (``H x W x 3`` or ``3 x H x W``, uint8, or floats in [0, 1]) to the camera's encoder.
+
+        A copy is taken (camera drivers reuse buffers). Never blocks on the encoder and never drops:
+        when its queue is full the frame (and the rest of the episode) is written as a PNG.
+        """
+        if not self._episode_active:
+            raise StreamingError("No active episode. Call start_episode() first.")
+        stream = self._streams[video_key]
+        stream.check_alive()
+        stream.feed(image)
+        if stream.spilled_from is not None:
+            self.spilled_frames[video_key] = stream.fed - stream.spilled_from
+
+    def finish_episode(self) -> dict[str, tuple[Path, dict[str, Any] | None]]:
+        """Wait for the encoders; per camera ``(video path, LeRobot statistics or None)``.
+
+        With ``handoff`` the path is the episode's handoff folder: robovid-watch appends it.
+        """
+        if not self._episode_active:
+            raise StreamingError("No active episode to finish.")
+        results: dict[str, tuple[Path, dict[str, Any] | None]] = {}
+        try:
+            for key, stream in self._streams.items():
+                results[key] = stream.finish()
+                if stream.spilled_from is not None:
+                    log.info(
+                        "stream_spilled",
+                        camera=key,
+                        episode=stream.episode,
+                        spilled=stream.fed - stream.spilled_from,
+                        frames=stream.fed,
+                    )
+        finally:
+            for stream in self._streams.values():
+                stream.release()
+            self._streams.clear()
+            self._threads.clear()
+            self._episode_active = False
+        self._next_episode = self._episode_index + 1
+        return results
+
+    def cancel_episode(self) -> None:
+        """Abandon the current episode: encoders stopped, its segments, crash log and spilled PNGs deleted."""
+        if not self._episode_active:
+            return
+        for stream in self._streams.values():
+            stream.cancel()
+        self._streams.clear()
+        self._threads.clear()
+        self._episode_active = False
+
+    def close(self) -> None:
+        """Cancel an episode in progress; safe to call again."""
+        if self._closed:
+            return
+        self.cancel_episode()
+        self._closed = True

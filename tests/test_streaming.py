@@ -1,0 +1,157 @@
+"""robovid.StreamingVideoEncoder in-process: no frame is dropped when the encoder falls behind.
+
+The encoder thread is held at its test hook (``stream:before-encode``, robovid._faults) so its
+queue fills for certain, with no sleep and no race: every frame after that spills to a PNG, and
+the finished video (or, with ``handoff``, the segments plus the PNGs) still holds every frame
+fed, in order, each showing its own content (the index burnt into it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import robovid
+import robovid._faults as faults
+from robovid import FrameSizeError, RGBEncoderConfig, StreamingError, StreamingVideoEncoder
+from robovid.frames import read_frame_rgb
+from robovid.layout import episode_dir, frame_path, stream_dir
+from robovid.stream_files import Finished, StreamInfo, published_segments, read_segment_data
+from robovid.synthetic import read_index, render_frame, scene
+
+CAM = "observation.images.cam"
+WIDTH, HEIGHT = 64, 48
+H264 = RGBEncoderConfig(vcodec="h264", crf=22, preset="veryfast")
+
+
+def frames(episode: int, count: int, seed: int = 0) -> list[np.ndarray]:
+    background = scene(WIDTH, HEIGHT, seed)
+    return [render_frame(background, WIDTH, HEIGHT, episode, i) for i in range(count)]
+
+
+def decoded_indices(path: Path) -> list[tuple[int, int]]:
+    with av.open(str(path)) as container:
+        return [
+            read_index(np.asarray(frame.to_ndarray(format="rgb24"), np.uint8)) for frame in container.decode(video=0)
+        ]
+
+
+@pytest.fixture
+def held_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Hold every stream encoder thread at ``stream:before-encode`` until the test removes the hold file."""
+    points = tmp_path / "points"
+    points.mkdir()
+    monkeypatch.setattr(faults, "_POINTS_DIR", str(points))
+    (points / "stream:before-encode.hold").touch()
+    yield points
+    (points / "stream:before-encode.hold").unlink(missing_ok=True)
+
+
+def passes(points: Path, name: str) -> int:
+    try:
+        return (points / f"{name}.passed").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def wait_until(condition: object, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def feed_with_worker_held(encoder: StreamingVideoEncoder, points: Path, fed: list[np.ndarray]) -> None:
+    """Frame 0 reaches the held worker, frames 1..queue_maxsize fill its queue, every later one spills."""
+    encoder.feed_frame(CAM, fed[0])
+    wait_until(lambda: passes(points, "stream:before-encode") >= 1, "the encoder thread to take frame 0")
+    for image in fed[1:]:
+        encoder.feed_frame(CAM, image)
+
+
+def test_a_full_queue_spills_and_loses_no_frame(tmp_path: Path, held_encoder: Path) -> None:
+    """LeRobot's test_graceful_frame_dropping, robovid's way: 50 frames, a tiny queue, none dropped."""
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, queue_maxsize=2)
+    encoder.start_episode([CAM], tmp_path)
+    fed = frames(0, 50)
+    feed_with_worker_held(encoder, held_encoder, fed)
+    png_dir = episode_dir(tmp_path, CAM, 0)
+    assert encoder.spilled_frames[CAM] == 47  # frames 3..49: the queue held 1 and 2
+    assert sorted(p.name for p in png_dir.glob("frame-*.png")) == [f"frame-{i:06d}.png" for i in range(3, 50)]
+    assert read_frame_rgb(frame_path(png_dir, 3)).tobytes() == fed[3].tobytes()  # lossless
+    (held_encoder / "stream:before-encode.hold").unlink()
+
+    results = encoder.finish_episode()
+
+    video, stats = results[CAM]
+    assert decoded_indices(video) == [(0, i) for i in range(50)]
+    assert encoder._dropped_frames[CAM] == 0
+    assert stats is not None and int(stats["count"][0]) == 50
+    assert not png_dir.exists()  # the tail is in the video now
+    encoder.close()
+
+
+def test_handoff_leaves_segments_fingerprints_and_the_png_tail(tmp_path: Path, held_encoder: Path) -> None:
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, queue_maxsize=4, handoff=True, segment_frames=2)
+    encoder.start_episode([CAM], tmp_path, episode_index=7)
+    fed = frames(7, 12)
+    feed_with_worker_held(encoder, held_encoder, fed)
+    folder = stream_dir(tmp_path, CAM, 7)
+    assert sorted(p.name for p in folder.glob("raw-*.rgb")) == ["raw-000000.rgb", "raw-000001.rgb", "raw-000002.rgb"]
+    (held_encoder / "stream:before-encode.hold").unlink()
+
+    results = encoder.finish_episode()
+
+    assert results[CAM][0] == folder
+    assert Finished.read(folder) == Finished(12, 5)
+    assert not list(folder.glob("raw-*"))  # the crash log goes once its frames are in segments
+    segments = published_segments(folder)
+    assert segments == [0, 1, 2]  # frames 0-1, 2-3, 4
+    indices = [i for n in segments for i in decoded_indices(folder / f"seg-{n:06d}.mp4")]
+    assert indices == [(7, i) for i in range(5)]
+    fingerprints = [fp for n in segments for fp in read_segment_data(folder, n)[0]]
+    assert len(fingerprints) == 5 and fingerprints[0].width == WIDTH
+    png_dir = episode_dir(tmp_path, CAM, 7)
+    assert sorted(p.name for p in png_dir.iterdir()) == [".complete", *(f"frame-{i:06d}.png" for i in range(5, 12))]
+    info = StreamInfo.read(folder)
+    assert info is not None and (info.width, info.height, info.fps) == (WIDTH, HEIGHT, 30)
+    assert info.encoder_settings().vcodec == "h264"
+
+
+def test_a_streamed_episode_is_refused_a_second_time_until_robovid_watch_took_it(tmp_path: Path) -> None:
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, handoff=True)
+    encoder.start_episode([CAM], tmp_path, episode_index=0)
+    for image in frames(0, 3):
+        encoder.feed_frame(CAM, image)
+    encoder.finish_episode()
+    with pytest.raises(StreamingError, match="already streamed"):
+        encoder.start_episode([CAM], tmp_path, episode_index=0)
+    encoder.start_episode([CAM], tmp_path)  # the next index by default
+    encoder.feed_frame(CAM, frames(1, 1)[0])
+    assert encoder.finish_episode()[CAM][0] == stream_dir(tmp_path, CAM, 1)
+
+
+def test_cancel_deletes_the_take_with_its_spilled_pngs(tmp_path: Path, held_encoder: Path) -> None:
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, queue_maxsize=1, handoff=True)
+    encoder.start_episode([CAM], tmp_path, episode_index=3)
+    feed_with_worker_held(encoder, held_encoder, frames(3, 5))
+    assert encoder.spilled_frames[CAM] == 3
+    encoder.cancel_episode()
+    assert not stream_dir(tmp_path, CAM, 3).exists()
+    assert not episode_dir(tmp_path, CAM, 3).exists()
+
+
+def test_a_frame_of_another_size_is_refused_naming_both(tmp_path: Path) -> None:
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264)
+    encoder.start_episode([CAM], tmp_path)
+    encoder.feed_frame(CAM, np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(FrameSizeError, match=r"32x48.*64x48"):
+        encoder.feed_frame(CAM, np.zeros((48, 32, 3), np.uint8))
+    with pytest.raises(robovid.FrameFormatError, match="H x W x 3"):
+        encoder.feed_frame(CAM, np.zeros((48, 64), np.uint8))
+    encoder.close()

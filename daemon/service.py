@@ -30,7 +30,7 @@ from robovid.errors import EpisodeError, FrameMismatchError, UnsafePathError, Ve
 from robovid.layout import check_inside, images_dir
 from robovid.metadata import SegmentStore
 
-from . import retakes
+from . import retakes, streamed
 from .chunks import seal_at_start, seal_idle
 from .config import Settings
 from .discover import EpisodeRef, FpsSource, folder_signature, is_complete, ref_from_path, scan, start_observer
@@ -259,6 +259,7 @@ class Service:
 
     def _rescan(self) -> None:
         self._parked.clear()
+        streamed.prepare(self.root, self.settings.complete_marker, self._done)
         for ref in scan(self.root):
             self._candidates.setdefault((ref.camera, ref.episode), ref)
         fault_point("service:rescan")
@@ -345,6 +346,8 @@ class Service:
         bound.info("episode_started", path=str(ref.path), fps=fps)
         if retake is not None:
             retakes.log_started(ref.camera, ref.episode, retake)
+        if streamed.has_handoff(self.root, ref):
+            return streamed.process_streamed(ctx, ref)
         return process_episode(ctx, ref, fps, retake)
 
     def _collect_finished(self) -> None:

@@ -1,0 +1,189 @@
+"""Streamed episodes through the real robovid-watch: every frame fed ends in exactly one committed segment.
+
+The recorder side is robovid.StreamingVideoEncoder(handoff=True), in this process or (for the
+kill) in its own process (tests/stream_recorder.py); its encoder thread is held at its test hook
+(``stream:before-encode``) so that its queue is full for certain and frames spill to PNGs, with no
+timing involved. The frame oracle (tests/frame_oracle.py) then decodes every committed segment
+and identifies each frame by the index burnt into it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_harness import Daemon, rows_by_key, start_daemon, wait_for
+from frame_oracle import FrameId, Ledger, check_frames
+
+import robovid._faults as faults
+from robovid import RGBEncoderConfig, StreamingVideoEncoder
+from robovid.layout import episode_dir, stream_dir, streams_dir
+from robovid.synthetic import render_frame, scene
+
+H264 = RGBEncoderConfig(vcodec="h264", crf=22, preset="veryfast")
+"""robovid-watch's default settings: a streamed episode joins the same chunk file as PNG episodes."""
+RECORDER = Path(__file__).with_name("stream_recorder.py")
+WIDTH, HEIGHT = 64, 48
+
+
+def fed_frames(ledger: Ledger, camera: str, episode: int, count: int) -> list[object]:
+    background = scene(WIDTH, HEIGHT, 0)
+    ledger.attempted |= {FrameId(camera, episode, i) for i in range(count)}
+    return [render_frame(background, WIDTH, HEIGHT, episode, i) for i in range(count)]
+
+
+@pytest.fixture
+def daemon_stopper() -> Iterator[list[Daemon]]:
+    daemons: list[Daemon] = []
+    yield daemons
+    for daemon in daemons:
+        if daemon.process.poll() is None:
+            daemon.stop()
+
+
+def committed(root: Path, keys: list[tuple[str, int]]) -> bool:
+    rows = rows_by_key(root)
+    return all(key in rows for key in keys)
+
+
+def test_streamed_episodes_spilled_or_not_are_committed_whole_beside_png_episodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, daemon_stopper: list[Daemon]
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    points = tmp_path / "points"
+    points.mkdir()
+    monkeypatch.setattr(faults, "_POINTS_DIR", str(points))
+    ledger = Ledger(root)
+    ledger.write_episode("front", 0, 6)  # a PNG episode of the same camera
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, queue_maxsize=2, handoff=True, segment_frames=4)
+    for episode, spill in ((1, False), (2, True)):
+        encoder.queue_maxsize = 2 if spill else 64  # 64: the 11 frames cannot fill it, whatever the load
+        encoder.start_episode(["front", "wrist"], root, episode_index=episode)
+        front, wrist = fed_frames(ledger, "front", episode, 11), fed_frames(ledger, "wrist", episode, 11)
+        hold = points / "stream:before-encode.hold"
+        if spill:  # both encoders held at their first frame: queues of 2 fill, frames 3..10 spill
+            passed = points / "stream:before-encode.passed"
+            before = passed.stat().st_size if passed.exists() else 0
+            hold.touch()
+            encoder.feed_frame("front", front[0])
+            encoder.feed_frame("wrist", wrist[0])
+            wait_for(lambda p=passed, n=before: p.exists() and p.stat().st_size >= n + 2, "both encoders held")
+        for f, w in list(zip(front, wrist, strict=True))[1 if spill else 0 :]:
+            encoder.feed_frame("front", f)
+            encoder.feed_frame("wrist", w)
+        assert encoder.spilled_frames == ({"front": 8, "wrist": 8} if spill else {})
+        hold.unlink(missing_ok=True)
+        encoder.finish_episode()
+    assert len(list(episode_dir(root, "front", 2).glob("frame-*.png"))) == 8
+
+    daemon = start_daemon(root)
+    daemon_stopper.append(daemon)
+    keys = [("front", 0), ("front", 1), ("front", 2), ("wrist", 1), ("wrist", 2)]
+    wait_for(lambda: committed(root, keys), "all five episodes committed", daemon=daemon)
+    wait_for(lambda: not any(streams_dir(root).rglob("*.mp4")), "the handoffs removed", daemon=daemon)
+    wait_for(lambda: not any(root.glob("images/*/episode-*")), "every episode folder cleaned", daemon=daemon)
+    assert daemon.stop() == 0
+
+    verdict = check_frames(root, ledger, final=True)
+    assert len(verdict.in_segment) == 6 + 4 * 11 and not verdict.as_png
+    rows = rows_by_key(root)
+    assert {r["chunk_index"] for key in keys for r in rows[key]} == {0}
+    assert len({(r["chunk_index"], r["file_index"]) for key in keys if key[0] == "front" for r in rows[key]}) == 1
+    assert all(rows[key][0]["lerobot_stats"] for key in keys)
+
+
+def test_a_recorder_killed_mid_episode_loses_no_frame_and_the_service_finishes_it(
+    tmp_path: Path, daemon_stopper: list[Daemon]
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    points = tmp_path / "points"
+    points.mkdir()
+    daemon = start_daemon(root)
+    daemon_stopper.append(daemon)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOVID_")} | {"ROBOVID_TEST_POINTS": str(points)}
+    recorder = subprocess.Popen(
+        [sys.executable, str(RECORDER), str(root), "cam", "4", str(points)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert recorder.stdout is not None
+        lines = iter(recorder.stdout.readline, "")
+        assert next((line.strip() for line in lines if line.startswith("ready")), None) == "ready 20"
+        folder = stream_dir(root, "cam", 4)
+        # what a kill finds: frames 0-7 in segments, 8-12 only in memory and the crash log, 13-19 PNGs
+        assert sorted(p.name for p in folder.glob("seg-*.mp4")) == ["seg-000000.mp4", "seg-000001.mp4"]
+        assert sorted(p.name for p in folder.glob("raw-*")) == ["raw-000002.rgb", "raw-000003.rgb"]
+        pngs = sorted(p.name for p in episode_dir(root, "cam", 4).glob("frame-*.png"))
+        assert pngs == [f"frame-{i:06d}.png" for i in range(13, 20)]
+        assert not rows_by_key(root)  # robovid-watch leaves a live stream alone
+        recorder.send_signal(signal.SIGKILL)
+        recorder.wait(timeout=60)
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+        if recorder.stdout is not None:
+            recorder.stdout.close()
+
+    wait_for(lambda: committed(root, [("cam", 4)]), "the killed stream's episode committed", daemon=daemon)
+    wait_for(lambda: not folder.exists() and not episode_dir(root, "cam", 4).exists(), "handoff and PNGs cleaned")
+    assert daemon.stop() == 0
+    assert [e["frames"] for e in daemon.events_named("stream_salvaged")] == [20]
+    ledger = Ledger(root)
+    ledger.attempted = {FrameId("cam", 4, i) for i in range(20)}
+    assert len(check_frames(root, ledger, final=True).in_segment) == 20
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "streamed:before-assemble",
+        "stage:after-intent",
+        "streamed:after-append",
+        "streamed:after-handoff-removed",
+        "streamed:after-commit",
+    ],
+)
+def test_robovid_watch_killed_while_it_takes_a_streamed_episode_commits_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str, daemon_stopper: list[Daemon]
+) -> None:
+    """SIGKILL of the service at each step of a streamed episode (a spilled one), then a restart."""
+    root = tmp_path / "root"
+    root.mkdir()
+    points = tmp_path / "points"
+    points.mkdir()
+    monkeypatch.setattr(faults, "_POINTS_DIR", str(points))
+    ledger = Ledger(root)
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, queue_maxsize=2, handoff=True, segment_frames=4)
+    encoder.start_episode(["cam"], root, episode_index=0)
+    frames = fed_frames(ledger, "cam", 0, 12)
+    (points / "stream:before-encode.hold").touch()
+    encoder.feed_frame("cam", frames[0])
+    wait_for(lambda: (points / "stream:before-encode.passed").exists(), "the encoder held")
+    for image in frames[1:]:
+        encoder.feed_frame("cam", image)
+    assert encoder.spilled_frames == {"cam": 9}
+    (points / "stream:before-encode.hold").unlink()
+    encoder.finish_episode()
+
+    killed = start_daemon(root, ROBOVID_FAULT_POINT=f"{point}:1")
+    assert killed.process.wait(timeout=120) == -signal.SIGKILL
+    killed.stop()
+
+    daemon = start_daemon(root)
+    daemon_stopper.append(daemon)
+    wait_for(lambda: committed(root, [("cam", 0)]), "the episode committed after the restart", daemon=daemon)
+    wait_for(lambda: not stream_dir(root, "cam", 0).exists(), "the handoff removed", daemon=daemon)
+    wait_for(lambda: not episode_dir(root, "cam", 0).exists(), "the PNG tail cleaned", daemon=daemon)
+    assert daemon.stop() == 0
+    assert len(rows_by_key(root)[("cam", 0)]) == 1
+    assert len(check_frames(root, ledger, final=True).in_segment) == 12

@@ -27,6 +27,7 @@ BENCHMARKS = (
     "bench_png",
     "bench_levers",
     "bench_verify",
+    "bench_streaming",
     "bench_e2e",
     "bench_remote",
     "bench_ray",

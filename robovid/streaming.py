@@ -38,20 +38,20 @@ import numpy.typing as npt
 import structlog
 
 from robovid._stream_encoder import SEGMENT_FRAMES, _CameraEncoderThread, as_rgb_frame, join_videos, lerobot_shaped
-from robovid.durable import make_dirs_durably
+from robovid.durable import fsync_dir, make_dirs_durably
 from robovid.encode import _frame_rate, encode_frames
 from robovid.encoder_config import VideoEncoderConfig, rgb_encoder_defaults
 from robovid.errors import FrameSizeError, StreamingError
 from robovid.layout import episode_dir, frame_path, stream_dir
 from robovid.lerobot_stats import image_stats_from_counts
 from robovid.stream_files import (
+    STREAM_JSON,
     Finished,
+    SpillWriter,
     StreamInfo,
-    channel_counts,
     lock_writer,
     raw_path,
     settings_dict,
-    write_png,
 )
 
 log = structlog.get_logger(__name__)
@@ -84,28 +84,21 @@ class _CameraStream:
         )
         self.fed = 0
         self.spilled_from: int | None = None
-        self.spill_counts = np.zeros((3, 256), np.int64)
         self.shape: tuple[int, ...] | None = None
         self._raw_fd: int | None = None
         self._raw_number = -1
+        self.spill: SpillWriter | None = None
 
     def feed(self, image: Any) -> None:
         rgb = as_rgb_frame(image)
         if self.shape is None:
             self.shape = rgb.shape
-            if self.handoff:
-                height, width = rgb.shape[:2]
-                settings = self.thread.settings
-                info = StreamInfo(
-                    self.key,
-                    self.episode,
-                    _frame_rate(self.thread.fps),
-                    width,
-                    height,
-                    self.thread.segment_frames,
-                    settings_dict(settings),
-                )
-                info.write(self.workdir)
+            height, width = rgb.shape[:2]
+            settings = settings_dict(self.thread.settings)
+            fps = _frame_rate(self.thread.fps)
+            StreamInfo(self.key, self.episode, fps, width, height, self.thread.segment_frames, settings).write(
+                self.workdir
+            )
         elif rgb.shape != self.shape:
             raise FrameSizeError(
                 f"Camera {self.key!r} frame {self.fed} is {rgb.shape[1]}x{rgb.shape[0]}, the episode's first was "
@@ -123,13 +116,12 @@ class _CameraStream:
                 detail="the encoder fell behind (its queue is full); this and every later frame of the episode are "
                 "written as PNGs, and nothing is dropped",
             )
-        if self.spilled_from is not None:
-            self.png_dir.mkdir(parents=True, exist_ok=True)
-            write_png(self.png_dir, index, rgb)
-            self.spill_counts += channel_counts(rgb)
+            self.spill = SpillWriter(self.workdir, self.png_dir, rgb.shape, self.thread.segment_frames, index)
+            self.spill.start()
+        self._log(index, rgb)  # first the crash log: a copy into the page cache
+        if self.spill is not None:
+            self.spill.indices.put(index)
         else:
-            if self.handoff:
-                self._log(index, rgb)
             self.queue.put_nowait(rgb)
         self.fed += 1
 
@@ -159,7 +151,17 @@ class _CameraStream:
                 raise StreamingError(f"Encoder thread for {self.key} crashed: {message}")
         raise StreamingError(f"Encoder thread for {self.key} is not alive")
 
+    def _close_spill(self) -> None:
+        if self.spill is not None:
+            self.spill.close()
+            if self.spill.error is not None:
+                raise StreamingError(
+                    f"Spilled frames of {self.key} could not be written as PNGs to {self.png_dir}: {self.spill.error}. "
+                    f"They are kept in the crash log in {self.workdir}."
+                ) from self.spill.error
+
     def finish(self) -> tuple[Path, dict[str, Any] | None]:
+        self._close_spill()
         while self.thread.is_alive():  # a dead thread takes nothing more from its queue
             try:
                 self.queue.put(None, timeout=0.1)
@@ -172,17 +174,25 @@ class _CameraStream:
         if status == "error":
             raise StreamingError(f"Encoder thread for {self.key} failed: {data}")
         prefix = self.fed if self.spilled_from is None else self.spilled_from
-        counts = self.thread.counts + self.spill_counts
+        counts = self.thread.counts + (self.spill.counts if self.spill is not None else 0)
         stats = lerobot_shaped(image_stats_from_counts(counts, self.fed)) if self.fed >= 2 else None
         if self.handoff:
             Finished(self.fed, prefix).write(self.workdir)
+            self._drop_log()
             make_dirs_durably(self.png_dir)
             (self.png_dir / ".complete").touch()
             self.release()
             return self.workdir, stats
+        self._drop_log()
+        (self.workdir / STREAM_JSON).unlink(missing_ok=True)
         if self.spilled_from is not None:
             self._encode_tail(prefix)
         return self.video_path, stats
+
+    def _drop_log(self) -> None:
+        """Every frame is in a segment or a PNG now: the crash log goes."""
+        for raw in self.workdir.glob("raw-*.rgb"):
+            raw.unlink()
 
     def _encode_tail(self, prefix: int) -> None:
         """LeRobot's use: encode the spilled PNGs (frames prefix..) and join them after the prefix video."""
@@ -197,6 +207,8 @@ class _CameraStream:
             self.png_dir.rmdir()
 
     def cancel(self) -> None:
+        with contextlib.suppress(StreamingError):
+            self._close_spill()
         self.stop.set()
         self.thread.join(timeout=30)
         self._close_log()
@@ -304,16 +316,24 @@ class StreamingVideoEncoder:
             root.mkdir(parents=True, exist_ok=True)
             return _CameraStream(self, key, root, episode, Path(tempfile.mkdtemp(dir=root)), None)
         workdir = stream_dir(root, key, episode)
-        make_dirs_durably(workdir)
-        fd = lock_writer(workdir)
-        if fd is None:
-            raise StreamingError(f"{workdir}: another process is streaming episode {episode} of {key!r}.")
-        if any(p.name != "writer.lock" for p in workdir.iterdir()):
+        taken = StreamingError(
+            f"{workdir}: episode {episode} of {key!r} is being streamed, or was streamed and robovid-watch has not "
+            "taken it yet; record under a new episode index."
+        )
+        if workdir.exists():
+            raise taken
+        make_dirs_durably(workdir.parent)
+        # made complete with its lock held, then renamed into place: robovid-watch never sees it unlocked and empty
+        staging = Path(tempfile.mkdtemp(dir=workdir.parent, prefix=f".{workdir.name}."))
+        fd = lock_writer(staging)
+        assert fd is not None
+        try:
+            os.rename(staging, workdir)
+        except OSError:
             os.close(fd)
-            raise StreamingError(
-                f"{workdir}: episode {episode} of {key!r} was already streamed and robovid-watch has not taken it "
-                "yet; record under a new episode index."
-            )
+            shutil.rmtree(staging, ignore_errors=True)
+            raise taken from None
+        fsync_dir(workdir.parent)
         return _CameraStream(self, key, root, episode, workdir, fd)
 
     def feed_frame(self, video_key: str, image: np.ndarray) -> None:

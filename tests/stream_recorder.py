@@ -12,7 +12,8 @@ killed:
 1. frames 0..8 with the encoder free, each taken before the next is fed; it waits until segments 0 and 1 (frames 0..7, 4 a segment)
    are published and frame 8 was taken by the encoder (still in its open segment);
 2. it holds the encoder, feeds frame 9 and waits until the encoder holds it;
-3. frames 10..12 fill the queue (3), frames 13..19 spill to PNGs.
+3. frames 10..12 fill the queue (3), frames 13..19 spill: into the crash log, then PNGs by the
+   spill thread; it waits until all 7 are PNGs and the log of frames 16..19 is deleted.
 
 So at the kill: frames 0..7 are in published segments, 8 was encoded into an unpublished segment,
 9 is inside the held encoder, 10..12 wait in the queue (all four only in memory and the crash
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 from robovid import RGBEncoderConfig, StreamingVideoEncoder
-from robovid.layout import stream_dir
+from robovid.layout import episode_dir, stream_dir
 from robovid.synthetic import render_frame, scene
 
 WIDTH, HEIGHT = 64, 48
@@ -73,6 +74,8 @@ def main() -> None:
     for i in range(10, FRAMES):
         encoder.feed_frame(camera, frames[i])
     assert encoder.spilled_frames[camera] == 7, encoder.spilled_frames
+    pngs = episode_dir(root, camera, episode)
+    wait(lambda: len(list(pngs.glob("frame-*.png"))) == 7 and not (folder / "raw-000004.rgb").exists())
     print(f"ready {FRAMES}", flush=True)
     time.sleep(3600)
 

@@ -82,6 +82,7 @@ def test_a_full_queue_spills_and_loses_no_frame(tmp_path: Path, held_encoder: Pa
     feed_with_worker_held(encoder, held_encoder, fed)
     png_dir = episode_dir(tmp_path, CAM, 0)
     assert encoder.spilled_frames[CAM] == 47  # frames 3..49: the queue held 1 and 2
+    wait_until(lambda: len(list(png_dir.glob("frame-*.png"))) == 47, "the spilled frames written as PNGs")
     assert sorted(p.name for p in png_dir.glob("frame-*.png")) == [f"frame-{i:06d}.png" for i in range(3, 50)]
     assert read_frame_rgb(frame_path(png_dir, 3)).tobytes() == fed[3].tobytes()  # lossless
     (held_encoder / "stream:before-encode.hold").unlink()
@@ -102,6 +103,10 @@ def test_handoff_leaves_segments_fingerprints_and_the_png_tail(tmp_path: Path, h
     fed = frames(7, 12)
     feed_with_worker_held(encoder, held_encoder, fed)
     folder = stream_dir(tmp_path, CAM, 7)
+    png_dir = episode_dir(tmp_path, CAM, 7)
+    wait_until(lambda: len(list(png_dir.glob("frame-*.png"))) == 7, "the spilled frames 5..11 written as PNGs")
+    # the crash log: frames 0..4 wait for the held encoder; the logs of spilled frames 6..11 went with their PNGs
+    wait_until(lambda: not (folder / "raw-000005.rgb").exists(), "the log of frames 10, 11 deleted")
     assert sorted(p.name for p in folder.glob("raw-*.rgb")) == ["raw-000000.rgb", "raw-000001.rgb", "raw-000002.rgb"]
     (held_encoder / "stream:before-encode.hold").unlink()
 
@@ -116,7 +121,6 @@ def test_handoff_leaves_segments_fingerprints_and_the_png_tail(tmp_path: Path, h
     assert indices == [(7, i) for i in range(5)]
     fingerprints = [fp for n in segments for fp in read_segment_data(folder, n)[0]]
     assert len(fingerprints) == 5 and fingerprints[0].width == WIDTH
-    png_dir = episode_dir(tmp_path, CAM, 7)
     assert sorted(p.name for p in png_dir.iterdir()) == [".complete", *(f"frame-{i:06d}.png" for i in range(5, 12))]
     info = StreamInfo.read(folder)
     assert info is not None and (info.width, info.height, info.fps) == (WIDTH, HEIGHT, 30)
@@ -129,7 +133,7 @@ def test_a_streamed_episode_is_refused_a_second_time_until_robovid_watch_took_it
     for image in frames(0, 3):
         encoder.feed_frame(CAM, image)
     encoder.finish_episode()
-    with pytest.raises(StreamingError, match="already streamed"):
+    with pytest.raises(StreamingError, match="was streamed and robovid-watch has not"):
         encoder.start_episode([CAM], tmp_path, episode_index=0)
     encoder.start_episode([CAM], tmp_path)  # the next index by default
     encoder.feed_frame(CAM, frames(1, 1)[0])

@@ -207,11 +207,7 @@ class _CameraStream:
             self.png_dir.rmdir()
 
     def cancel(self) -> None:
-        with contextlib.suppress(StreamingError):
-            self._close_spill()
-        self.stop.set()
-        self.thread.join(timeout=30)
-        self._close_log()
+        self.halt()
         if self.spilled_from is not None:
             for i in range(self.spilled_from, self.fed):
                 frame_path(self.png_dir, i).unlink(missing_ok=True)
@@ -219,6 +215,14 @@ class _CameraStream:
                 self.png_dir.rmdir()
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.release()
+
+    def halt(self) -> None:
+        """Stop the threads, keeping every file (a no-op once finished)."""
+        with contextlib.suppress(StreamingError):
+            self._close_spill()
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self._close_log()
 
     def release(self) -> None:
         if self.lock_fd is not None:
@@ -371,6 +375,7 @@ class StreamingVideoEncoder:
                     )
         finally:
             for stream in self._streams.values():
+                stream.halt()  # after a failure: nothing writes into a handoff robovid-watch may salvage now
                 stream.release()
             self._streams.clear()
             self._threads.clear()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_harness import Daemon, rows_by_key, start_daemon, wait_for
+from daemon_harness import Daemon, PointHooks, rows_by_key, start_daemon, wait_for
 from frame_oracle import FrameId, Ledger, check_frames
 
 import robovid._faults as faults
@@ -105,7 +105,9 @@ def test_a_recorder_killed_mid_episode_loses_no_frame_and_the_service_finishes_i
     root.mkdir()
     points = tmp_path / "points"
     points.mkdir()
-    daemon = start_daemon(root)
+    hooks = PointHooks(tmp_path / "daemon-points")
+    hooks.directory.mkdir()
+    daemon = start_daemon(root, **hooks.env)
     daemon_stopper.append(daemon)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOVID_")} | {"ROBOVID_TEST_POINTS": str(points)}
     recorder = subprocess.Popen(
@@ -124,7 +126,9 @@ def test_a_recorder_killed_mid_episode_loses_no_frame_and_the_service_finishes_i
         assert sorted(p.name for p in folder.glob("raw-*")) == ["raw-000002.rgb", "raw-000003.rgb"]
         pngs = sorted(p.name for p in episode_dir(root, "cam", 4).glob("frame-*.png"))
         assert pngs == [f"frame-{i:06d}.png" for i in range(13, 20)]
-        assert not rows_by_key(root)  # robovid-watch leaves a live stream alone
+        rescans = hooks.passes("service:rescan")
+        hooks.wait_passes("service:rescan", rescans + 2, daemon)  # two full rescans with the recorder alive
+        assert not (folder / "finished.json").exists() and not rows_by_key(root)  # a live stream is left alone
         recorder.send_signal(signal.SIGKILL)
         recorder.wait(timeout=60)
     finally:

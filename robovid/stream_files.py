@@ -314,7 +314,8 @@ def salvage(folder: Path, png_dir: Path) -> Finished | None:
     """Finish the folder of a writer that died (the caller holds its lock); None when it holds no frame.
 
     Every frame in the crash log whose segment was not published becomes a PNG in ``png_dir``
-    (fsynced), then ``finished.json`` is written, then the log is deleted. Running it again after
+    (fsynced; a PNG the kill cut short is deleted: its frame is in the log), then ``finished.json`` is
+    written, then the log is deleted. Running it again after
     a crash part way redoes the same. FrameSequenceError when the frames do not run 0..n-1.
     """
     info = StreamInfo.read(folder)
@@ -334,6 +335,8 @@ def salvage(folder: Path, png_dir: Path) -> Finished | None:
                 rgb = np.frombuffer(data, np.uint8, info.frame_bytes, r * info.frame_bytes)
                 png_dir.mkdir(parents=True, exist_ok=True)
                 written.append(write_png(png_dir, index, rgb.reshape(info.height, info.width, 3)))
+    for part in png_dir.glob(".frame-*.png.part"):  # a PNG cut short by the kill: its frame is in the log
+        part.unlink()
     for path in written:
         fsync_file(path)
     if written:

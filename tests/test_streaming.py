@@ -21,7 +21,7 @@ import robovid._faults as faults
 from robovid import FrameSizeError, RGBEncoderConfig, StreamingError, StreamingVideoEncoder
 from robovid.frames import read_frame_rgb
 from robovid.layout import episode_dir, frame_path, stream_dir
-from robovid.stream_files import Finished, StreamInfo, published_segments, read_segment_data
+from robovid.stream_files import Finished, StreamInfo, published_segments, read_segment_data, salvage
 from robovid.synthetic import read_index, render_frame, scene
 
 CAM = "observation.images.cam"
@@ -159,3 +159,25 @@ def test_a_frame_of_another_size_is_refused_naming_both(tmp_path: Path) -> None:
     with pytest.raises(robovid.FrameFormatError, match="H x W x 3"):
         encoder.feed_frame(CAM, np.zeros((48, 64), np.uint8))
     encoder.close()
+
+
+def test_salvage_turns_the_crash_log_into_pngs_and_drops_a_png_cut_short(tmp_path: Path, held_encoder: Path) -> None:
+    """What robovid-watch does with the handoff of a recorder that died (stopped here without finishing)."""
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, queue_maxsize=3, handoff=True, segment_frames=2)
+    encoder.start_episode([CAM], tmp_path, episode_index=1)
+    fed = frames(1, 6)
+    feed_with_worker_held(encoder, held_encoder, fed)  # 0 held, 1-3 queued, 4-5 spilled
+    stream = encoder._streams[CAM]
+    stream.halt()  # the threads stop, every file stays, as after a kill
+    stream.release()
+    folder, png_dir = stream_dir(tmp_path, CAM, 1), episode_dir(tmp_path, CAM, 1)
+    (png_dir / ".frame-000002.png.part").write_bytes(b"\x89PNG cut short")
+    for i in (4, 5):
+        frame_path(png_dir, i).unlink(missing_ok=True)  # as if the spill thread had not written them yet
+
+    finished = salvage(folder, png_dir)
+
+    assert finished == Finished(6, 0, salvaged=True)
+    assert sorted(p.name for p in png_dir.iterdir()) == [f"frame-{i:06d}.png" for i in range(6)]
+    assert [read_frame_rgb(frame_path(png_dir, i)).tobytes() for i in range(6)] == [f.tobytes() for f in fed]
+    assert not list(folder.glob("raw-*"))

@@ -28,6 +28,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -47,6 +48,7 @@ from robovid.lerobot_stats import FrameStatsAccumulator, feature_stats_to_json, 
 from robovid.metadata import SegmentRow
 from robovid.probe import get_video_info
 from robovid.stream_files import (
+    WRITER_LOCK,
     Finished,
     StreamInfo,
     channel_counts,
@@ -96,6 +98,7 @@ def prepare(root: Path, marker: str, done: Collection[tuple[str, int]]) -> None:
         for folder in _entries(camera_dir):
             episode = parse_episode_dir(folder.name)
             if episode is None:
+                _remove_stale_staging(folder)
                 continue
             png_dir = episode_dir(root, camera_dir.name, episode)
             try:
@@ -116,6 +119,27 @@ def prepare(root: Path, marker: str, done: Collection[tuple[str, int]]) -> None:
                     detail=str(error),
                     action="the segments, crash log and PNGs were kept; check them, then restart robovid-watch",
                 )
+
+
+STAGING_STALE_S = 60.0
+"""A recorder's staging folder (``.episode-N.*``, renamed into place once locked) this old and unlocked was
+left by a recorder that died while starting the episode: it holds nothing but its lock file."""
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    if not folder.name.startswith(".episode-"):
+        return
+    with contextlib.suppress(OSError):
+        if time.time() - folder.stat().st_mtime < STAGING_STALE_S:
+            return
+        fd = lock_writer(folder)
+        if fd is None:
+            return
+        try:
+            if all(p.name == WRITER_LOCK for p in folder.iterdir()):
+                shutil.rmtree(folder)
+        finally:
+            os.close(fd)
 
 
 def _entries(directory: Path) -> list[Path]:

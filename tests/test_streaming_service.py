@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,3 +192,25 @@ def test_robovid_watch_killed_while_it_takes_a_streamed_episode_commits_it_once(
     assert daemon.stop() == 0
     assert len(rows_by_key(root)[("cam", 0)]) == 1
     assert len(check_frames(root, ledger, final=True).in_segment) == 12
+
+
+def test_prepare_removes_only_the_staging_folders_of_recorders_that_died_starting(tmp_path: Path) -> None:
+    """A recorder killed between creating its locked staging folder and renaming it leaves ``.episode-N.*``."""
+    from robovid.stream_files import lock_writer
+    from robovid_watch.streamed import STAGING_STALE_S, prepare
+
+    camera_dir = streams_dir(tmp_path) / "cam"
+    stale, fresh, held = (camera_dir / f".episode-000003.{name}" for name in ("stale", "fresh", "held"))
+    for folder in (stale, fresh, held):
+        folder.mkdir(parents=True)
+        (folder / "writer.lock").touch()
+    old = time.time() - STAGING_STALE_S - 5
+    for folder in (stale, held):
+        os.utime(folder, (old, old))
+    fd = lock_writer(held)
+    assert fd is not None
+    try:
+        prepare(tmp_path, ".complete", set())
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in camera_dir.iterdir()) == sorted([held.name, fresh.name])

@@ -48,6 +48,7 @@ from robovid.lerobot_stats import FrameStatsAccumulator, feature_stats_to_json, 
 from robovid.metadata import SegmentRow
 from robovid.probe import get_video_info
 from robovid.stream_files import (
+    COMPLETE_MARKER,
     WRITER_LOCK,
     Finished,
     StreamInfo,
@@ -209,6 +210,8 @@ def process_streamed(ctx: Context, ref: EpisodeRef) -> Outcome:
         with contextlib.suppress(OSError):
             ref.path.rmdir()
         return Outcome("cleaned")
+    if ctx.marker != COMPLETE_MARKER and (ref.path / ctx.marker).exists():  # prepare() put the service's marker
+        (ref.path / COMPLETE_MARKER).unlink(missing_ok=True)  # the stream's own would stop the folder's removal
     fault_point("streamed:before-assemble", ctx.stop)
     tail = [frame_path(ref.path, i) for i in range(finished.prefix_frames, finished.num_frames)]
     source_mtime_ns, source_bytes = _source_stamp(tail) if tail else (0, 0)

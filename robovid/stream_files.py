@@ -49,6 +49,8 @@ from robovid.settings import EncoderSettings
 STREAM_JSON = "stream.json"
 FINISHED_JSON = "finished.json"
 WRITER_LOCK = "writer.lock"
+COMPLETE_MARKER = ".complete"
+"""The marker a finished stream leaves in its episode folder (robovid-watch's default ``ROBOVID_COMPLETE_MARKER``)."""
 SPILL_PNG_LEVEL = 1
 """zlib level of spilled PNGs: the recorder's thread writes them, so the fastest."""
 

@@ -45,6 +45,7 @@ from robovid.errors import FrameSizeError, StreamingError
 from robovid.layout import episode_dir, frame_path, stream_dir
 from robovid.lerobot_stats import image_stats_from_counts
 from robovid.stream_files import (
+    COMPLETE_MARKER,
     STREAM_JSON,
     Finished,
     SpillWriter,
@@ -180,7 +181,7 @@ class _CameraStream:
             Finished(self.fed, prefix).write(self.workdir)
             self._drop_log()
             make_dirs_durably(self.png_dir)
-            (self.png_dir / ".complete").touch()
+            (self.png_dir / COMPLETE_MARKER).touch()
             self.release()
             return self.workdir, stats
         self._drop_log()

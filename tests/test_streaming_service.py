@@ -214,3 +214,25 @@ def test_prepare_removes_only_the_staging_folders_of_recorders_that_died_startin
     finally:
         os.close(fd)
     assert sorted(p.name for p in camera_dir.iterdir()) == sorted([held.name, fresh.name])
+
+
+def test_a_streamed_episode_is_taken_and_cleaned_with_another_completion_marker(
+    tmp_path: Path, daemon_stopper: list[Daemon]
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    ledger = Ledger(root)
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, queue_maxsize=64, handoff=True)
+    encoder.start_episode(["cam"], root, episode_index=0)
+    for image in fed_frames(ledger, "cam", 0, 5):
+        encoder.feed_frame("cam", image)
+    encoder.finish_episode()
+    daemon = start_daemon(root, ROBOVID_COMPLETE_MARKER="DONE")
+    daemon_stopper.append(daemon)
+    wait_for(lambda: committed(root, [("cam", 0)]), "the episode committed", daemon=daemon)
+    wait_for(
+        lambda: not episode_dir(root, "cam", 0).exists(), "its folder removed, both markers with it", daemon=daemon
+    )
+    assert daemon.stop() == 0
+    assert not daemon.events_named("episode_failed") and not daemon.events_named("clean_unfinished")
+    assert len(check_frames(root, ledger, final=True).in_segment) == 5

@@ -67,7 +67,7 @@ class JournalReplacedError(RobovidError, RuntimeError):
 class RemoteTaskError(RobovidError, RuntimeError):
     """``robovid process --ray``: an episode's Ray task was lost for a reason other than the episode (its worker
     kept dying, the cluster went away, Ray is missing). Nothing is recorded against the episode: its PNGs are
-    kept and the next run takes it again."""
+    kept and the next rescan or run takes it again."""
 
 
 class ArchiveError(RobovidError, ValueError):

@@ -171,6 +171,39 @@ def test_a_worker_killed_mid_task_loses_nothing_and_appends_nothing_twice(tmp_pa
     assert cluster.points.passes(TASK_POINT) - before == 4 + 1, "Ray ran the killed task once more"
 
 
+def test_a_task_lost_past_its_retries_is_not_held_against_the_episode(tmp_path: Path, cluster: Cluster) -> None:
+    """Its worker killed at every try (1 + TASK_RETRIES): the episode is not recorded as failed, its PNGs stay,
+    the run exits 1 naming the lost task, and the next run takes the episode. (Within a run, a rescan would
+    take it again too: rescans are an hour apart here so that this run leaves it.)"""
+    from robovid_watch.ray_offload import TASK_RETRIES
+
+    ledger = recording(tmp_path, range(1))
+    cluster.points.hold(TASK_POINT)
+    before = cluster.points.passes(TASK_POINT)
+    process = driver(tmp_path, cluster, "--workers", "1", ROBOVID_RESCAN_S="3600")
+    try:
+        for attempt in range(1 + TASK_RETRIES):
+            wait_for(lambda n=attempt: cluster.points.passes(TASK_POINT) > before + n, f"try {attempt + 1} held")
+            wait_for(lambda: len(task_workers()) == 1, "its worker")
+            victim = task_workers()[0]
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=30)
+        cluster.points.release(TASK_POINT)  # the other camera's episode goes through
+        out, err = process.communicate(timeout=RAY_TIMEOUT_S)
+    finally:
+        cluster.points.release(TASK_POINT)
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, (out + err)[-3000:]
+    assert "episode_not_encoded" in out + err and "after 3 retries" in out + err, (out + err)[-3000:]
+    assert RootState(tmp_path).failures() == []
+    verdict = check_frames(tmp_path, ledger)
+    assert len({(k.camera, k.episode) for k in verdict.as_png}) == 1, (out + err)[-6000:]
+    code, output = run_driver(tmp_path, cluster)
+    assert code == 0, output[-3000:]
+    check_frames(tmp_path, ledger, final=True)
+
+
 @pytest.mark.parametrize(
     "point",
     [
@@ -187,6 +220,21 @@ def test_the_driver_killed_then_rerun_loses_nothing(tmp_path: Path, cluster: Clu
     code, output = run_driver(tmp_path, cluster)
     assert code == 0, output[-3000:]
     check_frames(tmp_path, ledger, final=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "point",
+    [
+        "stage:after-intent:1",
+        "stage:after-append:3",
+        "commit:before-rename:2",
+        "clean:unlink:5",
+        "clean:before-rmdir:4",
+    ],
+)
+def test_the_driver_killed_then_rerun_loses_nothing_stress(tmp_path: Path, cluster: Cluster, point: str) -> None:
+    test_the_driver_killed_then_rerun_loses_nothing(tmp_path, cluster, point)
 
 
 def test_without_ray_installed_the_option_says_what_to_install(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import json
 import os
-import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from robovid.layout import ChunkLocation, chunk_key, chunk_path, ship_dir, ship_
 
 from ..errors import RootLockedError
 from ..finished import SealedFile, record_name
+from .stopping import StopRequest
 
 STATES = ("hashed", "published", "committed", "pruned")
 HASH_BLOCK = 1024 * 1024
@@ -65,7 +65,7 @@ class ShipRecord:
         return chunk_key(self.camera, self.location)
 
     @classmethod
-    def hash_file(cls, sealed: SealedFile, path: Path, stop: threading.Event) -> ShipRecord:
+    def hash_file(cls, sealed: SealedFile, path: Path, stop: StopRequest) -> ShipRecord:
         """A new ``hashed`` record for a sealed file: its SHA-256, size and identity, read in one pass."""
         digest = hashlib.sha256()
         with open(path, "rb") as source:

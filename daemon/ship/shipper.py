@@ -19,7 +19,6 @@ file again (:mod:`robovid_watch.finished`), so no append or compaction can race 
 
 from __future__ import annotations
 
-import threading
 import time
 
 import structlog
@@ -37,6 +36,7 @@ from .journal import ShipJournal, ShipRecord
 from .manifest import MANIFEST_KEY, Manifest, ShippedFile, ShippedObject, remote_metadata, sha256_hex
 from .metrics import ShipCounters, write_ship_metrics
 from .retention import files_to_prune
+from .stopping import StopRequest
 from .store import RemoteCheck, RemoteStore
 
 log = structlog.get_logger("robovid_ship")
@@ -53,7 +53,8 @@ class Shipper:
         self.root = settings.root
         self.store = store
         self.journal = ShipJournal(self.root)
-        self.stop = threading.Event()
+        self.stop = StopRequest()
+        """Set by SIGTERM/SIGINT (main's handler): it must not take a lock, see :mod:`.stopping`."""
         self.counters = ShipCounters()
         self.manifest: Manifest | None = None
         """The remote manifest as read or written by this run (None until the store answered once)."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from fsspec.spec import AbstractBufferedFile
 from robovid._faults import fault_point
 
 from ..errors import RemoteError, RemoteMismatchError
+from .stopping import StopRequest
 
 log = structlog.get_logger("robovid_ship")
 
@@ -73,7 +73,7 @@ class RemoteStore:
         return f"{self.prefix}/{INCOMING}/{key}"
 
     # whole objects -------------------------------------------------------------------------
-    def put_file(self, local: Path, key: str, expected_sha256: str, stop: threading.Event) -> None:
+    def put_file(self, local: Path, key: str, expected_sha256: str, stop: StopRequest) -> None:
         """Upload ``local`` to ``key`` through its temp key, then verify the final object.
 
         Raises RemoteMismatchError if the bytes sent do not hash to ``expected_sha256`` (the
@@ -134,7 +134,7 @@ class RemoteStore:
         return self._call(abort)
 
     # steps -------------------------------------------------------------------------------
-    def _stream_to_temp(self, local: Path, key: str, stop: threading.Event) -> str:
+    def _stream_to_temp(self, local: Path, key: str, stop: StopRequest) -> str:
         temp = self.temp_path(key)
         self._makedirs_for(temp)
         digest = hashlib.sha256()

@@ -5,6 +5,7 @@ robovid convert SRC DEST a LeRobot v2.1 archive of episode MP4s into chunk files
 robovid verify ROOT      decode every segment's first and last frame via the metadata
 robovid status ROOT      pending, failed and done episodes; throughput of the last hour
 robovid info FILE        probe a video file
+robovid merge DEST SRC.. merge robots' roots into one dataset
 robovid simulate ROOT    write episodes the way a recorder does (for demos and tests)
 """
 
@@ -148,6 +149,26 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument("paths", type=Path, nargs="+", metavar="PATH")
     compact.add_argument("--min-dead", type=float, default=0.0, help="skip files with a smaller dead share (0-1)")
     compact.set_defaults(func=_cmd_compact)
+
+    merge = commands.add_parser(
+        "merge",
+        help="merge several robots' roots into one dataset (episodes renumbered, video appended in place)",
+        description="Append the committed episodes of each SRC (a robot's recording root) to DEST's chunk files of "
+        "the same camera by stream copy (no re-encode, nothing in DEST rewritten) and commit their rows renumbered: "
+        "sources in the order given, episodes in index order, after the highest in DEST; the numbering is kept in "
+        "DEST/.cache/huggingface/robovid/merge/episodes.json. Then DEST's LeRobot v3 metadata is written. "
+        "Idempotent and crash-safe: rerun it after a crash, or to add what the sources recorded since. "
+        "A source robovid-watch (or another robovid process) is writing is refused. "
+        "Exit 1 if the roots cannot be merged as asked (a source in use, unlike the others, ...).",
+    )
+    merge.add_argument("dest", type=Path, help="the merged root (created if absent; only merges write it)")
+    merge.add_argument("sources", type=Path, nargs="+", metavar="SRC", help="a robot's recording root")
+    merge.add_argument("--task", default=None, help="LeRobot task of every merged episode (default: the sources')")
+    merge.add_argument(
+        "--file-size-mb", type=float, default=200.0, help="start a new DEST file past this size (default: 200)"
+    )
+    merge.add_argument("--no-progress", action="store_true", help="no progress bar")
+    merge.set_defaults(func=_cmd_merge)
 
     simulate = commands.add_parser(
         "simulate",
@@ -471,6 +492,38 @@ def _is_sealed(file: Path) -> bool:
 
     parsed = parse_chunk_path(file)
     return parsed is not None and read_seal(*parsed) is not None
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from robovid.errors import RobovidError
+    from robovid.merge import merge_roots
+
+    bar = tqdm(desc="merging", unit="frame", disable=args.no_progress or None)
+
+    def on_progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        report = merge_roots(
+            args.dest, args.sources, task=args.task, file_size_mb=args.file_size_mb, progress=on_progress
+        )
+    except (RobovidError, OSError) as error:
+        print(f"robovid merge: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    finally:
+        bar.close()
+    for waiting in report.waiting:
+        print(f"not merged yet: {waiting}")
+    print(
+        f"{report.rows_committed} segment row(s) committed in {report.appends} append(s) "
+        f"({report.frames_appended} frames), {report.recovered} interrupted append(s) finished; "
+        f"{args.dest} holds {report.lerobot_episodes} LeRobot episode(s)"
+    )
+    return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

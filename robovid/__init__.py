@@ -27,6 +27,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "InfoJsonError",
         "InvalidEncoderOptionError",
         "LeRobotMetadataError",
+        "MergeError",
         "MetadataError",
         "MismatchedVideosError",
         "RemoteError",
@@ -54,6 +55,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "robovid.encoder_config": ("RGBEncoderConfig", "VideoEncoderConfig", "rgb_encoder_defaults"),
     "robovid.encoders": ("HW_VIDEO_CODECS", "VALID_VIDEO_CODECS"),
     "robovid.features": ("VideoFrame",),
+    "robovid.merge": ("MergeReport", "merge_roots"),
     "robovid.metadata": ("read_lerobot_episodes", "read_segments"),
     "robovid.hardware": ("EncoderProbe", "probe_hardware_encoders"),
     "robovid.probe": ("get_audio_info", "get_video_duration_in_s", "get_video_info", "get_video_pixel_channels"),
@@ -103,6 +105,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import InfoJsonError as InfoJsonError
     from robovid.errors import InvalidEncoderOptionError as InvalidEncoderOptionError
     from robovid.errors import LeRobotMetadataError as LeRobotMetadataError
+    from robovid.errors import MergeError as MergeError
     from robovid.errors import MetadataError as MetadataError
     from robovid.errors import MismatchedVideosError as MismatchedVideosError
     from robovid.errors import RemoteError as RemoteError
@@ -115,6 +118,8 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.features import VideoFrame as VideoFrame
     from robovid.hardware import EncoderProbe as EncoderProbe
     from robovid.hardware import probe_hardware_encoders as probe_hardware_encoders
+    from robovid.merge import MergeReport as MergeReport
+    from robovid.merge import merge_roots as merge_roots
     from robovid.metadata import read_lerobot_episodes as read_lerobot_episodes
     from robovid.metadata import read_segments as read_segments
     from robovid.probe import get_audio_info as get_audio_info

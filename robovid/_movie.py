@@ -187,6 +187,50 @@ def _parse_movie(path: Path, top: list[_mp4.TopBox], moov_box: _mp4.TopBox, body
     )
 
 
+def slice_movie(movie: Movie, first: int, count: int) -> Movie:
+    """``movie`` restricted to samples ``[first, first + count)`` (decode order), for a stream copy of them.
+
+    The sample data stays where it is in the file; the table points at it, one mp4 chunk per run of
+    touching samples. The first sample must be a sync sample (a keyframe), so the slice decodes alone.
+    """
+    table = movie.table
+    if first < 0 or count < 1 or first + count > table.num_samples:
+        raise VideoFormatError(f"{movie.path}: frames {first}..{first + count - 1} are not in this file.")
+    if table.sync_samples is not None and first + 1 not in set(table.sync_samples.tolist()):
+        raise VideoFormatError(f"{movie.path}: frame {first} is not a keyframe; a slice must start at one.")
+    counts = table.chunk_sample_counts
+    chunk_of = np.repeat(np.arange(counts.shape[0]), counts)
+    before = np.cumsum(table.sizes) - table.sizes
+    chunk_start = (np.cumsum(counts) - counts)[chunk_of]
+    offsets = (table.chunk_offsets[chunk_of] + before - before[chunk_start])[first : first + count]
+    sizes = table.sizes[first : first + count]
+    starts = np.flatnonzero(np.concatenate(([True], offsets[1:] != offsets[:-1] + sizes[:-1])))
+    sync = table.sync_samples
+    if sync is not None:
+        sync = sync[(sync > first) & (sync <= first + count)] - first
+    composition = table.composition_offsets
+    sliced = _mp4.SampleTable(
+        durations=table.durations[first : first + count],
+        composition_offsets=None if composition is None else composition[first : first + count],
+        sync_samples=sync,
+        sizes=sizes,
+        chunk_offsets=offsets[starts].astype(np.int64),
+        chunk_sample_counts=np.diff(np.concatenate((starts, [count]))).astype(np.int64),
+        sample_description_index=table.sample_description_index,
+    )
+    return Movie(
+        movie.path,
+        movie.top,
+        movie.moov_box,
+        movie.moov,
+        sliced,
+        movie.media_timescale,
+        movie.movie_timescale,
+        movie.edit_media_time,
+        movie.source,
+    )
+
+
 def count_frames(path: Path | str) -> int:
     """Frames in an MP4 file, read from its sample table (no decoding)."""
     return read_movie(Path(path)).num_frames

@@ -115,8 +115,11 @@ def append_video(chunk_path: Path | str, episode_video_path: Path | str | Binary
     ``episode_video_path`` may also be a readable, seekable binary file object (an
     episode encoded in memory), so the episode is not written to disk twice.
     """
-    chunk_path = Path(chunk_path)
-    episode = _open_episode(episode_video_path)
+    return append_movie(Path(chunk_path), _open_episode(episode_video_path))
+
+
+def append_movie(chunk_path: Path, episode: Movie) -> VideoSegment:
+    """:func:`append_video` of an already parsed movie (for example a slice of a chunk file, to merge roots)."""
     if episode.num_frames == 0:
         raise VideoFormatError(f"{episode.path}: the episode video holds no frames.")
     make_dirs_durably(chunk_path.parent)

@@ -106,3 +106,7 @@ class LeRobotMetadataError(RobovidError, ValueError):
 
 class StreamingError(RobovidError, RuntimeError):
     """A :class:`robovid.StreamingVideoEncoder` call out of order, or its encoder failed (LeRobot raises RuntimeError)."""
+
+
+class MergeError(RobovidError, ValueError):
+    """Roots cannot be merged as asked (a source locked, changed or unlike the others); nothing half-done is left."""

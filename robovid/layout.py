@@ -5,7 +5,7 @@
 - metadata: ``{root}/.cache/huggingface/robovid/segments/part-{n:06d}.parquet``
 - the recorder's dataset description: ``{root}/meta/info.json`` (robovid reads its ``fps``)
 - service state: ``{root}/.cache/huggingface/robovid/`` (``lock``, ``journal/``, ``failed/``,
-  ``tmp/``, ``retakes/``, ``segments/``, ``sealed/``;
+  ``tmp/``, ``retakes/``, ``segments/``, ``sealed/``, ``merge/``;
   robovid-ship's ``ship/``), where ``LeRobotDataset.push_to_hub`` never uploads it;
   roots from before kept it in ``{root}/.robovid/`` and ``{root}/meta/robovid/segments/``
   (:func:`legacy_state_dir`, moved by ``robovid_watch.migrate`` at start)
@@ -189,6 +189,11 @@ def retakes_dir(root: Path) -> Path:
 def lerobot_export_marker(root: Path) -> Path:
     """Present once robovid exported the root as a LeRobot dataset: its info.json is robovid's, not a recorder's."""
     return state_dir(root) / "lerobot-export"
+
+
+def merge_dir(root: Path) -> Path:
+    """``robovid merge``'s state in a merged root: the episode numbering (``episodes.json``) and one intent per append."""
+    return state_dir(root) / "merge"
 
 
 def parse_episode_dir(name: str) -> int | None:

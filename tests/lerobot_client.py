@@ -97,12 +97,15 @@ def load(args: argparse.Namespace) -> None:
 
     from robovid.synthetic import read_index
 
+    burnt = {int(k): v for k, v in json.loads(args.episode_map).items()}
+    """The dataset's episode -> the episode index burnt into its frames (a merged root renumbered them)."""
+
     def wrong(images: torch.Tensor, episodes: torch.Tensor, frames: torch.Tensor) -> int:
         count = 0
         for image, episode, frame in zip(images, episodes, frames, strict=True):
             rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             try:
-                count += read_index(rgb) != (int(episode), int(frame))
+                count += read_index(rgb) != (burnt.get(int(episode), int(episode)), int(frame))
             except ValueError:
                 count += 1
         return count
@@ -185,6 +188,7 @@ def main() -> None:
     rec.set_defaults(func=record)
     ld = commands.add_parser("load")
     ld.add_argument("root", type=Path)
+    ld.add_argument("--episode-map", default="{}", help="JSON: dataset episode -> the episode burnt into its frames")
     ld.set_defaults(func=load)
     st = commands.add_parser("stats")
     st.add_argument("pngs", type=Path, nargs="+")

@@ -80,6 +80,34 @@ def test_an_exported_root_loads_in_lerobot_with_every_frame_right(tmp_path: Path
     assert results["delta_timestamps"]["frames"] == 3 * frames and results["delta_timestamps"]["wrong"] == 0
 
 
+def test_a_merge_of_two_robots_loads_in_lerobot_with_every_frame_from_its_source(tmp_path: Path) -> None:
+    """Two robots' roots (episodes 0-1 and 50-51) merged: LeRobot loads 4 episodes, each frame its source's."""
+    cameras = ["observation.images.front", "observation.images.wrist"]
+    for name, episodes, vcodec in (("robot_a", range(2), "libsvtav1"), ("robot_b", range(50, 52), "h264")):
+        root = tmp_path / name
+        record(root, cameras, episodes, num_frames=12, size=(160, 120))
+        (root / "meta").mkdir()
+        (root / "meta" / "info.json").write_text('{"fps": 10}')
+        done = subprocess.run(
+            [sys.executable, "-m", "robovid_watch.cli", "process", str(root), "--no-progress"],
+            env=daemon_env(root, ROBOVID_VCODEC=vcodec, ROBOVID_VIDEO_FILE_SIZE_MB="0.02"),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    dest = tmp_path / "merged"
+    command = [sys.executable, "-m", "robovid_watch.cli", "merge", str(dest), str(tmp_path / "robot_a")]
+    command += [str(tmp_path / "robot_b"), "--task", "stack the blocks", "--no-progress"]
+    done = subprocess.run(command, env=daemon_env(dest), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = _by_event(lerobot("load", str(dest), "--episode-map", json.dumps({2: 50, 3: 51})))
+    frames = 4 * 12 * 2
+    assert results["dataloader"] == {"event": "dataloader", "workers": 2, "frames": frames, "wrong": 0, "episodes": 4}
+    assert results["indexing"]["frames"] == frames and results["indexing"]["wrong"] == 0
+    assert results["delta_timestamps"]["frames"] == 3 * frames and results["delta_timestamps"]["wrong"] == 0
+
+
 def test_frame_statistics_equal_lerobots_own_except_its_wrapped_std(tmp_path: Path) -> None:
     frames = write_episode(tmp_path / "episode-000000", 0, 150, width=640, height=480, seed=5, marker=None)
     accumulator = FrameStatsAccumulator(len(frames))

@@ -163,7 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("dest", type=Path, help="the merged root (created if absent; only merges write it)")
     merge.add_argument("sources", type=Path, nargs="+", metavar="SRC", help="a robot's recording root")
-    merge.add_argument("--task", default=None, help="LeRobot task of every merged episode (default: the sources')")
+    merge.add_argument(
+        "--task", default=None, help="LeRobot task of every merged episode (default: each keeps its source's)"
+    )
     merge.add_argument(
         "--file-size-mb", type=float, default=200.0, help="start a new DEST file past this size (default: 200)"
     )

@@ -52,6 +52,7 @@ from robovid.lerobot_stats import (
     stats_to_json,
     vector_stats,
 )
+from robovid.lerobot_tasks import tasks_parquet
 
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = LEROBOT_DATA_PATH
@@ -79,6 +80,8 @@ class ExportEpisode:
     length: int
     segments: Mapping[str, Mapping[str, Any]]
     video_stats: Mapping[str, FeatureStats]
+    task_index: int = 0
+    """Its task in :func:`export_dataset`'s ``task`` list (one task: 0)."""
 
 
 @dataclass
@@ -123,7 +126,7 @@ class ExportCache:
         places = tuple(
             (k, *(episode.segments[k][n] for n in ("chunk_index", "file_index", "from_timestamp"))) for k in keys
         )
-        key = (episode.index, episode.length, from_index, fps, places)
+        key = (episode.index, episode.length, from_index, fps, places, episode.task_index)
         if key not in self._episode:
             self._episode[key] = _episode_stats(episode, from_index, fps, keys)
         return key, self._episode[key]
@@ -229,12 +232,16 @@ def export_dataset(
     root: Path,
     episodes: Sequence[ExportEpisode],
     fps: int,
-    task: str = "",
+    task: str | Sequence[str] = "",
     chunks_size: int = 1000,
     video_files_size_in_mb: float = 200,
     cache: ExportCache | None = None,
 ) -> ExportReport:
-    """Write (or bring up to date) the LeRobot files for ``episodes`` (0..N-1, as from :func:`exportable`)."""
+    """Write (or bring up to date) the LeRobot files for ``episodes`` (0..N-1, as from :func:`exportable`).
+
+    ``task`` is every episode's task, or the task table when the episodes' ``task_index`` differ.
+    """
+    tasks = [task] if isinstance(task, str) else list(task)
     report = ExportReport(episodes=len(episodes), frames=sum(e.length for e in episodes))
     if not episodes:
         return report
@@ -245,13 +252,13 @@ def export_dataset(
         _write_if_different(root, DATA_PATH, location, members, lambda m: _data_table(m, fps), report)
     fault_point("lerobot-export:after-data")
     for location, members in _group(placed, "episodes_file").items():
-        _write_if_different(root, EPISODES_PATH, location, members, lambda m: _episodes_table(m, keys, task), report)
+        _write_if_different(root, EPISODES_PATH, location, members, lambda m: _episodes_table(m, keys, tasks), report)
     fault_point("lerobot-export:after-episodes")
-    _write_bytes_if_different(tasks_path(root), _tasks_parquet(task), report)
+    _write_bytes_if_different(tasks_path(root), tasks_parquet(tasks), report)
     stats_json = json.dumps(stats_to_json(cache.dataset_stats(placed)), indent=4).encode()
     _write_bytes_if_different(stats_json_path(root), stats_json, report)
     fault_point("lerobot-export:before-info")
-    info = _info(episodes, keys, fps, chunks_size, video_files_size_in_mb)
+    info = _info(episodes, keys, fps, chunks_size, video_files_size_in_mb) | {"total_tasks": len(tasks)}
     _write_bytes_if_different(info_json_path(root), encode_info(info), report)
     return report
 
@@ -315,7 +322,7 @@ def _index_columns(episode: ExportEpisode, from_index: int) -> dict[str, np.ndar
         "frame_index": np.arange(length, dtype=np.int64),
         "episode_index": np.full(length, episode.index, dtype=np.int64),
         "index": np.arange(from_index, from_index + length, dtype=np.int64),
-        "task_index": np.zeros(length, dtype=np.int64),
+        "task_index": np.full(length, episode.task_index, dtype=np.int64),
     }
 
 
@@ -330,13 +337,13 @@ def _data_table(members: list[_Placed], fps: int) -> pa.Table:
     return table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
 
 
-def _episodes_table(members: list[_Placed], keys: list[str], task: str) -> pa.Table:
+def _episodes_table(members: list[_Placed], keys: list[str], tasks: list[str]) -> pa.Table:
     rows = []
     for item in members:
         episode = item.episode
         row: dict[str, Any] = {
             "episode_index": episode.index,
-            "tasks": [task],
+            "tasks": [tasks[episode.task_index]],
             "length": episode.length,
             "data/chunk_index": item.data_file[0],
             "data/file_index": item.data_file[1],
@@ -362,45 +369,6 @@ def _episode_stats(episode: ExportEpisode, from_index: int, fps: int, keys: list
     for name in ("frame_index", "episode_index", "index", "task_index"):
         stats[name] = vector_stats(columns[name])
     return stats
-
-
-def _tasks_parquet(task: str) -> bytes:
-    """``meta/tasks.parquet`` as pandas writes it: column ``task_index``, the task text as the index."""
-    table = pa.table({"task_index": pa.array([0], pa.int64()), "__index_level_0__": pa.array([task], pa.string())})
-    pandas_meta = {
-        "index_columns": ["__index_level_0__"],
-        "column_indexes": [
-            {
-                "name": None,
-                "field_name": None,
-                "pandas_type": "unicode",
-                "numpy_type": "object",
-                "metadata": {"encoding": "UTF-8"},
-            }
-        ],
-        "columns": [
-            {
-                "name": "task_index",
-                "field_name": "task_index",
-                "pandas_type": "int64",
-                "numpy_type": "int64",
-                "metadata": None,
-            },
-            {
-                "name": None,
-                "field_name": "__index_level_0__",
-                "pandas_type": "unicode",
-                "numpy_type": "object",
-                "metadata": None,
-            },
-        ],
-        "attributes": {},
-        "creator": {"library": "pyarrow", "version": pa.__version__},
-    }
-    table = table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="snappy")
-    return bytes(sink.getvalue())
 
 
 def _info(

@@ -29,6 +29,7 @@ made (its segment table names every episode's frames); DEST is a root only merge
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -36,13 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from robovid._merge_journal import Run, append_run, clear_stale_temp_files, recover, root_lock
 from robovid.durable import make_dirs_durably, write_bytes_durably
-from robovid.errors import MergeError, RobovidError
-from robovid.layout import chunk_path, info_json_path, lerobot_export_marker, merge_dir, tasks_path
+from robovid.errors import MergeError
+from robovid.layout import chunk_path, info_json_path, lerobot_export_marker, merge_dir
 from robovid.lerobot_export import INDEX_FEATURES, export_dataset, exportable
+from robovid.lerobot_tasks import episode_tasks
 from robovid.metadata import SegmentRow, read_segments
 
 DEFAULT_FILE_SIZE_MB = 200.0
@@ -94,7 +94,7 @@ def merge_roots(
         tables = {key: _source_rows(Path(source)) for key, source in zip(keys, sources, strict=True)}
         _check_alike(tables)
         numbering = _Numbering.load(dest)
-        report.waiting = numbering.number(dest, tables)
+        report.waiting = numbering.number(dest, tables, dict(zip(keys, map(Path, sources), strict=True)))
         report.episodes = {key: dict(mapping) for key, mapping in numbering.episodes.items()}
         runs = _plan(dest, tables, numbering)
         total, done = sum(r.count for r in runs), 0
@@ -105,7 +105,7 @@ def merge_roots(
             done += run.count
             if progress is not None:
                 progress(done, total)
-        report.lerobot_episodes = _export(dest, [Path(s) for s in sources], task, file_size_mb)
+        report.lerobot_episodes = _export(dest, numbering, task, file_size_mb)
     return report
 
 
@@ -166,6 +166,8 @@ class _Numbering:
     """source -> its episode index -> DEST episode index."""
     identities: dict[str, list[str]]
     """source -> identities of its first rows (camera, episode, take, commit time), to spot a source moved."""
+    tasks: dict[int, list[str]] = field(default_factory=dict)
+    """DEST episode -> its LeRobot tasks in its source (none for a source without LeRobot metadata)."""
 
     @classmethod
     def load(cls, dest: Path) -> _Numbering:
@@ -173,7 +175,8 @@ class _Numbering:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             episodes = {k: {int(e): int(d) for e, d in v.items()} for k, v in data["episodes"].items()}
-            return cls(episodes, {k: list(v) for k, v in data["identities"].items()})
+            tasks = {int(e): [str(t) for t in v] for e, v in data.get("tasks", {}).items()}
+            return cls(episodes, {k: list(v) for k, v in data["identities"].items()}, tasks)
         except FileNotFoundError:
             return cls({}, {})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -185,10 +188,11 @@ class _Numbering:
         data = {
             "episodes": {k: {str(e): d for e, d in sorted(v.items())} for k, v in self.episodes.items()},
             "identities": self.identities,
+            "tasks": {str(e): v for e, v in sorted(self.tasks.items())},
         }
         write_bytes_durably(merge_dir(dest) / "episodes.json", json.dumps(data, indent=1).encode())
 
-    def number(self, dest: Path, tables: dict[str, list[SegmentRow]]) -> list[str]:
+    def number(self, dest: Path, tables: dict[str, list[SegmentRow]], sources: dict[str, Path]) -> list[str]:
         """Number every complete source episode not numbered yet (saved before any video moves); the incomplete."""
         used = [d for mapping in self.episodes.values() for d in mapping.values()]
         used += read_segments(dest, all_takes=True)["episode_index"].to_pylist()
@@ -206,6 +210,7 @@ class _Numbering:
             if key not in self.identities:
                 self.identities[key], changed = identity, True
             mapping = self.episodes.setdefault(key, {})
+            tasks = episode_tasks(sources[key])
             current: dict[int, set[str]] = {}
             for row in rows:
                 current.setdefault(row.episode_index, set()).add(row.video_key)
@@ -217,7 +222,8 @@ class _Numbering:
                         f"{key} episode {episode}: camera(s) {sorted(cameras - current[episode])} not committed"
                     )
                     continue
-                mapping[episode], next_index, changed = next_index, next_index + 1, True
+                mapping[episode], self.tasks[next_index] = next_index, tasks.get(episode, [])
+                next_index, changed = next_index + 1, True
         if changed:
             self.save(dest)
         return waiting
@@ -256,38 +262,38 @@ def _new_run(key: str, camera: str, source_file: str, rows: list[SegmentRow], ma
 # --- LeRobot metadata ------------------------------------------------------------------------------------
 
 
-def _export(dest: Path, sources: list[Path], task: str | None, file_size_mb: float) -> int:
-    """Write DEST's LeRobot v3 files for every episode 0..N-1 it holds; the number of episodes."""
+def _export(dest: Path, numbering: _Numbering, task: str | None, file_size_mb: float) -> int:
+    """Write DEST's LeRobot v3 files for every episode 0..N-1 it holds; the number of episodes.
+
+    Each episode keeps its source's task (its one LeRobot task; "" for a source without LeRobot
+    metadata) unless ``task`` names one for all.
+    """
     rows = read_segments(dest).to_pylist()
     episodes, stopped = exportable(dest, rows)
     if stopped:
         raise MergeError(f"{dest}: the merged episodes cannot make one LeRobot dataset: {stopped}.")
     if not episodes:
         return 0
-    if task is None:
-        found = {t for source in sources for t in _source_tasks(source)}
-        if len(found) > 1:
-            raise MergeError(
-                f"the sources' LeRobot tasks differ ({sorted(found)}); robovid merge gives every episode one task: "
-                "name it (task=..., robovid merge --task TEXT). The video is merged; only the metadata waits."
-            )
-        task = found.pop() if found else ""
+    texts: list[str] = []
+    if task is not None:
+        texts = [task]
+    else:
+        for index, episode in enumerate(episodes):
+            own = numbering.tasks.get(episode.index, [])
+            if len(own) > 1:
+                raise MergeError(
+                    f"DEST episode {episode.index} has {len(own)} LeRobot tasks in its source ({own}); robovid merge "
+                    "keeps one task per episode: name one for all with task=... (robovid merge --task TEXT)."
+                )
+            text = own[0] if own else ""
+            if text not in texts:
+                texts.append(text)
+            episodes[index] = dataclasses.replace(episode, task_index=texts.index(text))
     make_dirs_durably(lerobot_export_marker(dest).parent)
     if not lerobot_export_marker(dest).exists():
         write_bytes_durably(lerobot_export_marker(dest), b"robovid merge exported this root as a LeRobot v3 dataset\n")
-    export_dataset(dest, episodes, fps=int(rows[0]["fps"]), task=task, video_files_size_in_mb=file_size_mb)
+    export_dataset(dest, episodes, fps=int(rows[0]["fps"]), task=texts, video_files_size_in_mb=file_size_mb)
     return len(episodes)
-
-
-def _source_tasks(root: Path) -> set[str]:
-    """The task texts of a source's LeRobot task table (none when it has none)."""
-    if not tasks_path(root).exists():
-        return set()
-    try:
-        tasks = pq.read_table(tasks_path(root)).to_pylist()
-    except (OSError, RobovidError, ValueError) as error:
-        raise MergeError(f"{tasks_path(root)}: unreadable ({error}).") from error
-    return {str(t.get("__index_level_0__", t.get("task", ""))) for t in tasks}
 
 
 def _read_json(path: Path) -> Any:

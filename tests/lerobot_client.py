@@ -120,12 +120,14 @@ def load(args: argparse.Namespace) -> None:
             bad += wrong(batch[key], batch["episode_index"], batch["frame_index"])
     emit(event="dataloader", workers=2, frames=checked, wrong=bad, episodes=dataset.num_episodes)
     checked = bad = 0
+    tasks: dict[int, str] = {}
     for index in range(len(dataset)):
         item = dataset[index]
+        tasks.setdefault(int(item["episode_index"]), item["task"])
         for key in keys:
             checked += 1
             bad += wrong(item[key][None], item["episode_index"][None], item["frame_index"][None])
-    emit(event="indexing", backend=dataset.video_backend, frames=checked, wrong=bad)
+    emit(event="indexing", backend=dataset.video_backend, frames=checked, wrong=bad, tasks=tasks)
     deltas = [-2 / dataset.fps, -1 / dataset.fps, 0.0]
     with_deltas = LeRobotDataset(REPO_ID, root=args.root, delta_timestamps=dict.fromkeys(keys, deltas))
     checked = bad = 0

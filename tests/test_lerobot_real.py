@@ -81,9 +81,10 @@ def test_an_exported_root_loads_in_lerobot_with_every_frame_right(tmp_path: Path
 
 
 def test_a_merge_of_two_robots_loads_in_lerobot_with_every_frame_from_its_source(tmp_path: Path) -> None:
-    """Two robots' roots (episodes 0-1 and 50-51) merged: LeRobot loads 4 episodes, each frame its source's."""
+    """Two robots' roots (episodes 0-1 each, each exported with its task) merged: LeRobot loads 4 episodes,
+    each frame its source's, each episode with its robot's task."""
     cameras = ["observation.images.front", "observation.images.wrist"]
-    for name, episodes, vcodec in (("robot_a", range(2), "libsvtav1"), ("robot_b", range(50, 52), "h264")):
+    for name, episodes, vcodec in (("robot_a", range(2), "libsvtav1"), ("robot_b", range(2), "h264")):
         root = tmp_path / name
         record(root, cameras, episodes, num_frames=12, size=(160, 120))
         (root / "meta").mkdir()
@@ -96,15 +97,25 @@ def test_a_merge_of_two_robots_loads_in_lerobot_with_every_frame_from_its_source
             timeout=600,
         )
         assert done.returncode == 0, done.stderr[-2000:]
+        exported = subprocess.run(
+            [sys.executable, "-m", "robovid_watch.cli", "lerobot", str(root), "--task", f"task of {name}"],
+            env=daemon_env(root),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert exported.returncode == 0, exported.stderr[-2000:]
     dest = tmp_path / "merged"
     command = [sys.executable, "-m", "robovid_watch.cli", "merge", str(dest), str(tmp_path / "robot_a")]
-    command += [str(tmp_path / "robot_b"), "--task", "stack the blocks", "--no-progress"]
+    command += [str(tmp_path / "robot_b"), "--no-progress"]
     done = subprocess.run(command, env=daemon_env(dest), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    results = _by_event(lerobot("load", str(dest), "--episode-map", json.dumps({2: 50, 3: 51})))
+    results = _by_event(lerobot("load", str(dest), "--episode-map", json.dumps({2: 0, 3: 1})))
     frames = 4 * 12 * 2
     assert results["dataloader"] == {"event": "dataloader", "workers": 2, "frames": frames, "wrong": 0, "episodes": 4}
     assert results["indexing"]["frames"] == frames and results["indexing"]["wrong"] == 0
+    assert results["indexing"]["tasks"] == {"0": "task of robot_a", "1": "task of robot_a", "2": "task of robot_b",
+                                            "3": "task of robot_b"}  # fmt: skip
     assert results["delta_timestamps"]["frames"] == 3 * frames and results["delta_timestamps"]["wrong"] == 0
 
 

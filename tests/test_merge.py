@@ -278,3 +278,32 @@ def test_a_source_merged_before_under_another_path_is_refused(tmp_path: Path, ro
     with pytest.raises(MergeError, match="holds episodes merged before"):
         merge_roots(dest, [moved], task="t")
     check_merged(dest, {0: 100, 1: 101})
+
+
+def test_each_episode_keeps_its_robots_lerobot_task(tmp_path: Path, robots: tuple[Path, Path]) -> None:
+    copies = [tmp_path / "robot_a", make_robot(tmp_path / "robot_c", range(2), "h264")]
+    shutil.copytree(robots[0], copies[0])
+    for copy, task in zip(copies, ("pick", "place"), strict=True):
+        exported = subprocess.run(
+            [sys.executable, "-m", "robovid_watch.cli", "lerobot", str(copy), "--task", task],
+            env=daemon_env(copy),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert exported.returncode == 0, exported.stderr[-2000:]
+    dest = tmp_path / "dest"
+    assert merge_cli(str(dest), *map(str, copies)).returncode == 0
+    check_merged(dest, {0: 0, 1: 1, 2: 2, 3: 0, 4: 1})
+    tasks = pq.read_table(dest / "meta" / "tasks.parquet").to_pylist()
+    assert [(t["task_index"], t["__index_level_0__"]) for t in tasks] == [(0, "pick"), (1, "place")]
+    episodes = pq.read_table(next(dest.glob("meta/episodes/*/*.parquet"))).to_pylist()
+    assert [e["tasks"] for e in episodes] == [["pick"]] * 3 + [["place"]] * 2
+    data = pq.read_table(next(dest.glob("data/*/*.parquet")))
+    assert data["task_index"].to_pylist() == [0] * 3 * FRAMES + [1] * 2 * FRAMES
+    info = json.loads((dest / "meta" / "info.json").read_text())
+    assert info["total_tasks"] == 2
+    stats = json.loads((dest / "meta" / "stats.json").read_text())
+    assert stats["task_index"]["max"] == [1] and stats["task_index"]["min"] == [0]
+    assert merge_cli(str(dest), *map(str, copies), "--task", "one").returncode == 0
+    assert pq.read_table(dest / "meta" / "tasks.parquet")["__index_level_0__"].to_pylist() == ["one"]

@@ -23,10 +23,11 @@ from daemon_harness import PointHooks, daemon_env, decoded_indices, wait_for
 
 from robovid.decode import decode_video_frames
 from robovid.errors import MergeError
-from robovid.layout import chunk_path, merge_dir, state_dir
+from robovid.layout import chunk_path, episode_dir, merge_dir, state_dir
 from robovid.merge import merge_roots
 from robovid.metadata import read_segments
-from robovid.synthetic import read_index, write_recording
+from robovid.synthetic import read_index, write_episode, write_recording
+from robovid.verify import verify_root
 from robovid_watch.state import root_locked
 
 CAMERAS = ("front", "wrist")
@@ -124,6 +125,7 @@ def test_merge_renumbers_episodes_with_exact_offsets_and_consistent_lerobot_meta
     report = merge_roots(dest, [robot_a, robot_b], task="pick the cube")
     check_merged(dest, EXPECTED)
     check_lerobot(dest, EXPECTED, "pick the cube")
+    assert verify_root(dest) == ([], len(EXPECTED) * len(CAMERAS))
     assert report.rows_committed == len(EXPECTED) * len(CAMERAS) and report.recovered == 0
     assert report.episodes == {str(robot_a.resolve()): {0: 0, 1: 1, 2: 2}, str(robot_b.resolve()): {100: 3, 101: 4}}
     numbering = json.loads((merge_dir(dest) / "episodes.json").read_text())["episodes"]
@@ -307,3 +309,45 @@ def test_each_episode_keeps_its_robots_lerobot_task(tmp_path: Path, robots: tupl
     assert stats["task_index"]["max"] == [1] and stats["task_index"]["min"] == [0]
     assert merge_cli(str(dest), *map(str, copies), "--task", "one").returncode == 0
     assert pq.read_table(dest / "meta" / "tasks.parquet")["__index_level_0__"].to_pylist() == ["one"]
+
+
+def test_every_take_a_source_keeps_is_merged_and_the_latest_is_the_episode(tmp_path: Path) -> None:
+    """A robot re-took episode 0 (`robovid retake`): both takes' frames are in its chunk file. Both are merged,
+    each frame of DEST's files in exactly one row, and the merged episode is the latest take."""
+    robot, dest = tmp_path / "robot", tmp_path / "dest"
+
+    def cli(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "robovid_watch.cli", *args],
+            env=daemon_env(robot),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    for episode in (0, 1):
+        write_episode(episode_dir(robot, "cam", episode), episode, FRAMES, 64, 48, seed=1)
+    cli("process", str(robot), "--no-progress")
+    write_episode(episode_dir(robot, "cam", 0), 100, 6, 64, 48, seed=2)  # the re-take: burnt-in episode 100
+    cli("retake", str(robot), "0", "--camera", "cam")
+    cli("process", str(robot), "--no-progress")
+    assert sorted(r["take"] for r in read_segments(robot, all_takes=True).to_pylist()) == [0, 0, 1]
+    assert merge_cli(str(dest), str(robot)).returncode == 0
+    rows = read_segments(dest, all_takes=True).to_pylist()
+    claimed: dict[Path, list[int]] = defaultdict(list)
+    found = {}
+    for row in rows:
+        path = chunk_path(dest, "cam", row["chunk_index"], row["file_index"])
+        frames = decoded_indices(path)[row["first_frame"] : row["first_frame"] + row["num_frames"]]
+        found[(row["episode_index"], row["take"])] = frames
+        claimed[path] += range(row["first_frame"], row["first_frame"] + row["num_frames"])
+    assert found == {
+        (0, 0): [(0, i) for i in range(FRAMES)],
+        (0, 1): [(100, i) for i in range(6)],
+        (1, 0): [(1, i) for i in range(FRAMES)],
+    }
+    for path, frames in claimed.items():
+        assert sorted(frames) == list(range(len(decoded_indices(path)))), f"{path}: a frame in no row or in two"
+    assert sorted((r["episode_index"], r["take"]) for r in read_segments(dest).to_pylist()) == [(0, 1), (1, 0)]
+    assert json.loads((dest / "meta" / "info.json").read_text())["total_frames"] == 6 + FRAMES

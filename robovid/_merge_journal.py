@@ -87,7 +87,7 @@ def append_run(dest: Path, run: Run, file_size_mb: float) -> int:
             target = target.next(FILES_PER_CHUNK)
             continue
         fault_point("merge:after-append")
-        return _finish(dest, placed)
+        return _finish(dest, placed, committed=set())  # planned from the rows DEST lacks: none is in it
     raise MergeError(f"{source}: no DEST file of camera {run.camera!r} takes its frames by stream copy.")
 
 
@@ -99,14 +99,16 @@ def _current_location(dest: Path, camera: str, incoming: int, file_size_mb: floa
     return chunks[-1].next(FILES_PER_CHUNK) if size > 0 and size + incoming > file_size_mb * 1024 * 1024 else chunks[-1]
 
 
-def _finish(dest: Path, run: Run) -> int:
+def _finish(dest: Path, run: Run, committed: set[tuple[str, int, int]] | None = None) -> int:
     """Commit the run's rows not committed yet, at their place in DEST's file, then remove its intent."""
     movie = read_movie(run.dest_path(dest))
-    done = {(r["video_key"], r["episode_index"], r["take"]) for r in read_segments(dest, all_takes=True).to_pylist()}
+    if committed is None:
+        table = read_segments(dest, all_takes=True)
+        committed = set(zip(*(table[c].to_pylist() for c in ("video_key", "episode_index", "take")), strict=True))
     now = datetime.now(UTC)
     rows = []
     for row in (SegmentRow.from_json(r) for r in run.rows):
-        if (row.video_key, row.episode_index, row.take) in done:
+        if (row.video_key, row.episode_index, row.take) in committed:
             continue
         segment = movie.segment(run.frames_before + (row.first_frame or 0) - run.first, row.num_frames)
         rows.append(
@@ -138,7 +140,7 @@ def recover(dest: Path) -> int:
         if frames == run.frames_before:
             _clear_intent(dest, run)  # the append never happened: planned again
         elif frames == run.frames_before + run.count:
-            _finish(dest, run)
+            _finish(dest, run)  # some of its rows may be committed already
             finished += 1
         else:
             raise MergeError(

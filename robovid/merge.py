@@ -92,8 +92,9 @@ def merge_roots(
         clear_stale_temp_files(dest)
         report.recovered = recover(dest)
         tables = {key: _source_rows(Path(source)) for key, source in zip(keys, sources, strict=True)}
-        _check_alike(tables)
         numbering = _Numbering.load(dest)
+        merged = [SegmentRow.from_record(r) for r in read_segments(dest).to_pylist()]
+        _check_alike(tables, merged, numbering.cameras, f"{dest} (merged before)")
         report.waiting = numbering.number(dest, tables, dict(zip(keys, map(Path, sources), strict=True)))
         report.episodes = {key: dict(mapping) for key, mapping in numbering.episodes.items()}
         runs = _plan(dest, tables, numbering)
@@ -132,9 +133,14 @@ def _source_rows(root: Path) -> list[SegmentRow]:
     return rows
 
 
-def _check_alike(tables: dict[str, list[SegmentRow]]) -> None:
-    """MergeError unless the sources make one LeRobot dataset: one fps, the same cameras, one frame size per camera."""
+def _check_alike(
+    tables: dict[str, list[SegmentRow]], merged: list[SegmentRow], merged_cameras: list[str], dest: str
+) -> None:
+    """MergeError unless the sources and what DEST holds make one LeRobot dataset: one fps, the same cameras
+    (``merged_cameras``: those of the sources numbered before), one frame size per camera."""
     cameras: dict[str, set[str]] = {key: {r.video_key for r in rows} for key, rows in tables.items()}
+    if merged_cameras:
+        cameras = {dest: set(merged_cameras), **cameras}
     first_key, first = next(iter(cameras.items()))
     for key, found in cameras.items():
         if found != first:
@@ -143,7 +149,7 @@ def _check_alike(tables: dict[str, list[SegmentRow]]) -> None:
                 "cameras in every episode. Merge robots with the same cameras."
             )
     seen: dict[tuple[str, str], tuple[object, str]] = {}
-    for key, rows in tables.items():
+    for key, rows in ({dest: merged, **tables} if merged else tables).items():
         for row in rows:
             for what, value in (
                 ("fps", row.fps),
@@ -168,6 +174,8 @@ class _Numbering:
     """source -> identities of its first rows (camera, episode, take, commit time), to spot a source moved."""
     tasks: dict[int, list[str]] = field(default_factory=dict)
     """DEST episode -> its LeRobot tasks in its source (none for a source without LeRobot metadata)."""
+    cameras: list[str] = field(default_factory=list)
+    """The cameras of every merged episode (the sources' at the first merge)."""
 
     @classmethod
     def load(cls, dest: Path) -> _Numbering:
@@ -176,7 +184,8 @@ class _Numbering:
             data = json.loads(path.read_text(encoding="utf-8"))
             episodes = {k: {int(e): int(d) for e, d in v.items()} for k, v in data["episodes"].items()}
             tasks = {int(e): [str(t) for t in v] for e, v in data.get("tasks", {}).items()}
-            return cls(episodes, {k: list(v) for k, v in data["identities"].items()}, tasks)
+            cameras = [str(c) for c in data.get("cameras", [])]
+            return cls(episodes, {k: list(v) for k, v in data["identities"].items()}, tasks, cameras)
         except FileNotFoundError:
             return cls({}, {})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -189,6 +198,7 @@ class _Numbering:
             "episodes": {k: {str(e): d for e, d in sorted(v.items())} for k, v in self.episodes.items()},
             "identities": self.identities,
             "tasks": {str(e): v for e, v in sorted(self.tasks.items())},
+            "cameras": self.cameras,
         }
         write_bytes_durably(merge_dir(dest) / "episodes.json", json.dumps(data, indent=1).encode())
 
@@ -198,7 +208,8 @@ class _Numbering:
         used += read_segments(dest, all_takes=True)["episode_index"].to_pylist()
         next_index = max(used, default=-1) + 1
         cameras = {r.video_key for rows in tables.values() for r in rows}
-        waiting, changed = [], False
+        waiting, changed = [], not self.cameras
+        self.cameras = sorted(cameras)
         for key, rows in tables.items():
             identity = sorted(f"{r.video_key}|{r.episode_index}|{r.take}|{r.committed_at}" for r in rows)[:8]
             for other, known in self.identities.items():

@@ -215,6 +215,10 @@ def test_sources_unlike_each_other_are_refused_before_anything_moves(tmp_path: P
     assert result.returncode == 1 and "has cameras ['front']" in result.stderr, result.stderr
     assert not list((tmp_path / "dest").glob("videos/**/*.mp4"))
     assert merge_cli(str(tmp_path / "dest"), str(robots[0]), str(robots[0])).returncode == 1
+    assert merge_cli(str(tmp_path / "dest"), str(robots[0])).returncode == 0
+    later = merge_cli(str(tmp_path / "dest"), str(odd))
+    assert later.returncode == 1 and "(merged before) has ['front', 'wrist']" in later.stderr, later.stderr
+    assert len(read_segments(tmp_path / "dest")) == len(ROBOT_A) * len(CAMERAS)
 
 
 KILL_POINTS = [

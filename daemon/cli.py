@@ -162,7 +162,12 @@ def _parser() -> argparse.ArgumentParser:
         "Exit 1 if the roots cannot be merged as asked (a source in use, unlike the others, ...).",
     )
     merge.add_argument("dest", type=Path, help="the merged root (created if absent; only merges write it)")
-    merge.add_argument("sources", type=Path, nargs="+", metavar="SRC", help="a robot's recording root")
+    merge.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SRC",
+        help="a robot's recording root, or the prefix robovid-ship uploads it to (s3://...)",
+    )
     merge.add_argument(
         "--task", default=None, help="LeRobot task of every merged episode (default: each keeps its source's)"
     )

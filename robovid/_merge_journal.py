@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from robovid._faults import fault_point
-from robovid._movie import read_movie, slice_movie
+from robovid._movie import Movie, read_movie, slice_movie
 from robovid.append import append_movie, recover_chunk
 from robovid.durable import is_stale_temp_path, make_dirs_durably, unlink_durably, write_bytes_durably
 from robovid.errors import MergeError, MismatchedVideosError
@@ -36,6 +36,7 @@ from robovid.layout import (
     segments_dir,
 )
 from robovid.metadata import SegmentRow, SegmentStore, read_segments
+from robovid.remote import is_url, open_video_file, store_errors
 
 FILES_PER_CHUNK = 1000
 """LeRobot's chunks_size."""
@@ -62,33 +63,45 @@ class Run:
 
 def append_run(dest: Path, run: Run, file_size_mb: float) -> int:
     """Append one run to its camera's DEST file under a journal intent, commit its rows; rows committed."""
-    source = Path(run.source_file)
+    with store_errors(run.source_file), _source_movie(run) as movie:
+        incoming = int(movie.table.sizes.sum())
+        target = _current_location(dest, run.camera, incoming, file_size_mb)
+        for _attempt in range(3):
+            path = target.path(dest, run.camera)
+            before = read_movie(path).num_frames if path.exists() else 0
+            placed = dataclasses.replace(
+                run, dest_chunk=target.chunk_index, dest_file=target.file_index, frames_before=before
+            )
+            _write_intent(dest, placed)
+            fault_point("merge:after-intent")
+            try:
+                append_movie(path, movie)
+            except MismatchedVideosError:
+                _clear_intent(dest, placed)
+                target = target.next(FILES_PER_CHUNK)
+                continue
+            fault_point("merge:after-append")
+            return _finish(dest, placed, committed=set())  # planned from the rows DEST lacks: none is in it
+    raise MergeError(f"{run.source_file}: no DEST file of camera {run.camera!r} takes its frames by stream copy.")
+
+
+@contextlib.contextmanager
+def _source_movie(run: Run) -> Iterator[Movie]:
+    """The run's frames of its source file (a local path, or a URL read by range requests) as a movie to append."""
     try:
-        movie = slice_movie(read_movie(source), run.first, run.count)
+        if not is_url(run.source_file):
+            yield slice_movie(read_movie(Path(run.source_file)), run.first, run.count)
+            return
+        handle, _ = open_video_file(run.source_file)
     except FileNotFoundError:
         raise MergeError(
-            f"{source}: named by the source's segment table but missing (shipped and pruned by robovid-ship?). "
-            "Bring the file back, or merge what was shipped from the store."
+            f"{run.source_file}: named by the source's segment table but missing (shipped and pruned by robovid-ship?). "
+            "Merge the robot's shipped prefix (s3://...) for the episodes that were shipped."
         ) from None
-    incoming = int(movie.table.sizes.sum())
-    target = _current_location(dest, run.camera, incoming, file_size_mb)
-    for _attempt in range(3):
-        path = target.path(dest, run.camera)
-        before = read_movie(path).num_frames if path.exists() else 0
-        placed = dataclasses.replace(
-            run, dest_chunk=target.chunk_index, dest_file=target.file_index, frames_before=before
-        )
-        _write_intent(dest, placed)
-        fault_point("merge:after-intent")
-        try:
-            append_movie(path, movie)
-        except MismatchedVideosError:
-            _clear_intent(dest, placed)
-            target = target.next(FILES_PER_CHUNK)
-            continue
-        fault_point("merge:after-append")
-        return _finish(dest, placed, committed=set())  # planned from the rows DEST lacks: none is in it
-    raise MergeError(f"{source}: no DEST file of camera {run.camera!r} takes its frames by stream copy.")
+    with handle:
+        movie = read_movie(Path(run.source_file), cast(BinaryIO, handle))
+        movie.source = cast(BinaryIO, handle)
+        yield slice_movie(movie, run.first, run.count)
 
 
 def _current_location(dest: Path, camera: str, incoming: int, file_size_mb: float) -> ChunkLocation:

@@ -1,7 +1,9 @@
 """Merge several robots' roots into one dataset: episodes renumbered, video appended in place, offsets exact.
 
 ``merge_roots(dest, [src, ...])`` (``robovid merge DEST SRC...``). Each SRC is a root robovid
-made (its segment table names every episode's frames); DEST is a root only merges write.
+made (its segment table names every episode's frames), a local folder or the prefix robovid-ship
+uploaded it to (an fsspec URL, read by range requests: :mod:`robovid.remote`); DEST is a local root
+only merges write.
 
 - **Numbering.** Sources in the order given, each one's episodes in index order: every (source,
   episode) not numbered yet gets the next index after the highest DEST holds. The numbering is
@@ -21,7 +23,8 @@ made (its segment table names every episode's frames); DEST is a root only merge
 - **Locks.** DEST's root lock (the flock on the root folder robovid-watch holds) is taken
   exclusively, each local SRC's shared: a source a robovid process writes (robovid-watch,
   ``robovid process``/``compact``) is refused, and robovid-watch cannot start on a source while a
-  merge reads it. Sources are only read.
+  merge reads it. A remote prefix holds only committed files robovid-ship never rewrites; it is not
+  locked. Sources are only read.
 - Then DEST's LeRobot v3 metadata (info.json, data, episodes, tasks, stats) is written from its
   segment table (:mod:`robovid.lerobot_export`, info.json last).
 """
@@ -40,10 +43,11 @@ from typing import Any
 from robovid._merge_journal import Run, append_run, clear_stale_temp_files, recover, root_lock
 from robovid.durable import make_dirs_durably, write_bytes_durably
 from robovid.errors import MergeError
-from robovid.layout import chunk_path, info_json_path, lerobot_export_marker, merge_dir
+from robovid.layout import info_json_path, lerobot_export_marker, merge_dir
 from robovid.lerobot_export import INDEX_FEATURES, export_dataset, exportable
 from robovid.lerobot_tasks import episode_tasks
 from robovid.metadata import SegmentRow, read_segments
+from robovid.remote import as_root, chunk_location, is_url, join, read_bytes
 
 DEFAULT_FILE_SIZE_MB = 200.0
 """A new DEST file starts once the camera's last one would pass this size (LeRobot's video_files_size_in_mb)."""
@@ -80,22 +84,24 @@ def merge_roots(
     agree). ``progress(frames_done, frames_total)`` is called after each append.
     """
     dest = Path(dest)
-    keys = [os.path.realpath(s) for s in sources]
+    roots = [as_root(s) for s in sources]
+    keys = [str(r).rstrip("/") if is_url(r) else os.path.realpath(r) for r in roots]
     if len(set(keys)) != len(keys) or os.path.realpath(dest) in keys:
         raise MergeError(f"robovid merge {dest} {' '.join(map(str, sources))}: a root is named twice; name each once.")
     make_dirs_durably(dest)
     report = MergeReport()
     with contextlib.ExitStack() as locks:
         locks.enter_context(root_lock(dest, exclusive=True))
-        for source in sources:
-            locks.enter_context(root_lock(Path(source), exclusive=False))
+        for root in roots:
+            if not is_url(root):  # a remote prefix holds committed files only: robovid-ship never rewrites one
+                locks.enter_context(root_lock(Path(root), exclusive=False))
         clear_stale_temp_files(dest)
         report.recovered = recover(dest)
-        tables = {key: _source_rows(Path(source)) for key, source in zip(keys, sources, strict=True)}
+        tables = {key: _source_rows(root) for key, root in zip(keys, roots, strict=True)}
         numbering = _Numbering.load(dest)
         merged = [SegmentRow.from_record(r) for r in read_segments(dest).to_pylist()]
         _check_alike(tables, merged, numbering.cameras, f"{dest} (merged before)")
-        report.waiting = numbering.number(dest, tables, dict(zip(keys, map(Path, sources), strict=True)))
+        report.waiting = numbering.number(dest, tables, dict(zip(keys, roots, strict=True)))
         report.episodes = {key: dict(mapping) for key, mapping in numbering.episodes.items()}
         runs = _plan(dest, tables, numbering)
         total, done = sum(r.count for r in runs), 0
@@ -113,12 +119,12 @@ def merge_roots(
 # --- sources ---------------------------------------------------------------------------------------------
 
 
-def _source_rows(root: Path) -> list[SegmentRow]:
+def _source_rows(root: Path | str) -> list[SegmentRow]:
     """Every committed row (all takes) of a source, after checking it is a root robovid can merge."""
-    if not root.is_dir():
+    if not is_url(root) and not Path(root).is_dir():
         raise MergeError(f"{root}: no such folder. Name a robot's recording root (the folder that holds videos/).")
-    info = _read_json(info_json_path(root))
-    if info is not None and not lerobot_export_marker(root).exists():
+    info = _read_info(root)
+    if info is not None and (is_url(root) or not lerobot_export_marker(Path(root)).exists()):
         features = info.get("features", {}) if isinstance(info, dict) else {}
         extra = sorted(k for k, f in features.items() if f.get("dtype") != "video" and k not in INDEX_FEATURES)
         if extra:
@@ -202,7 +208,7 @@ class _Numbering:
         }
         write_bytes_durably(merge_dir(dest) / "episodes.json", json.dumps(data, indent=1).encode())
 
-    def number(self, dest: Path, tables: dict[str, list[SegmentRow]], sources: dict[str, Path]) -> list[str]:
+    def number(self, dest: Path, tables: dict[str, list[SegmentRow]], sources: dict[str, Path | str]) -> list[str]:
         """Number every complete source episode not numbered yet (saved before any video moves); the incomplete."""
         used = [d for mapping in self.episodes.values() for d in mapping.values()]
         used += read_segments(dest, all_takes=True)["episode_index"].to_pylist()
@@ -221,7 +227,7 @@ class _Numbering:
             if key not in self.identities:
                 self.identities[key], changed = identity, True
             mapping = self.episodes.setdefault(key, {})
-            tasks = episode_tasks(sources[key])
+            tasks = {} if is_url(sources[key]) else episode_tasks(Path(sources[key]))
             current: dict[int, set[str]] = {}
             for row in rows:
                 current.setdefault(row.episode_index, set()).add(row.video_key)
@@ -252,7 +258,7 @@ def _plan(dest: Path, tables: dict[str, list[SegmentRow]], numbering: _Numbering
             if row.episode_index in mapping and (row.video_key, mapping[row.episode_index], row.take) not in done:
                 by_file.setdefault((row.video_key, row.chunk_index, row.file_index), []).append(row)
         for (camera, chunk, file), file_rows in sorted(by_file.items()):
-            source_file = str(chunk_path(Path(key), camera, chunk, file))
+            source_file = str(chunk_location(as_root(key), camera, chunk, file))
             group: list[SegmentRow] = []
             for row in sorted(file_rows, key=lambda r: r.first_frame or 0):
                 if group and (group[-1].first_frame or 0) + group[-1].num_frames != row.first_frame:
@@ -307,10 +313,13 @@ def _export(dest: Path, numbering: _Numbering, task: str | None, file_size_mb: f
     return len(episodes)
 
 
-def _read_json(path: Path) -> Any:
+def _read_info(root: Path | str) -> Any:
+    """A source's ``meta/info.json`` (None when it has none)."""
+    where = join(str(root), "meta/info.json") if is_url(root) else info_json_path(Path(root))
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = read_bytes(str(where)) if is_url(root) else Path(where).read_bytes()
+        return None if data is None else json.loads(data)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
-        raise MergeError(f"{path}: unreadable ({error}).") from error
+        raise MergeError(f"{where}: unreadable ({error}).") from error

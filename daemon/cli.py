@@ -153,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     merge = commands.add_parser(
         "merge",
         help="merge several robots' roots into one dataset (episodes renumbered, video appended in place)",
-        description="Append the committed episodes of each SRC (a robot's recording root) to DEST's chunk files of "
+        description="Append the committed episodes of each SRC (a robot's recording root, or the prefix robovid-ship "
+        "uploaded it to, e.g. s3://bucket/fleet/robot-17) to DEST's chunk files of "
         "the same camera by stream copy (no re-encode, nothing in DEST rewritten) and commit their rows renumbered: "
         "sources in the order given, episodes in index order, after the highest in DEST; the numbering is kept in "
         "DEST/.cache/huggingface/robovid/merge/episodes.json. Then DEST's LeRobot v3 metadata is written. "

@@ -43,7 +43,7 @@ from typing import Any
 from robovid._merge_journal import Run, append_run, clear_stale_temp_files, recover, root_lock
 from robovid.durable import make_dirs_durably, write_bytes_durably
 from robovid.errors import MergeError
-from robovid.layout import info_json_path, lerobot_export_marker, merge_dir
+from robovid.layout import info_json_path, lerobot_export_marker, merge_dir, sealed_dir, ship_dir
 from robovid.lerobot_export import INDEX_FEATURES, export_dataset, exportable
 from robovid.lerobot_tasks import episode_tasks
 from robovid.metadata import SegmentRow, read_segments
@@ -95,6 +95,7 @@ def merge_roots(
         for root in roots:
             if not is_url(root):  # a remote prefix holds committed files only: robovid-ship never rewrites one
                 locks.enter_context(root_lock(Path(root), exclusive=False))
+        _check_dest(dest)
         clear_stale_temp_files(dest)
         report.recovered = recover(dest)
         tables = {key: _source_rows(root) for key, root in zip(keys, roots, strict=True)}
@@ -114,6 +115,16 @@ def merge_roots(
                 progress(done, total)
         report.lerobot_episodes = _export(dest, numbering, task, file_size_mb)
     return report
+
+
+def _check_dest(dest: Path) -> None:
+    """MergeError for a DEST robovid-watch or robovid-ship has worked on: merge appends to DEST's files."""
+    for folder, what in ((sealed_dir(dest), "finished (sealed)"), (ship_dir(dest), "shipped")):
+        if folder.is_dir() and any(folder.iterdir()):
+            raise MergeError(
+                f"{dest} holds chunk files robovid-watch {what} ({folder}): robovid merge appends to DEST's files, "
+                "which a finished or shipped file must never see. Merge into a root only merges write (a new DEST)."
+            )
 
 
 # --- sources ---------------------------------------------------------------------------------------------

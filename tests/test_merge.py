@@ -33,7 +33,7 @@ from merge_harness import (
 )
 
 from robovid.errors import MergeError
-from robovid.layout import chunk_path, episode_dir, merge_dir, state_dir
+from robovid.layout import chunk_path, episode_dir, merge_dir, sealed_dir, state_dir
 from robovid.merge import merge_roots
 from robovid.metadata import read_segments
 from robovid.synthetic import write_episode, write_recording
@@ -288,3 +288,22 @@ def test_every_take_a_source_keeps_is_merged_and_the_latest_is_the_episode(tmp_p
         assert sorted(frames) == list(range(len(decoded_indices(path)))), f"{path}: a frame in no row or in two"
     assert sorted((r["episode_index"], r["take"]) for r in read_segments(dest).to_pylist()) == [(0, 1), (1, 0)]
     assert json.loads((dest / "meta" / "info.json").read_text())["total_frames"] == 6 + FRAMES
+
+
+def test_a_dest_a_service_finished_files_in_is_refused(tmp_path: Path, robots: tuple[Path, Path]) -> None:
+    """A root robovid-watch sealed files in (robovid-ship may have shipped and pruned them) is not a DEST."""
+    dest = tmp_path / "dest"
+    shutil.copytree(robots[0], dest)  # several files a camera: all but the last are sealed at a start
+    robovid_watch = subprocess.run(  # a service start seals every file but each camera's last
+        [sys.executable, "-m", "robovid_watch.cli", "process", str(dest), "--no-progress"],
+        env=daemon_env(dest),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert robovid_watch.returncode == 0, robovid_watch.stderr[-2000:]
+    assert any(sealed_dir(dest).glob("*.json"))
+    before = digests(dest)
+    with pytest.raises(MergeError, match="finished \\(sealed\\)"):
+        merge_roots(dest, [robots[1]])
+    assert digests(dest) == before

@@ -51,6 +51,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "decode_video_frames_torchvision",
         "get_safe_default_codec",
     ),
+    "robovid.depth_config": ("DepthEncoderConfig", "depth_encoder_defaults"),
     "robovid.encode": ("encode_video_frames",),
     "robovid.encoder_config": ("RGBEncoderConfig", "VideoEncoderConfig", "rgb_encoder_defaults"),
     "robovid.encoders": ("HW_VIDEO_CODECS", "VALID_VIDEO_CODECS"),
@@ -87,6 +88,8 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.decode import decode_video_frames_npu as decode_video_frames_npu
     from robovid.decode import decode_video_frames_torchvision as decode_video_frames_torchvision
     from robovid.decode import get_safe_default_codec as get_safe_default_codec
+    from robovid.depth_config import DepthEncoderConfig as DepthEncoderConfig
+    from robovid.depth_config import depth_encoder_defaults as depth_encoder_defaults
     from robovid.encode import encode_video_frames as encode_video_frames
     from robovid.encoder_config import RGBEncoderConfig as RGBEncoderConfig
     from robovid.encoder_config import VideoEncoderConfig as VideoEncoderConfig

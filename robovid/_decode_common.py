@@ -102,6 +102,16 @@ def to_uint8_frames(rgb: npt.NDArray[np.uint8]) -> Frames:
     return torch.from_numpy(frames)
 
 
+def to_depth_frames(samples: npt.NDArray[np.generic]) -> Frames:
+    """``[N, 1, H, W]`` uint16 depth samples as they are: a ``torch.Tensor`` (uint16) when torch is installed."""
+    frames = np.ascontiguousarray(samples)
+    try:
+        import torch
+    except ImportError:
+        return frames
+    return torch.from_numpy(frames)
+
+
 def to_float_frames(rgb: npt.NDArray[np.uint8]) -> Frames:
     """Turn ``[N, H, W, 3]`` uint8 RGB into float32 ``[N, 3, H, W]`` in ``[0, 1]``.
 

@@ -11,7 +11,7 @@ short way ahead of the last decoded frame is reached by decoding on instead of s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,9 +28,11 @@ from robovid._decode_common import (
     frame_indices,
     is_local_path,
     log_loaded,
+    to_depth_frames,
     to_float_frames,
     to_uint8_frames,
 )
+from robovid.depth import DEPTH_PIX_FMTS, frame_samples
 from robovid.errors import VideoFormatError
 from robovid.remote import open_video_file
 
@@ -51,12 +53,15 @@ def decode_video_frames_pyav(
     tolerance_s: float,
     log_loaded_timestamps: bool = False,
     return_uint8: bool = False,
+    is_depth: bool = False,
 ) -> Frames:
     """Decode the frames at ``timestamps`` (seconds) from ``video_path`` with PyAV.
 
     Returns float32 ``[N, 3, H, W]`` in ``[0, 1]`` in query order (duplicates allowed), or
     uint8 ``[N, 3, H, W]`` with ``return_uint8``: a ``torch.Tensor`` when torch is installed,
-    else a numpy array. ``video_path`` may
+    else a numpy array. With ``is_depth`` (a depth video, :mod:`robovid.depth`), uint16
+    ``[N, 1, H, W]``, the samples as stored: millimetres for robovid's exact ``gray16le``,
+    12-bit codes for LeRobot's ``gray12le`` (``robovid.depth.dequantize_depth``). ``video_path`` may
     be a local path or any fsspec URL. Raises :class:`FrameTimestampError` when a frame
     is farther than ``tolerance_s`` from its query, ``VideoFormatError`` when the file
     is not a readable video.
@@ -66,11 +71,19 @@ def decode_video_frames_pyav(
         stream = _video_stream(container, video_path)
         clock = _StreamClock.of(stream, video_path)
         indices = frame_indices(query, float(clock.fps), clock.num_frames)
-        decoded = _decode_indices(_ForwardReader(container, stream, clock, video_path), clock, sorted(set(indices)))
+        if is_depth and stream.pix_fmt not in DEPTH_PIX_FMTS:
+            raise VideoFormatError(
+                f"{video_path}: is_depth=True, but the stream's pixel format is {stream.pix_fmt}, not a depth format "
+                f"({', '.join(DEPTH_PIX_FMTS)}). Decode it without is_depth."
+            )
+        reader = _ForwardReader(container, stream, clock, video_path)
+        decoded = _decode_indices(reader, clock, sorted(set(indices)), depth_planes if is_depth else rgb_pixels)
     loaded = [decoded[i][1] for i in indices]
     check_tolerance(query, loaded, tolerance_s, video_path, BACKEND)
     if log_loaded_timestamps:
         log_loaded(video_path, BACKEND, query, loaded)
+    if is_depth:
+        return to_depth_frames(np.stack([decoded[i][0] for i in indices]))
     rgb = np.stack([decoded[i][0] for i in indices])
     return to_uint8_frames(rgb) if return_uint8 else to_float_frames(rgb)
 
@@ -136,14 +149,26 @@ class _StreamClock:
         return float((pts - self.start_pts) * self.time_base)
 
 
+def rgb_pixels(frame: av.VideoFrame) -> npt.NDArray[np.generic]:
+    return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+
+
+def depth_planes(frame: av.VideoFrame) -> npt.NDArray[np.generic]:
+    """``(1, H, W)`` uint16: the samples as stored, unscaled (``to_ndarray`` would convert gray16le to 12 bits)."""
+    return frame_samples(frame)[None].copy()
+
+
 def _decode_indices(
-    reader: _ForwardReader, clock: _StreamClock, wanted: Sequence[int]
-) -> dict[int, tuple[npt.NDArray[np.uint8], float]]:
-    """RGB image and loaded timestamp (seconds) of each frame index in ascending ``wanted``."""
-    decoded: dict[int, tuple[npt.NDArray[np.uint8], float]] = {}
+    reader: _ForwardReader,
+    clock: _StreamClock,
+    wanted: Sequence[int],
+    pixels: Callable[[av.VideoFrame], npt.NDArray[np.generic]] = rgb_pixels,
+) -> dict[int, tuple[npt.NDArray[np.generic], float]]:
+    """Pixels (``pixels`` of the frame: RGB by default) and loaded timestamp (seconds) of each index in ``wanted``."""
+    decoded: dict[int, tuple[npt.NDArray[np.generic], float]] = {}
     for index in wanted:
         frame = reader.frame_at(clock.pts_of(index))
-        decoded[index] = (np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8), clock.seconds_of(_pts(frame)))
+        decoded[index] = (pixels(frame), clock.seconds_of(_pts(frame)))
     return decoded
 
 

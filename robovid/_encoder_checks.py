@@ -13,7 +13,7 @@ from typing import Any, TypeGuard
 
 import av
 
-from robovid.encoders import SOFTWARE_PIX_FMTS, SOFTWARE_VCODECS, EncoderSpec, in_this_build, spec_of
+from robovid.encoders import ENCODERS, SOFTWARE_PIX_FMTS, SOFTWARE_VCODECS, EncoderSpec, in_this_build, spec_of
 from robovid.errors import InvalidEncoderOptionError
 
 
@@ -38,10 +38,12 @@ def check_settings(
     fast_decode: object,
     threads: object,
     extra_options: Mapping[str, Any],
+    depth: bool = False,
 ) -> EncoderSpec:
     """Validate one set of settings for a resolved ``vcodec``; its spec, or InvalidEncoderOptionError.
 
-    Each message says which option, its value, why, and what is accepted.
+    ``depth``: the settings encode depth maps (``robovid.depth_config``), whose pixel formats are
+    the spec's ``depth_pix_fmts``. Each message says which option, its value, why, and what is accepted.
     """
     spec = spec_of(vcodec)
     if not in_this_build(spec.ffmpeg_name):
@@ -51,7 +53,15 @@ def check_settings(
             f"({', '.join(SOFTWARE_VCODECS)}).",
             "vcodec",
         )
-    _check_pix_fmt(spec, pix_fmt)
+    if depth:
+        _check_depth_pix_fmt(spec, pix_fmt)
+    else:
+        _check_pix_fmt(spec, pix_fmt)
+    if spec.lossless and crf is not None:
+        raise InvalidEncoderOptionError(
+            f"Invalid crf ({crf!r}) for {spec.vcodec}: it is lossless and has no quality setting; pass crf=None.",
+            "crf",
+        )
     if g is not None and (not _is_int(g) or g < 1):
         raise InvalidEncoderOptionError(f"Invalid g ({g!r}). It must be a whole number >= 1, or None.", "g")
     if crf is not None:
@@ -72,7 +82,23 @@ def check_settings(
     return spec
 
 
+def _check_depth_pix_fmt(spec: EncoderSpec, pix_fmt: object) -> None:
+    if pix_fmt in spec.depth_pix_fmts:
+        return
+    accepted = "; ".join(f"{s.vcodec}: {', '.join(s.depth_pix_fmts)}" for s in ENCODERS.values() if s.depth_pix_fmts)
+    raise InvalidEncoderOptionError(
+        f"Invalid pix_fmt ({pix_fmt!r}) for depth with vcodec {spec.vcodec!r}. Depth is encoded as {accepted}.",
+        "pix_fmt",
+    )
+
+
 def _check_pix_fmt(spec: EncoderSpec, pix_fmt: object) -> None:
+    if spec.depth_only:
+        raise InvalidEncoderOptionError(
+            f"Invalid vcodec ({spec.vcodec!r}) for colour frames: robovid uses it for depth maps only "
+            "(DepthEncoderConfig). Use h264, hevc or libsvtav1.",
+            "vcodec",
+        )
     built = _build_pix_fmts(spec.ffmpeg_name)
     supported = [fmt for fmt in spec.pix_fmts if not built or fmt in built]
     if pix_fmt in supported:

@@ -67,14 +67,22 @@ def decode_video_frames(
     tolerance_s: float,
     backend: str | None = None,
     return_uint8: bool = False,
+    is_depth: bool = False,
 ) -> Frames:
     """Decode the frames at ``timestamps`` (seconds) with ``backend`` (default: :func:`get_safe_default_codec`).
 
     Returns float32 ``[N, 3, H, W]`` in ``[0, 1]``, or uint8 ``[N, 3, H, W]`` with
     ``return_uint8`` (no float conversion: a quarter of the memory, e.g. to send through a
     DataLoader and normalise on the GPU), a ``torch.Tensor`` (numpy only from ``"pyav"``
-    without torch installed). Raises ``ValueError`` for an unknown backend.
+    without torch installed). With ``is_depth``, a depth video's uint16 ``[N, 1, H, W]`` samples
+    as stored (millimetres for robovid's exact depth, LeRobot's 12-bit codes for ``gray12le``),
+    always decoded with PyAV, as LeRobot does (torchcodec gives 8-bit RGB only).
+    Raises ``ValueError`` for an unknown backend.
     """
+    if is_depth:
+        if backend not in (None, "torchcodec", *_PYAV_NAMES):
+            raise ValueError(f"Unsupported video backend {backend!r} for depth; depth decodes with 'pyav'.")
+        return decode_video_frames_pyav(video_path, timestamps, tolerance_s, is_depth=True)
     if backend is None:
         backend = get_safe_default_codec()
     if backend == "torchcodec":

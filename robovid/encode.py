@@ -82,7 +82,8 @@ def encode_video_frames(
     LeRobot's signatures all work: the seed era's separate options (``vcodec``,
     ``pix_fmt``, ``g``, ``crf``, ``fast_decode``, ``preset``), LeRobot 0.4's with
     ``encoder_threads`` after ``preset`` (also positionally), and the current one,
-    ``video_encoder=`` a :class:`~robovid.RGBEncoderConfig` and ``encoder_threads=``, also
+    ``video_encoder=`` a :class:`~robovid.RGBEncoderConfig` (or a :class:`~robovid.DepthEncoderConfig`
+    for 16-bit depth frames, PNG or LeRobot's TIFF) and ``encoder_threads=``, also
     positionally (``encode_video_frames(imgs_dir, video_path, fps, config, threads)``).
     Frames must run 0..N-1 with no gap and share one size. Raises
     InvalidEncoderOptionError for an unsupported option (naming the supported values),
@@ -97,6 +98,11 @@ def encode_video_frames(
         return
     if log_level is not None:
         logging.getLogger("libav").setLevel(log_level)  # as the reference: PyAV's logger for FFmpeg messages
+    if settings.depth is not None:  # a DepthEncoderConfig: 16-bit depth frames (robovid.depth_encode)
+        from robovid.depth_encode import encode_depth_frames, list_depth_frames
+
+        encode_depth_frames(list_depth_frames(Path(imgs_dir)), video_path, fps, settings)
+        return
     encode_frames(list_episode_frames(Path(imgs_dir)), video_path, fps, settings)
 
 

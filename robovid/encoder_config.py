@@ -59,6 +59,8 @@ class VideoEncoderConfig:
 
     _DEFAULT_CHANNELS: ClassVar[int | None] = None
     """Channels of the source frames (3 for RGB); None skips the pixel-format channel check."""
+    is_depth: ClassVar[bool] = False
+    """Depth maps (``robovid.depth_config.DepthEncoderConfig``): validated against the depth pixel formats."""
 
     def __post_init__(self) -> None:
         self.resolve_vcodec()
@@ -88,7 +90,15 @@ class VideoEncoderConfig:
             )
         self.resolve_vcodec()
         check_settings(
-            self.vcodec, self.pix_fmt, self.g, self.crf, self.preset, self.fast_decode, None, self.extra_options
+            self.vcodec,
+            self.pix_fmt,
+            self.g,
+            self.crf,
+            self.preset,
+            self.fast_decode,
+            None,
+            self.extra_options,
+            depth=self.is_depth,
         )
         if self._DEFAULT_CHANNELS is not None:
             channels = len(av.VideoFormat(self.pix_fmt).components)

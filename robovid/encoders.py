@@ -75,6 +75,12 @@ class EncoderSpec:
     """Options that give closed GOPs without B-frames."""
     threads_option: str | None = None
     """Where ``threads`` goes (``lp`` for SVT-AV1, ``threads`` for x264/x265); None: ignored."""
+    depth_pix_fmts: tuple[str, ...] = ()
+    """Pixel formats robovid encodes depth maps to with this encoder (``robovid.depth_config``; first: the default)."""
+    depth_only: bool = False
+    """A depth-only encoder (FFV1): not offered for colour frames, nor to the service's ``ROBOVID_VCODEC``."""
+    lossless: bool = False
+    """No quality knob: ``crf`` must be None."""
 
     @property
     def is_hardware(self) -> bool:
@@ -158,9 +164,26 @@ _SPECS = [
         quality=_crf("crf"),
         pix_fmts=("yuv420p",),
         preset_choices=X26X_PRESETS,
+        depth_pix_fmts=("gray12le",),  # LeRobot's depth path: 12-bit codes, HEVC Main 12
         # libx265 opens GOPs by default: frames after a keyframe then came back 1-2 late.
         random_access={"bf": 0, "x265-params": "log-level=error:no-open-gop=1:bframes=0"},
         threads_option="threads",
+    ),
+    # FFV1: lossless and intra-only (g=1: with g > 1 a frame's coder state carries over from the frame
+    # before, so a seek could not start there). robovid's exact depth codec: 16-bit samples kept as they are.
+    EncoderSpec(
+        vcodec="ffv1",
+        ffmpeg_name="ffv1",
+        codec="ffv1",
+        hardware_api=None,
+        crf_range=(0, 0),
+        crf_is_int=True,
+        quality=lambda crf: {},
+        pix_fmts=(),
+        preset_option=False,
+        depth_pix_fmts=("gray16le",),
+        depth_only=True,
+        lossless=True,
     ),
     # NVENC: constant QP. FFmpeg sets its IDR period to g; no-scenecut keeps keyframes where g puts them.
     *_hardware(
@@ -187,7 +210,7 @@ _SPECS = [
 
 ENCODERS: dict[str, EncoderSpec] = {spec.vcodec: spec for spec in _SPECS}
 """Every encoder robovid drives, by ``vcodec``."""
-SOFTWARE_VCODECS = tuple(name for name, spec in ENCODERS.items() if not spec.is_hardware)
+SOFTWARE_VCODECS = tuple(name for name, spec in ENCODERS.items() if not spec.is_hardware and not spec.depth_only)
 SOFTWARE_PIX_FMTS = tuple(dict.fromkeys(fmt for name in SOFTWARE_VCODECS for fmt in ENCODERS[name].pix_fmts))
 HW_VIDEO_CODECS = [
     "h264_videotoolbox",

@@ -55,7 +55,9 @@ def get_video_info(video_path: VideoSource, video_encoder: VideoEncoderConfig | 
     ``video.preset``, ``video.fast_decode``, ``video.extra_options``, ``video.video_backend``)
     come from the file when robovid wrote it (the settings it records in the MP4 comment
     tag), else from ``video_encoder`` when one is given, as LeRobot records the config it
-    encoded with: what the file says wins. ``{}`` for a file without video.
+    encoded with: what the file says wins. A depth encode (``DepthEncoderConfig``) also gives
+    ``video.depth_min``, ``video.depth_max``, ``video.shift``, ``video.use_log`` and
+    ``is_depth_map`` True. ``{}`` for a file without video.
     """
     with _open(video_path) as container:
         if not container.streams.video:
@@ -70,11 +72,14 @@ def get_video_info(video_path: VideoSource, video_encoder: VideoEncoderConfig | 
             "video.fps": int(stream.base_rate) if stream.base_rate else None,
             "video.channels": get_video_pixel_channels(stream.pix_fmt or ""),
         }
-        info.update(_recorded_settings(container.metadata.get("comment")))
+        recorded = _recorded_settings(container.metadata.get("comment"))
+        info.update(recorded)
     info.update(get_audio_info(video_path))
     if video_encoder is not None:
         for key, value in video_encoder.video_info().items():
             info.setdefault(key, value)
+        if not recorded and video_encoder.is_depth:  # no robovid tag: as LeRobot: the config it was encoded with says
+            info["video.is_depth_map"] = True
     info["is_depth_map"] = info["video.is_depth_map"]
     return info
 
@@ -85,6 +90,9 @@ def _recorded_settings(tag: str | None) -> dict[str, Any]:
     if settings is None:
         return {}
     recorded = {f"video.{key}": settings.get(key) for key in ("g", "crf", "preset", "fast_decode")}
+    depth = settings.get("depth")
+    if isinstance(depth, dict):  # a depth encode: its quantizer, as DepthEncoderConfig names the fields
+        recorded |= {"video.is_depth_map": True} | {f"video.{key}": value for key, value in depth.items()}
     return recorded | {"video.extra_options": settings.get("extra_options", {}), "video.video_backend": "pyav"}
 
 

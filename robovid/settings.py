@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from robovid._encoder_checks import check_settings
+from robovid.depth import DepthQuantizer
 from robovid.encoders import ENCODERS, SOFTWARE_PIX_FMTS, SOFTWARE_VCODECS, as_strings, codec_options, spec_of
 from robovid.hardware import require_working, resolve_vcodec
 
@@ -59,13 +60,26 @@ class EncoderSettings:
     0.81x the peak memory of SVT's own choice, benchmarks/README.md), the encoder's own for the others."""
     extra_options: tuple[tuple[str, Any], ...] = ()
     """More FFmpeg options as (name, value) pairs, merged last; they never override robovid's."""
+    depth: DepthQuantizer | None = None
+    """Set for depth maps (``robovid.depth_config.DepthEncoderConfig``): 16-bit one-channel frames, the
+    pixel format one of the encoder's ``depth_pix_fmts``; ``gray12le`` frames hold this quantizer's codes."""
 
     def __post_init__(self) -> None:
         vcodec, pix_fmt = resolve_vcodec(self.vcodec, self.pix_fmt)
         object.__setattr__(self, "vcodec", vcodec)
         object.__setattr__(self, "pix_fmt", pix_fmt)
         extra = self.extra
-        check_settings(vcodec, pix_fmt, self.g, self.crf, self.preset, self.fast_decode, self.threads, extra)
+        check_settings(
+            vcodec,
+            pix_fmt,
+            self.g,
+            self.crf,
+            self.preset,
+            self.fast_decode,
+            self.threads,
+            extra,
+            self.depth is not None,
+        )
         if spec_of(vcodec).is_hardware:
             require_working(vcodec)
 
@@ -102,6 +116,8 @@ class EncoderSettings:
     def to_tag(self) -> str:
         """The settings as the MP4 comment tag robovid writes."""
         data = asdict(self) | {"preset": self.effective_preset, "extra_options": self.extra}
+        if self.depth is None:
+            del data["depth"]  # colour encodes record what they did before depth existed
         return ENCODER_TAG + json.dumps(data, sort_keys=True)
 
     @staticmethod

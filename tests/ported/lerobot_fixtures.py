@@ -165,3 +165,15 @@ class RobovidDataset:
 def load_episodes(root: Path) -> list[dict[str, object]]:
     """The episodes ``RobovidDataset`` recorded, as LeRobot's ``load_episodes`` rows."""
     return list(json.loads((root / "meta" / "episodes.json").read_text()))
+
+
+DUMMY_DEPTH_VIDEO_INFO_FULL = {  # LeRobot's tests/fixtures/constants.py
+    **{k: v for k, v in DUMMY_VIDEO_INFO.items() if k != "video.preset"},
+    "video.codec": "hevc",
+    "video.pix_fmt": "gray12le",
+    "is_depth_map": True,
+    "video.depth_min": 0.05,
+    "video.depth_max": 8.0,
+    "video.shift": 2.5,
+    "video.use_log": True,
+}

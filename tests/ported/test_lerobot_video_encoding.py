@@ -4,8 +4,9 @@ From huggingface/lerobot ``tests/datasets/test_video_encoding.py`` at 7427f31 (A
 Adapted only in imports and fixtures (``lerobot_fixtures`` says how). Not ported here:
 
 - the 9 depth tests (``DepthEncoderConfig``, ``TestEncodeDepthVideoFrames``,
-  ``TestDepthEncoderConfigPersistence``, ``TestDepthFromVideoInfo``): depth cameras are
-  their own part of issue #10;
+  ``TestDepthEncoderConfigPersistence``, ``TestDepthFromVideoInfo``): 7 are in
+  ``test_lerobot_video_depth.py``; the 2 of ``TestDepthEncoderConfigPersistence`` are not
+  ported, for the reason below;
 - the 2 tests of ``TestEncoderConfigPersistence``: they test LeRobot's dataset writer
   (``LeRobotDataset.save_episode`` writing ``info.json``), which robovid does not have;
   ``tests/test_encoder_config.py`` proves the robovid side of it (the settings come back

@@ -60,7 +60,7 @@ class EncodedEpisode:
     result: EncodeResult
     """Without the kept source frames and fingerprints (used on the worker, not sent back)."""
     report: VerifyReport
-    stats_json: str
+    stats_json: str | None
     timings: dict[str, float]
     worker_pid: int
 
@@ -110,7 +110,7 @@ class RayOffload:
 
     def encode_and_verify(
         self, ctx: EncodeSettings, frames: list[Path], temp: BinaryIO, fps: int, timings: dict[str, float]
-    ) -> tuple[EncodeResult, VerifyReport, str]:
+    ) -> tuple[EncodeResult, VerifyReport, str | None]:
         ref = self._task.remote([str(p) for p in frames], fps, ctx.encoder, ctx.min_psnr_db)
         episode: EncodedEpisode = self._wait(ref, ctx.stop, frames[0].parent)
         temp.seek(0)

@@ -34,6 +34,9 @@ import structlog
 
 from robovid._faults import fault_point
 from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
+from robovid.depth import depth_frame_kind
+from robovid.depth_config import DepthEncoderConfig
+from robovid.depth_encode import DepthEncodeResult, encode_depth_frames_into, verify_depth_video
 from robovid.durable import fsync_dir
 from robovid.encode import EncodeResult, encode_frames_into
 from robovid.errors import (
@@ -65,6 +68,9 @@ VERIFY_KEEP_BYTES = 48 * 1024 * 1024
 """Memory for source frames kept for the PSNR check (an 8K frame is 100 MB: then first and last only)."""
 VERIFY_SAMPLES = 8
 """Frames compared to their PNG by PSNR, besides the first and the last."""
+DEPTH_ENCODER = DepthEncoderConfig.exact().to_settings()
+"""How depth cameras (16-bit greyscale PNGs) are encoded, whatever ``ROBOVID_VCODEC`` says: exactly (FFV1 of the
+millimetres), here and on a Ray worker alike."""
 
 
 class Offload(Protocol):
@@ -73,7 +79,7 @@ class Offload(Protocol):
 
     def encode_and_verify(
         self, ctx: EncodeSettings, frames: list[Path], temp: BinaryIO, fps: int, timings: dict[str, float]
-    ) -> tuple[EncodeResult, VerifyReport, str]: ...
+    ) -> tuple[EncodeResult, VerifyReport, str | None]: ...
 
 
 class EncodeSettings(Protocol):
@@ -181,7 +187,7 @@ def _row(
     report: VerifyReport,
     source_bytes: int,
     timings: dict[str, float],
-    stats_json: str,
+    stats_json: str | None,
     take: int,
 ) -> SegmentRow:
     """The episode's metadata row before it has a place in a chunk file."""
@@ -232,7 +238,7 @@ def _check_frame_pixels(ctx: Context, first_frame: Path) -> None:
 
 def encode_and_verify(
     ctx: EncodeSettings, frames: list[Path], temp: BinaryIO, fps: int, timings: dict[str, float]
-) -> tuple[EncodeResult, VerifyReport, str]:
+) -> tuple[EncodeResult, VerifyReport, str | None]:
     """Stages 3-4: the verified episode in ``temp``, its encode and verify reports, its LeRobot statistics (JSON).
 
     Here, or on ``ctx.offload`` (a Ray worker runs this same function with its own settings).
@@ -247,6 +253,8 @@ def encode_and_verify(
     fault_point("stage:after-encode")
     with stage_timer(timings, "verify_s"):
         report = verify(ctx, temp, len(frames), encoded)
+    if isinstance(encoded, DepthEncodeResult):
+        return encoded, report, None  # no LeRobot statistics for depth yet (README "Depth cameras")
     return encoded, report, feature_stats_to_json(stats.stats())
 
 
@@ -257,7 +265,11 @@ def encode(
 
     Keeps the decoded source of the frames :func:`verify` compares, so no PNG is read twice, and
     counts LeRobot's statistics of the episode into ``stats`` from the frames it decodes anyway.
+    A depth camera's episode (16-bit greyscale PNGs) is encoded exactly instead (:data:`DEPTH_ENCODER`),
+    keeping every frame's depth fingerprint for :func:`verify`; no statistics are counted for it.
     """
+    if depth_frame_kind(frames[0]) == "depth":
+        return encode_depth_frames_into(temp, frames, fps, DEPTH_ENCODER, stop=ctx.stop, fingerprints=True)
     width, height = frame_size(frames[0])
     keep = _sample_indices(len(frames), samples=VERIFY_KEEP_BYTES // max(1, width * height * 3) - 2)
     return encode_frames_into(temp, frames, fps, ctx.encoder, keep=keep, stop=ctx.stop, fingerprints=True, stats=stats)
@@ -269,8 +281,10 @@ def verify(ctx: EncodeSettings, temp: BinaryIO, num_pngs: int, encoded: EncodeRe
     Tile by tile against the source fingerprints the encode kept (FrameMismatchError names the
     frame and tile), and the kept frames match their PNG above the PSNR floor. VerificationError
     otherwise (the PNGs are kept). The appended copy is checked again after
-    the append (:func:`append`).
+    the append (:func:`append`). A depth episode must decode to its source samples exactly, frame by frame.
     """
+    if isinstance(encoded, DepthEncodeResult):
+        return verify_depth_video(temp, num_pngs, encoded.depth_fingerprints)
     return verify_video(temp, num_pngs, encoded.kept_frames, ctx.min_psnr_db, encoded.fingerprints)
 
 

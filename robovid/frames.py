@@ -65,8 +65,9 @@ Pixel-format policy
 - 8-bit (or 1/2/4-bit) grey and palette images: converted to RGB.
 - RGBA, grey+alpha, or any ``tRNS`` transparency, with every alpha == 255: alpha dropped.
 - Any pixel with alpha < 255: :class:`~robovid.errors.FrameFormatError`; video has no alpha.
-- 16-bit samples (often a depth map): :class:`~robovid.errors.FrameFormatError`; robovid
-  would drop 8 bits per sample.
+- 16-bit samples (often a depth map): :class:`~robovid.errors.FrameFormatError` here; robovid
+  would drop 8 bits per sample. Episodes whose frames are all 16-bit greyscale are depth maps,
+  read by :func:`robovid.depth.read_depth_frame` and kept exactly.
 - Damaged or non-PNG files: :class:`~robovid.errors.CorruptFrameError`.
 - Files robovid may not read: :class:`~robovid.errors.UnreadableFrameError`.
 """
@@ -378,8 +379,9 @@ def read_frame_rgb(path: Path, out: np.ndarray | None = None) -> np.ndarray:
         )
     if header.bit_depth == 16:
         raise FrameFormatError(
-            f"Frame {path}: 16-bit PNG (depth map?) is not supported: robovid would drop 8 bits per "
-            "sample; store it as 8-bit or keep it as PNG."
+            f"Frame {path}: 16-bit PNG (depth map?) is not supported in an episode of 8-bit frames: robovid "
+            "would drop 8 bits per sample. A depth camera's episode is kept exactly when all its frames, the first "
+            "included, are 16-bit greyscale (robovid.depth); otherwise store the frames as 8-bit or keep them as PNG."
         )
     if header.color_type in _COLOR_TYPES_AS_RGB and not header.has_trns:
         return _decode_spng_rgb(data, path, out)

@@ -41,7 +41,7 @@ from robovid.layout import (
     stats_json_path,
     tasks_path,
 )
-from robovid.lerobot_meta import VIDEO_COLUMNS, encode_info, read_complete
+from robovid.lerobot_meta import VIDEO_COLUMNS, encode_info, read_complete, video_info
 from robovid.lerobot_stats import (
     FeatureStats,
     FrameStatsAccumulator,
@@ -378,7 +378,7 @@ def _info(
     features: dict[str, Any] = {}
     for key in keys:
         row = first[key]
-        info = {k: v for k, v in row.items() if (k.startswith("video.") or k == "has_audio") and v is not None}
+        info = video_info(row)  # a depth camera's also marks it as depth (is_depth_map, depth_unit)
         features[key] = {
             "dtype": "video",
             "shape": [row["video.height"], row["video.width"], row["video.channels"]],

@@ -36,6 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from robovid.depth import DEPTH_MILLIMETER_UNIT, EXACT_DEPTH_PIX_FMT
 from robovid.errors import LeRobotMetadataError
 from robovid.guarded_replace import FileStamp, replace_if_unchanged
 from robovid.layout import info_json_path, lerobot_episodes_files, stats_json_path
@@ -388,8 +389,17 @@ def add_video_columns(
 
 
 def video_info(segment_row: Mapping[str, Any]) -> dict[str, Any]:
-    """``features[key]["info"]``: the ``video.*`` keys and ``has_audio`` of a committed segment row."""
-    return {k: v for k, v in segment_row.items() if (k.startswith("video.") or k == "has_audio") and v is not None}
+    """``features[key]["info"]``: the ``video.*`` keys and ``has_audio`` of a committed segment row.
+
+    A depth camera's also says ``is_depth_map`` (where LeRobot looks for it first) and, for robovid's
+    exact depth (``gray16le``), ``depth_unit: "mm"`` (the unit of the stored samples).
+    """
+    info = {k: v for k, v in segment_row.items() if (k.startswith("video.") or k == "has_audio") and v is not None}
+    if info.get("video.is_depth_map"):
+        info["is_depth_map"] = True
+        if info.get("video.pix_fmt") == EXACT_DEPTH_PIX_FMT:
+            info["depth_unit"] = DEPTH_MILLIMETER_UNIT
+    return info
 
 
 def add_video_info(

@@ -24,10 +24,12 @@ from typing import Any
 import av
 
 from robovid._movie import read_movie
+from robovid.depth import DEPTH_PIX_FMTS, frame_samples
 from robovid.durable import is_temp_path
 from robovid.layout import chunk_path, episode_dir
 from robovid.metadata import read_segments
 from robovid.synthetic import read_index, write_episode
+from robovid.synthetic_depth import read_depth_index
 from robovid_watch.state import RootState
 
 DEADLINE_S = 120.0
@@ -248,7 +250,13 @@ def rows_by_key(root: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
 
 def decoded_indices(path: Path) -> list[tuple[int, int]]:
     with av.open(str(path)) as container:
-        return [read_index(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+        return [_burnt_index(frame) for frame in container.decode(video=0)]
+
+
+def _burnt_index(frame: av.VideoFrame) -> tuple[int, int]:
+    if frame.format.name in DEPTH_PIX_FMTS:  # a depth camera's chunk: robovid.synthetic_depth's index strip
+        return read_depth_index(frame_samples(frame))
+    return read_index(frame.to_ndarray(format="rgb24"))
 
 
 def finish_and_check(

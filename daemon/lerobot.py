@@ -39,6 +39,7 @@ from robovid.lerobot_meta import (
     add_video_columns,
     add_video_info,
     check_frame_counts,
+    has_video_info,
     lerobot_idle,
     read_info,
     saved_episodes,
@@ -270,7 +271,7 @@ class LeRobotMode:
         info = self.info
         if info is None:
             return False
-        if all(info.data["features"][key].get("info") for key in keys):
+        if all(has_video_info(info.data["features"][key].get("info")) for key in keys):
             return True
         firsts = {key: next((r for r in rows if r["video_key"] == key), None) for key in keys}
         if any(row is None for row in firsts.values()):
@@ -284,7 +285,9 @@ class LeRobotMode:
         else:
             self._dirty = True  # LeRobot rewrote info.json meanwhile: again on the next pass
         self.refresh()
-        return self.info is not None and all(self.info.data["features"][key].get("info") for key in keys)
+        return self.info is not None and all(
+            has_video_info(self.info.data["features"][key].get("info")) for key in keys
+        )
 
     def _export(self) -> SyncResult:
         episodes, stopped = exportable(self.root, read_segments(self.root).to_pylist(), cache=self._export_cache)

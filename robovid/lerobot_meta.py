@@ -402,20 +402,27 @@ def video_info(segment_row: Mapping[str, Any]) -> dict[str, Any]:
     return info
 
 
+def has_video_info(info: object) -> bool:
+    """Whether a feature's ``info`` holds robovid's (or LeRobot's) ``video.*`` entries."""
+    return isinstance(info, dict) and any(str(key).startswith("video.") for key in info)
+
+
 def add_video_info(
     root: Path, info: InfoSnapshot, infos: Mapping[str, Mapping[str, Any]], settle_s: float = 1.0
 ) -> bool | None:
-    """Write ``features[key]["info"]`` for keys that have none; None when nothing was missing.
+    """Write ``features[key]["info"]`` for keys whose info has no ``video.*`` entry yet; None when none lacked it.
 
-    False when info.json changed meanwhile (nothing lost; read it again and retry).
+    What the feature's info already holds stays (LeRobot's current API declares a depth camera's
+    feature with ``info: {"is_depth_map": True}`` before any video exists); robovid's keys are added
+    beside it. False when info.json changed meanwhile (nothing lost; read it again and retry).
     """
     data = json.loads(json.dumps(info.data))
     features = data.get("features", {})
-    missing = [key for key in infos if key in features and not features[key].get("info")]
+    missing = [key for key in infos if key in features and not has_video_info(features[key].get("info"))]
     if not missing:
         return None
     for key in missing:
-        features[key]["info"] = dict(infos[key])
+        features[key]["info"] = dict(infos[key]) | dict(features[key].get("info") or {})
     payload = encode_info(data)
     return replace_if_unchanged(
         info_json_path(root), info.stamp, lambda temp: temp.write_bytes(payload), settle_s, "lerobot-info"

@@ -80,6 +80,20 @@ def test_video_info_is_added_and_every_lerobot_byte_is_kept(tmp_path: Path) -> N
     assert again is not None and add_video_info(tmp_path, again, dict.fromkeys(CAMERAS, video)) is None
 
 
+def test_a_feature_declared_with_an_info_dict_gets_the_video_keys_beside_it(tmp_path: Path) -> None:
+    data = lerobot_files.info(3, 60)
+    data["features"][CAMERAS[0]]["info"] = {"is_depth_map": True}  # how LeRobot's current API declares depth
+    lerobot_files.write_info(tmp_path, data)
+    info = read_info(tmp_path)
+    assert info is not None
+    video = {"video.codec": "ffv1", "video.is_depth_map": True, "is_depth_map": True, "depth_unit": "mm"}
+    assert add_video_info(tmp_path, info, dict.fromkeys(CAMERAS, video), settle_s=0.01) is True
+    written = json.loads((tmp_path / INFO_PATH).read_bytes())
+    assert [written["features"][c]["info"] for c in CAMERAS] == [video, video]
+    again = read_info(tmp_path)
+    assert again is not None and add_video_info(tmp_path, again, {c: {"video.codec": "h264"} for c in CAMERAS}) is None
+
+
 def test_video_info_is_not_written_over_a_newer_info_json(tmp_path: Path) -> None:
     lerobot_files.write_info(tmp_path, lerobot_files.info(3, 60))
     info = read_info(tmp_path)

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -306,7 +306,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def status_report(root: Path) -> dict[str, Any]:
     """Counts for `robovid status` (also used by tests)."""
-    from robovid.layout import images_dir, parse_episode_dir
     from robovid.metadata import read_segments
 
     from .state import RootState
@@ -317,27 +316,64 @@ def status_report(root: Path) -> dict[str, Any]:
     cameras = max(1, len({r["video_key"] for r in recent}))
     recorded_recent = sum(r["num_frames"] / r["fps"] for r in recent) / cameras
     busy = _busy_wall_s(recent)
-    pending, pending_bytes = 0, 0
-    base = images_dir(root)
-    if base.is_dir():
-        for camera in base.iterdir():
-            if not camera.is_dir():
-                continue
-            for episode in camera.iterdir():
-                if parse_episode_dir(episode.name) is not None and episode.is_dir():
-                    pending += 1
-                    pending_bytes += sum(f.stat().st_size for f in episode.glob("*.png"))
+    committed = {(r["video_key"], r["episode_index"]) for r in rows}
+    pending, pending_bytes, kept = 0, 0, 0
+    unreadable: list[str] = []
+    for camera, index, frame_bytes in _episode_folders(root, unreadable):
+        if frame_bytes is None:
+            continue
+        if (camera, index) in committed:
+            kept += 1  # frames kept in a committed episode's folder (reported as failed or continued)
+        else:
+            pending += 1
+            pending_bytes += frame_bytes
     failures = [vars(f) for f in RootState(root).failures()]
     return {
         "done": len(rows),
         "recorded_s_done": sum(r["num_frames"] / r["fps"] for r in rows),
         "pending": pending,
         "pending_png_mb": pending_bytes / 1e6,
+        "kept_in_committed_folders": kept,
+        "unreadable": unreadable,
         "failed": failures,
         "recorded_s_last_hour": recorded_recent,
         "busy_s_last_hour": busy,
         "realtime_factor_last_hour": recorded_recent / busy if busy else 0.0,
     }
+
+
+def _episode_folders(root: Path, unreadable: list[str]) -> Iterator[tuple[str, int, int | None]]:
+    """(camera, episode, bytes of its frame PNGs or None when it holds none) of every episode folder.
+
+    Folders that cannot be listed (permissions, a dangling symlink) are added to ``unreadable``.
+    """
+    from robovid.layout import FRAME_RE, images_dir, parse_episode_dir
+
+    def entries(path: Path | str) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(path) as it:
+                return list(it)
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            unreadable.append(f"{path}: {error.strerror or error}")
+            return []
+
+    for camera in entries(images_dir(root)):
+        if camera.name.startswith(".") or not (camera.is_dir() or camera.is_symlink()):
+            continue
+        for episode in entries(camera.path):
+            index = parse_episode_dir(episode.name)
+            if index is None or not (episode.is_dir() or episode.is_symlink()):
+                continue
+            sizes = []
+            for frame in entries(episode.path):
+                if FRAME_RE.fullmatch(frame.name):
+                    try:
+                        sizes.append(frame.stat().st_size)
+                    except OSError as error:
+                        unreadable.append(f"{frame.path}: {error.strerror or error}")
+            yield camera.name, index, (sum(sizes) if sizes else None)
 
 
 def _busy_wall_s(rows: list[dict[str, Any]]) -> float:

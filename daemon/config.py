@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from robovid.encoders import ENCODERS, SOFTWARE_PIX_FMTS, SOFTWARE_VCODECS
 from robovid.errors import InvalidEncoderOptionError
+from robovid.layout import FRAME_RE
 from robovid.settings import EncoderSettings
 
 from .errors import ConfigError
@@ -94,6 +95,8 @@ class Settings(BaseSettings):
     def _plain_file_name(cls, value: str) -> str:
         if not value or "/" in value or value in (".", ".."):
             raise ValueError("must be a plain file name such as '.complete'")
+        if FRAME_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is a frame's name (frame-NNNNNN.png); choose another, such as '.complete'")
         return value
 
     @field_validator("metrics_dir")

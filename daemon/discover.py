@@ -79,8 +79,8 @@ def ref_from_path(root: Path, path: str) -> EpisodeRef | None:
     return EpisodeRef(index, parts[0], images_dir(root) / parts[0] / parts[1])  # the folder's own name
 
 
-def is_complete(ref: EpisodeRef, marker: str, settle_s: float, now: float | None = None) -> bool:
-    """The marker is there, or (when ``settle_s`` > 0) nothing in the folder changed for ``settle_s``.
+def has_marker(ref: EpisodeRef, marker: str) -> bool:
+    """The recorder's completion marker is in the folder.
 
     An unreadable folder counts as complete, so that processing it reports the permission
     problem (episode_failed) instead of the folder being skipped in silence.
@@ -89,41 +89,100 @@ def is_complete(ref: EpisodeRef, marker: str, settle_s: float, now: float | None
         os.lstat(ref.path / marker)
         return True
     except FileNotFoundError:
-        pass
-    except PermissionError:
-        return True
-    if settle_s <= 0:
-        return False
-    try:
-        newest = os.stat(ref.path).st_mtime
-        with os.scandir(ref.path) as entries:
-            count = 0
-            for entry in entries:
-                count += 1
-                newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
-    except FileNotFoundError:
         return False
     except PermissionError:
         return True
-    return count > 0 and (now if now is not None else time.time()) - newest >= settle_s
+
+
+FUTURE_TOLERANCE_S = 60.0
+"""Files dated further ahead than this are reported (``clock_skew``); settling does not depend on it."""
+
+
+class SettleClock:
+    """Settle mode: an episode is complete once nothing in its folder changed for ``settle_s``,
+    as this process observed it on its own monotonic clock.
+
+    The files' mtimes play no part: frames dated in the future (a recorder or file copy with a
+    wrong clock, an NTP step after boot) settle like any others and are reported once; frames
+    dated in the past do not make a folder complete while it is still changing. What settle mode
+    cannot do is tell a recorder's pause longer than ``settle_s`` from the end of an episode:
+    frames written after the commit are kept and reported (``episode_continued``).
+    """
+
+    def __init__(self, settle_s: float) -> None:
+        self.settle_s = settle_s
+        self._seen: dict[Path, tuple[str, float]] = {}
+        self._skew_reported: set[Path] = set()
+
+    def settled(self, ref: EpisodeRef) -> bool:
+        try:
+            signature, count, newest_ns = _folder_state(ref.path)
+        except FileNotFoundError:
+            self.forget(ref.path)
+            return False
+        except PermissionError:
+            return True
+        now = time.monotonic()
+        seen = self._seen.get(ref.path)
+        if seen is None or seen[0] != signature:
+            self._seen[ref.path] = (signature, now)
+            self._check_clock(ref, newest_ns)
+            return False
+        return count > 0 and now - seen[1] >= self.settle_s
+
+    def forget(self, path: Path) -> None:
+        self._seen.pop(path, None)
+        self._skew_reported.discard(path)
+
+    def _check_clock(self, ref: EpisodeRef, newest_ns: int) -> None:
+        ahead_s = newest_ns / 1e9 - time.time()
+        if ahead_s > FUTURE_TOLERANCE_S and ref.path not in self._skew_reported:
+            self._skew_reported.add(ref.path)
+            log.warning(
+                "clock_skew",
+                camera=ref.camera,
+                episode=ref.episode,
+                path=str(ref.path),
+                ahead_s=round(ahead_s),
+                detail=f"files in {ref.path} are dated {ahead_s:.0f} s in the future",
+                action="check the clock of the recorder and of this machine (NTP); robovid settles episodes by "
+                "its own clock, so nothing waits for that date",
+            )
+
+
+def _folder_state(path: Path) -> tuple[str, int, int]:
+    """(signature, entry count, newest mtime in ns) of a folder, from one scan."""
+    digest = hashlib.sha1()
+    newest = 0
+    with os.scandir(path) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            digest.update(f"{entry.name}\0gone\n".encode(errors="surrogateescape"))
+            continue
+        newest = max(newest, st.st_mtime_ns)
+        digest.update(
+            f"{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_mode}\n".encode(
+                errors="surrogateescape"
+            )
+        )
+    return digest.hexdigest(), len(entries), newest
 
 
 def folder_signature(path: Path) -> str:
-    """A digest of a folder's entries (names, sizes, mtimes): changes when anything in it changes."""
-    digest = hashlib.sha1()
+    """A digest of a folder's entries (names, sizes, mtimes, ctimes, inodes): changes when anything in it changes.
+
+    ctime is in it because no program can set it: a frame rewritten in place with its old size and
+    mtime restored still changes the signature.
+    """
     try:
-        with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            st = entry.stat(follow_symlinks=False)
-            digest.update(
-                f"{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_mode}\n".encode(errors="surrogateescape")
-            )
+        return _folder_state(path)[0]
     except FileNotFoundError:
         return "missing"
     except OSError as error:
         return f"unreadable:{error.errno}"
-    return digest.hexdigest()
 
 
 class _Hints(FileSystemEventHandler):

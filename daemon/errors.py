@@ -55,6 +55,10 @@ class DuplicateEpisodeError(EpisodeError):
     """A committed episode's folder holds files that were not encoded, or was recorded again; they are kept."""
 
 
+class EpisodeContinuedError(EpisodeError):
+    """Frames were written into a committed episode's folder after it was encoded; they are kept and reported."""
+
+
 class EpisodeChangedError(RobovidError, RuntimeError):
     """The folder changed while it was being encoded; the encode is dropped and the episode queued again."""
 
@@ -89,6 +93,7 @@ __all__ = [
     "ConfigError",
     "DuplicateEpisodeError",
     "EpisodeChangedError",
+    "EpisodeContinuedError",
     "JournalReplacedError",
     "MetadataError",
     "ObserverDiedError",

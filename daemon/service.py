@@ -26,21 +26,32 @@ import structlog
 from watchdog.observers.api import BaseObserver
 
 from robovid._faults import fault_point
-from robovid.errors import EpisodeError, FrameMismatchError, UnsafePathError, VerificationError, VideoFormatError
+from robovid.errors import EpisodeError, UnsafePathError, VerificationError, VideoFormatError
 from robovid.layout import check_inside, images_dir
-from robovid.metadata import SegmentStore
+from robovid.metadata import SegmentStore, find_segment
 
 from . import retakes, streamed
 from .chunks import seal_at_start, seal_idle
+from .cleaning import leftovers
 from .config import Settings
-from .discover import EpisodeRef, FpsSource, folder_signature, is_complete, ref_from_path, scan, start_observer
+from .discover import (
+    EpisodeRef,
+    FpsSource,
+    SettleClock,
+    folder_signature,
+    has_marker,
+    ref_from_path,
+    scan,
+    start_observer,
+)
 from .errors import EpisodeChangedError, ObserverDiedError, RemoteTaskError, RootReplacedError
 from .health import BacklogWatch, DiskGuard, is_disk_full
 from .lerobot import LeRobotMode, Verdict
 from .migrate import migrate_state
 from .notify import sd_notify
+from .reports import report_failure
 from .stages import Context, Offload, Outcome, process_episode, recover_intents
-from .state import Failure, RetakeRequest, RootState
+from .state import RetakeRequest, RootState
 from .watch_metrics import WatchMetricsFile
 
 log = structlog.get_logger("robovid_watch")
@@ -86,19 +97,6 @@ class Counters:
     deferred: int = 0
 
 
-FAIL_ACTION = (
-    "the PNGs were kept; fix or replace the frames (any change to the folder retries it), or move the folder out "
-    "of images/"
-)
-MISMATCH_ACTION = (
-    "the PNGs were kept: the encoded video does not show what the camera saw in this tile. Encode with robovid's "
-    "faithful defaults (unset ROBOVID_VCODEC, ROBOVID_CRF and ROBOVID_PRESET), a slower ROBOVID_PRESET or a lower "
-    "ROBOVID_CRF, restart the service, then retry the episode by touching a file in its folder (any change to the "
-    "folder retries it)"
-)
-"""What an ``episode_failed`` event for a frame that does not show its source tells the operator."""
-
-
 class Service:
     """One robovid-watch run on one root."""
 
@@ -127,6 +125,8 @@ class Service:
         self.backlog = BacklogWatch(settings.backlog_warn_s)
         self.fps = FpsSource(self.root, settings.fps)
         self.metrics = WatchMetricsFile(settings.metrics_path, self.root, settings.min_free_mb)
+        self.settle = SettleClock(settings.settle_s)
+        self._started = time.monotonic()
         self._parked: set[tuple[str, int]] = set()
         """Failed or duplicate episodes not looked at again until a hint or a rescan touches them."""
         self.lerobot = LeRobotMode.from_settings(settings)
@@ -181,7 +181,7 @@ class Service:
                         raise ObserverDiedError(
                             "The file watcher (watchdog observer) died; exiting so systemd restarts robovid-watch."
                         )
-                    if self.once and not self._in_flight and not self._ready_exists():
+                    if self.once and not self._in_flight and not self._ready_exists() and self._first_settle_over():
                         self.lerobot.after_commits()
                         break
                     if time.monotonic() >= next_rescan:
@@ -217,6 +217,7 @@ class Service:
             files_per_chunk=self.settings.chunk_size,
             min_psnr_db=self.settings.min_psnr_db,
             marker=self.settings.complete_marker,
+            settle_s=self.settings.settle_s,
             stop=self.stop,
             done=SegmentStore(self.root).keys(),
             takes=SegmentStore(self.root).takes(),
@@ -264,6 +265,10 @@ class Service:
             self._candidates.setdefault((ref.camera, ref.episode), ref)
         fault_point("service:rescan")
 
+    def _first_settle_over(self) -> bool:
+        """In settle mode, ``once`` (robovid process) watches the folders for one settle time before it gives up."""
+        return self.settings.settle_s <= 0 or time.monotonic() - self._started >= self.settings.settle_s + TICK_S
+
     def _ready_exists(self) -> bool:
         self._judge_lerobot()
         return any(self._is_ready(ref) for ref in self._candidates.values())
@@ -286,7 +291,9 @@ class Service:
                 if verdict is not None and verdict.error is not None and not self._failed_as_is(ref):
                     self._fail(ref, verdict.error)
                 return False
-        elif not is_complete(ref, self.settings.complete_marker, self.settings.settle_s):
+        elif not has_marker(ref, self.settings.complete_marker) and not (
+            self.settings.settle_s > 0 and self.settle.settled(ref)
+        ):
             return False
         return not self._failed_as_is(ref)
 
@@ -316,6 +323,7 @@ class Service:
                 return
             if not ref.path.exists():
                 del self._candidates[key]
+                self.settle.forget(ref.path)
                 continue
             if not self._is_ready(ref):
                 continue
@@ -323,7 +331,7 @@ class Service:
             if key in ctx.done and self.state.intent(*key) is None:
                 retake = self.state.retake_request(*key)
                 if not retakes.is_due(ctx.takes, key, retake):
-                    self._report_duplicate(ref, ctx.takes.get(key, 0), retake)
+                    self._report_committed_folder(ref, ctx.takes.get(key, 0), retake)
                     continue
             try:
                 check_inside(ref.path, self.root, "Episode folder")
@@ -427,29 +435,22 @@ class Service:
         self.counters.failed += 1
         self.metrics.stats.episode_failed()
         self._parked.add((ref.camera, ref.episode))
-        error_type = type(error).__name__
-        reason = f"unexpected {error_type}: {error}" if unexpected else str(error)
-        failure = Failure(
-            ref.camera, ref.episode, str(ref.path), reason, error_type, folder_signature(ref.path), time.time()
-        )
-        self.state.record_failure(failure)
-        log.error(
-            "episode_failed",
-            camera=ref.camera,
-            episode=ref.episode,
-            path=str(ref.path),
-            reason=reason,
-            error_type=error_type,
-            exc_info=error if unexpected else None,
-            **_what_to_do(error),
-        )
+        report_failure(self.state, ref, error, unexpected)
 
-    def _report_duplicate(self, ref: EpisodeRef, take: int, stale: RetakeRequest | None) -> None:
-        self._fail(ref, retakes.duplicate_error(self.root, ref, take, stale))
+    def _report_committed_folder(self, ref: EpisodeRef, take: int, stale: RetakeRequest | None) -> None:
+        """A committed episode's folder holds files again: report kept frames once; sidecar files alone, never.
 
-
-def _what_to_do(error: BaseException) -> dict[str, object]:
-    """The ``episode_failed`` event's action, and for a frame that does not show its source, which frame and tile."""
-    if isinstance(error, FrameMismatchError):
-        return {"action": MISMATCH_ACTION, "frame": error.frame, "tile": error.tile, "mismatch": error.kind}
-    return {"action": FAIL_ACTION}
+        Frames with the committed episode's numbers are a re-take (the error names ``robovid retake``);
+        frames past them were written after the commit (``episode_continued``).
+        """
+        row = find_segment(self.root, ref.camera, ref.episode)
+        num_frames = row.num_frames if row is not None else 0
+        try:
+            kept = leftovers(ref.path, self.settings.complete_marker, num_frames)
+            if kept.retaken:
+                raise retakes.duplicate_error(self.root, ref, take, stale)
+            kept.check(ref.path, ref.camera, ref.episode, num_frames, self.settings.settle_s)
+        except EpisodeError as error:
+            self._fail(ref, error)
+            return
+        self._parked.add((ref.camera, ref.episode))

@@ -37,9 +37,9 @@ from robovid.append import VideoSegment, append_video, count_frames, read_segmen
 from robovid.depth import depth_frame_kind
 from robovid.depth_config import DepthEncoderConfig
 from robovid.depth_encode import DepthEncodeResult, encode_depth_frames_into, verify_depth_video
-from robovid.durable import fsync_dir
 from robovid.encode import EncodeResult, encode_frames_into
 from robovid.errors import (
+    EpisodeError,
     FrameSequenceError,
     FrameSizeError,
     MismatchedVideosError,
@@ -47,7 +47,7 @@ from robovid.errors import (
     VideoFormatError,
 )
 from robovid.frames import frame_size, list_episode_frames
-from robovid.layout import chunk_path, episode_dir, frame_path, images_dir
+from robovid.layout import chunk_path, episode_dir, images_dir
 from robovid.lerobot_stats import FrameStatsAccumulator, feature_stats_to_json
 from robovid.metadata import SegmentRow, SegmentStore
 from robovid.probe import get_video_info
@@ -56,8 +56,9 @@ from robovid.verify import VerifyReport, check_segment_decodes, verify_video
 
 from . import retakes
 from .chunks import current_chunk, finish_file, location_of, log_chunk_skipped, skip_chunk
+from .cleaning import clean_folder, frame_identities
 from .discover import EpisodeRef, folder_signature
-from .errors import DuplicateEpisodeError, EpisodeChangedError
+from .errors import EpisodeChangedError
 from .state import Intent, RetakeRequest, RootState
 
 log = structlog.get_logger("robovid_watch")
@@ -105,6 +106,8 @@ class Context:
     min_psnr_db: float
     marker: str
     stop: threading.Event
+    settle_s: float = 0.0
+    """ROBOVID_SETTLE_S (0: episodes complete by their marker only); kept frames are reported with it."""
     done: set[tuple[str, int]] = field(default_factory=set)
     takes: dict[tuple[str, int], int] = field(default_factory=dict)
     """The take of each committed episode's current row (0 unless re-taken)."""
@@ -157,7 +160,8 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int, retake: RetakeReque
         return Outcome("cleaned")
     fault_point("stage:before-encode", ctx.stop)
     signature = folder_signature(ref.path)
-    frames = list_episode_frames(ref.path, ctx.root)
+    frames = list_episode_frames(ref.path, ctx.root, marker=ctx.marker)
+    encoded_ids = frame_identities(frames)  # before the frames are read: what cleaning may delete
     source_mtime_ns, source_bytes = _source_stamp(frames)
     _check_frame_pixels(ctx, frames[0])
     timings: dict[str, float] = {}
@@ -170,11 +174,11 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int, retake: RetakeReque
             recover_intents(ctx, camera=ref.camera)
             _check_unchanged(ctx, ref, signature, retake)
             with stage_timer(timings, "append_s"):
-                segment = append(ctx, ref, temp, len(frames), row, source_mtime_ns)
+                segment = append(ctx, ref, temp, len(frames), row, source_mtime_ns, encoded_ids)
             fault_point("stage:after-append")
             commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
             fault_point("stage:after-commit")
-    clean(ctx, ref, ctx.state.intent(*key), frames)
+    clean(ctx, ref, ctx.state.intent(*key))
     retakes.answer(ctx.state, ctx.takes, key, retake)
     return Outcome("done", len(frames), encoded.size_bytes, source_bytes, timings, fps)
 
@@ -298,11 +302,18 @@ def _sample_indices(num_frames: int, samples: int) -> set[int]:
 
 
 def append(
-    ctx: Context, ref: EpisodeRef, temp: BinaryIO, num_frames: int, row: SegmentRow, source_mtime_ns: int
+    ctx: Context,
+    ref: EpisodeRef,
+    temp: BinaryIO,
+    num_frames: int,
+    row: SegmentRow,
+    source_mtime_ns: int,
+    encoded: dict[str, str] | None = None,
 ) -> VideoSegment:
     """Stage 5: journal the intent, append to the camera's current chunk file, check it reads back.
 
-    The caller holds the camera's lock and has resolved the camera's journal.
+    The caller holds the camera's lock and has resolved the camera's journal. ``encoded``: each
+    encoded frame's identity, for cleaning (none for a source robovid never deletes: robovid convert).
     """
     location = current_chunk(
         ctx.root, ref.camera, temp.seek(0, os.SEEK_END), ctx.file_size_limit_bytes, ctx.files_per_chunk
@@ -316,7 +327,15 @@ def append(
             location = location.next(ctx.files_per_chunk)
             continue
         intent = Intent(
-            ref.camera, ref.episode, location.chunk_index, location.file_index, before, num_frames, row, source_mtime_ns
+            ref.camera,
+            ref.episode,
+            location.chunk_index,
+            location.file_index,
+            before,
+            num_frames,
+            row,
+            source_mtime_ns,
+            encoded or {},
         )
         ctx.state.write_intent(intent)
         fault_point("stage:after-intent", ctx.stop)
@@ -379,54 +398,26 @@ def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: SegmentRow
     retakes.log_committed(placed)
 
 
-def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None, frames: list[Path] | None = None) -> None:
-    """Stage 7: delete the encoded PNGs and the marker, then the folder and empty parents; then the intent.
+def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None) -> None:
+    """Stage 7: delete exactly the encoded frames (:mod:`robovid_watch.cleaning`), then the intent.
 
-    Only what was encoded goes: a frame name outside the episode, or a file newer than the
-    newest encoded frame (written after the encode, or a re-recording), is kept, the folder
-    stays, and the service reports it.
+    Files that were not encoded are kept; kept frames are reported by the error raised after the
+    intent is cleared (the committed episode needs no more cleaning).
     """
     if intent is None:
         return  # a committed episode whose folder reappeared: the service reports it, never deletes it
-    encoded = frames if frames is not None else [frame_path(ref.path, i) for i in range(intent.num_frames)]
-    names = {p.name for p in encoded}
-    doomed = _encoded_files(ref.path, names, intent.source_mtime_ns)
-    for path in [*doomed, ref.path / ctx.marker]:  # the marker last: a folder that keeps frames stays complete
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        fault_point("clean:unlink", ctx.stop)
-    fault_point("clean:before-rmdir")
-    _remove_empty_dirs(ref.path, stop_at=images_dir(ctx.root))
+    kept = clean_folder(
+        ref.path,
+        images_dir(ctx.root),
+        ctx.marker,
+        intent.encoded,
+        intent.num_frames,
+        legacy_newest_mtime_ns=intent.source_mtime_ns,
+        stop=ctx.stop,
+    )
     fault_point("clean:before-clear-intent")
-    if ref.path.exists():
-        raise DuplicateEpisodeError(
-            f"{ref.path}: episode {ref.episode} of camera {ref.camera!r} is committed, but its folder holds files "
-            "that were not encoded (written after the encode, or a re-recording with the same index). They were kept."
-        )
     ctx.state.clear_intent(ref.camera, ref.episode)
-
-
-def _encoded_files(directory: Path, names: set[str], newest_mtime_ns: int) -> list[Path]:
-    """The files of ``directory`` named in ``names`` and no newer than the encode saw them."""
-    found = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(directory):
-            with contextlib.suppress(FileNotFoundError):
-                if entry.name in names and entry.stat(follow_symlinks=False).st_mtime_ns <= newest_mtime_ns:
-                    found.append(Path(entry.path))
-    return found
-
-
-def _remove_empty_dirs(directory: Path, stop_at: Path) -> None:
-    current = directory
-    while current != stop_at and stop_at in current.parents:
-        try:
-            current.rmdir()
-        except OSError:
-            break
-        current = current.parent
-    with contextlib.suppress(OSError):
-        fsync_dir(current if current.exists() else stop_at)
+    kept.check(ref.path, ref.camera, ref.episode, intent.num_frames, ctx.settle_s)
 
 
 def recover_intents(ctx: Context, camera: str | None = None) -> None:
@@ -472,7 +463,7 @@ def _finish_cleaning(ctx: Context, intent: Intent) -> None:
     ref = _ref_of(ctx, intent)
     try:
         clean(ctx, ref, intent)
-    except (DuplicateEpisodeError, OSError) as error:
+    except (EpisodeError, OSError) as error:
         log.error(
             "clean_unfinished",
             camera=intent.camera,

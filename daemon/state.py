@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,10 @@ class Intent:
     row: SegmentRow
     """The metadata row, less its location in the chunk."""
     source_mtime_ns: int = 0
-    """Newest mtime of the encoded PNGs: a file newer than this was not encoded and is never deleted."""
+    """Newest mtime of the encoded PNGs (intents written before ``encoded`` existed are cleaned by it)."""
+    encoded: dict[str, str] = field(default_factory=dict)
+    """Name -> identity (:func:`robovid_watch.cleaning.frame_identity`) of every encoded frame: cleaning
+    deletes a file only while it still has that identity."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"row": self.row.to_json()}

@@ -138,12 +138,12 @@ class _PngHeader:
 # ---------------------------------------------------------------- listing
 
 
-def list_episode_frames(episode_dir: Path, root: Path | None = None) -> list[Path]:
+def list_episode_frames(episode_dir: Path, root: Path | None = None, marker: str | None = None) -> list[Path]:
     """Return the frame files of one episode folder, in index order 0..N-1.
 
     Hidden files (``.complete`` markers, editor temp files) and files not ending in ``.png`` are
-    ignored. With ``root``, the folder and every frame must resolve inside ``root`` (symlinks
-    inside it are fine). One ``os.scandir``; only symlinked frames are resolved.
+    ignored, and so is ``marker`` (a completion marker's name, even one ending in ``.png``). With
+    ``root``, the folder and every frame must resolve inside ``root`` (symlinks inside it are fine). One ``os.scandir``; only symlinked frames are resolved.
 
     Raises:
         EmptyEpisodeError: the folder holds no frame, or does not exist.
@@ -156,7 +156,7 @@ def list_episode_frames(episode_dir: Path, root: Path | None = None) -> list[Pat
     real_root = None if root is None else os.path.realpath(root)
     if real_root is not None:
         check_inside(episode_dir, real_root, "Episode folder")
-    names_by_index = _scan_frames(episode_dir, real_root)
+    names_by_index = _scan_frames(episode_dir, real_root, marker)
     if not names_by_index:
         raise EmptyEpisodeError(
             f"Episode folder {episode_dir} holds no frames (no frame-NNNNNN.png files): the recorder "
@@ -166,13 +166,13 @@ def list_episode_frames(episode_dir: Path, root: Path | None = None) -> list[Pat
     return [episode_dir / names_by_index[i] for i in range(len(names_by_index))]
 
 
-def _scan_frames(episode_dir: Path, real_root: str | None) -> dict[int, str]:
+def _scan_frames(episode_dir: Path, real_root: str | None, marker: str | None = None) -> dict[int, str]:
     """Map index -> file name for the frame files in ``episode_dir``, checking each name."""
     names_by_index: dict[int, str] = {}
     odd_names: list[str] = []
     for entry in _list_dir(episode_dir):
         name = entry.name
-        if name.startswith(".") or not name.lower().endswith(".png"):
+        if name.startswith(".") or not name.lower().endswith(".png") or name == marker:
             continue
         match = FRAME_PATTERN.fullmatch(name)
         if match is None:

@@ -223,7 +223,8 @@ def record(
 
 
 def png_digest(root: Path, episode: Episode) -> str | None:
-    """Hash of an episode's PNG files (None when the folder is gone).
+    """Hash of an episode's PNG files (None when the folder is gone or holds no frame: settle mode keeps
+    an emptied folder for a recorder that was only pausing).
 
     Safe to call while a daemon cleans the folder: a frame deleted between the listing and
     the read makes it look again, so a folder being removed reads as gone or as changed.
@@ -232,12 +233,13 @@ def png_digest(root: Path, episode: Episode) -> str | None:
     while directory.exists():
         digest = hashlib.sha256()
         try:
-            for path in sorted(directory.glob("frame-*.png")):
+            frames = sorted(directory.glob("frame-*.png"))
+            for path in frames:
                 digest.update(path.name.encode())
                 digest.update(path.read_bytes())
         except FileNotFoundError:
             continue
-        return digest.hexdigest()
+        return digest.hexdigest() if frames else None
     return None
 
 

@@ -1,0 +1,65 @@
+"""What the service tells the operator about an episode it could not finish, and records for ``robovid status``."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from robovid.errors import FrameMismatchError
+
+from .discover import EpisodeRef, folder_signature
+from .errors import DuplicateEpisodeError, EpisodeContinuedError
+from .state import Failure, RootState
+
+log = structlog.get_logger("robovid_watch")
+
+FAIL_ACTION = (
+    "the PNGs were kept; fix or replace the frames (any change to the folder retries it), or move the folder out "
+    "of images/"
+)
+MISMATCH_ACTION = (
+    "the PNGs were kept: the encoded video does not show what the camera saw in this tile. Encode with robovid's "
+    "faithful defaults (unset ROBOVID_VCODEC, ROBOVID_CRF and ROBOVID_PRESET), a slower ROBOVID_PRESET or a lower "
+    "ROBOVID_CRF, restart the service, then retry the episode by touching a file in its folder (any change to the "
+    "folder retries it)"
+)
+"""What an ``episode_failed`` event for a frame that does not show its source tells the operator."""
+KEPT_ACTION = (
+    "the episode is committed and the files named were kept as they are: the reason says what they are and how to "
+    "encode them; any change to the folder looks at it again"
+)
+"""What an event about files kept in a committed episode's folder tells the operator."""
+
+
+def report_failure(state: RootState, ref: EpisodeRef, error: BaseException, unexpected: bool = False) -> None:
+    """Record the failure (with the folder's signature: not retried until the folder changes) and log it.
+
+    Frames kept after a commit are ``episode_continued`` (a warning); everything else ``episode_failed``.
+    """
+    error_type = type(error).__name__
+    reason = f"unexpected {error_type}: {error}" if unexpected else str(error)
+    failure = Failure(
+        ref.camera, ref.episode, str(ref.path), reason, error_type, folder_signature(ref.path), time.time()
+    )
+    state.record_failure(failure)
+    continued = isinstance(error, EpisodeContinuedError)
+    (log.warning if continued else log.error)(
+        "episode_continued" if continued else "episode_failed",
+        camera=ref.camera,
+        episode=ref.episode,
+        path=str(ref.path),
+        reason=reason,
+        error_type=error_type,
+        exc_info=error if unexpected else None,
+        **_what_to_do(error),
+    )
+
+
+def _what_to_do(error: BaseException) -> dict[str, object]:
+    """The event's action, and for a frame that does not show its source, which frame and tile."""
+    if isinstance(error, FrameMismatchError):
+        return {"action": MISMATCH_ACTION, "frame": error.frame, "tile": error.tile, "mismatch": error.kind}
+    if isinstance(error, (EpisodeContinuedError, DuplicateEpisodeError)):
+        return {"action": KEPT_ACTION}
+    return {"action": FAIL_ACTION}

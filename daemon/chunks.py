@@ -24,7 +24,7 @@ import structlog
 from robovid._faults import fault_point
 from robovid.compact import chunk_space, compact_chunk
 from robovid.errors import RobovidError
-from robovid.layout import ChunkLocation, list_chunks
+from robovid.layout import CHUNK_DIR_RE, FILE_RE, ChunkLocation, videos_dir
 
 from .finished import idle_last_files, last_location, read_seal, seal, unsealed_before_last
 
@@ -55,11 +55,12 @@ def current_chunk(
 
 
 def location_of(root: Path, camera: str, path: Path) -> ChunkLocation:
-    """The location of one of the camera's chunk files; FileNotFoundError if ``path`` is not one."""
-    for location in list_chunks(root, camera):
-        if location.path(root, camera) == path:
-            return location
-    raise FileNotFoundError(f"{path} is not a chunk file of camera {camera!r}.")
+    """The location of one of the camera's chunk files, read from its path (the file may sit behind a
+    symlinked folder); FileNotFoundError if ``path`` is not named as one."""
+    chunk_match, file_match = CHUNK_DIR_RE.fullmatch(path.parent.name), FILE_RE.fullmatch(path.name)
+    if chunk_match is None or file_match is None or path.parent.parent != videos_dir(root) / camera:
+        raise FileNotFoundError(f"{path} is not a chunk file of camera {camera!r}.")
+    return ChunkLocation(int(chunk_match.group(1)), int(file_match.group(1)))
 
 
 def log_chunk_skipped(path: Path, error: Exception) -> None:

@@ -59,6 +59,11 @@ class EpisodeContinuedError(EpisodeError):
     """Frames were written into a committed episode's folder after it was encoded; they are kept and reported."""
 
 
+class RowNotStorableError(EpisodeError):
+    """The episode's metadata row cannot be stored (an episode index past int64, a camera key that is not
+    UTF-8): found before the chunk is touched, so the episode fails alone and its PNGs are kept."""
+
+
 class EpisodeChangedError(RobovidError, RuntimeError):
     """The folder changed while it was being encoded; the encode is dropped and the episode queued again."""
 
@@ -102,6 +107,7 @@ __all__ = [
     "RemoteTaskError",
     "RootLockedError",
     "RootReplacedError",
+    "RowNotStorableError",
 ]
 
 

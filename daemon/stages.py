@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
@@ -55,10 +54,11 @@ from robovid.settings import EncoderSettings
 from robovid.verify import VerifyReport, check_segment_decodes, verify_video
 
 from . import retakes
-from .chunks import current_chunk, finish_file, location_of, log_chunk_skipped, skip_chunk
+from .chunks import current_chunk, finish_file, log_chunk_skipped, skip_chunk
 from .cleaning import clean_folder, frame_identities
 from .discover import EpisodeRef, folder_signature
 from .errors import EpisodeChangedError
+from .rows import check_storable, commit, commit_can_wait, undo_uncommitted
 from .state import Intent, RetakeRequest, RootState
 
 log = structlog.get_logger("robovid_watch")
@@ -170,13 +170,19 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int, retake: RetakeReque
         encoded, report, stats_json = encode_and_verify(ctx, frames, temp, fps, timings)
         take = 0 if retake is None else retake.replaces_take + 1
         row = _row(ref, fps, temp, encoded, report, source_bytes, timings, stats_json, take)
+        check_storable(row)
         with ctx.camera_lock(ref.camera):
             recover_intents(ctx, camera=ref.camera)
             _check_unchanged(ctx, ref, signature, retake)
             with stage_timer(timings, "append_s"):
                 segment = append(ctx, ref, temp, len(frames), row, source_mtime_ns, encoded_ids)
             fault_point("stage:after-append")
-            commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
+            try:
+                commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
+            except Exception as error:
+                if not commit_can_wait(error):
+                    undo_uncommitted(ctx, ref.camera, ref.episode, segment, error)
+                raise
             fault_point("stage:after-commit")
     clean(ctx, ref, ctx.state.intent(*key))
     retakes.answer(ctx.state, ctx.takes, key, retake)
@@ -381,23 +387,6 @@ def _undo_partial_append(ctx: Context, ref: EpisodeRef, path: Path) -> None:
             ctx.state.clear_intent(ref.camera, ref.episode)
 
 
-def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: SegmentRow) -> None:
-    """Stage 6: the durable metadata row; after this the episode is done."""
-    location = location_of(ctx.root, ref.camera, segment.path)
-    placed = row.placed(
-        chunk_index=location.chunk_index,
-        file_index=location.file_index,
-        from_timestamp=segment.from_timestamp,
-        to_timestamp=segment.to_timestamp,
-        first_frame=segment.first_frame,
-        committed_at=datetime.now(UTC),
-    )
-    ctx.store.commit([placed])
-    ctx.done.add((ref.camera, ref.episode))
-    ctx.takes[(ref.camera, ref.episode)] = placed.take
-    retakes.log_committed(placed)
-
-
 def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None) -> None:
     """Stage 7: delete exactly the encoded frames (:mod:`robovid_watch.cleaning`), then the intent.
 
@@ -441,7 +430,13 @@ def recover_intents(ctx: Context, camera: str | None = None) -> None:
             continue
         if frames_now == intent.frames_before + intent.num_frames:
             segment = read_segment(path, intent.frames_before, intent.num_frames)
-            commit(ctx, _ref_of(ctx, intent), segment, intent.row)
+            try:
+                commit(ctx, _ref_of(ctx, intent), segment, intent.row)
+            except Exception as error:
+                if commit_can_wait(error):
+                    raise
+                undo_uncommitted(ctx, intent.camera, intent.episode, segment, error)  # never a crash loop
+                continue
             ctx.state.clear_failure(intent.camera, intent.episode)
             log.info("recovered_commit", camera=intent.camera, episode=intent.episode, chunk=str(path))
         else:

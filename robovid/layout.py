@@ -25,6 +25,8 @@ from robovid.errors import InfoJsonError, UnsafePathError
 
 EPISODE_DIR_RE = re.compile(r"episode-(\d{6,})")
 CHUNK_DIR_RE = re.compile(r"chunk-(\d{3,})")
+MAX_EPISODE_INDEX = 2**63 - 1
+"""The largest episode index the segment table's int64 ``episode_index`` column holds."""
 FILE_RE = re.compile(r"file-(\d{3,})\.mp4")
 FRAME_RE = re.compile(r"frame-([0-9]{6,})\.png")
 """A frame file name; group 1 is the index. LeRobot writes ``{i:06d}``, which grows past 999999."""

@@ -1,0 +1,106 @@
+"""Stage 6, commit: the episode's durable metadata row; checked before the append, taken back if it fails.
+
+A row that could never be stored (an episode index past int64, a camera key that is not UTF-8)
+would leave an appended episode with no row, and every later attempt to commit it would fail the
+same way: the camera stopped for good and every restart exited 1. So the row is built and
+checked against the table's schema before the chunk is touched (:func:`check_storable`), and
+if a commit still fails for any reason but a full disk, the append is taken back
+(:func:`undo_uncommitted`): the episode fails alone, its PNGs kept. A full disk and an unreadable
+segment table keep the intent instead (:func:`commit_can_wait`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import structlog
+
+from robovid.append import VideoSegment, undo_append
+from robovid.errors import MetadataError, RobovidError
+from robovid.layout import MAX_EPISODE_INDEX
+from robovid.metadata import SEGMENT_SCHEMA, SegmentRow
+
+from . import retakes
+from .chunks import location_of
+from .discover import EpisodeRef
+from .errors import RowNotStorableError
+from .health import is_disk_full
+
+if TYPE_CHECKING:
+    from .stages import Context
+
+log = structlog.get_logger("robovid_watch")
+
+
+def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: SegmentRow) -> None:
+    """Stage 6: the durable metadata row; after this the episode is done."""
+    location = location_of(ctx.root, ref.camera, segment.path)
+    placed = row.placed(
+        chunk_index=location.chunk_index,
+        file_index=location.file_index,
+        from_timestamp=segment.from_timestamp,
+        to_timestamp=segment.to_timestamp,
+        first_frame=segment.first_frame,
+        committed_at=datetime.now(UTC),
+    )
+    ctx.store.commit([placed])
+    ctx.done.add((ref.camera, ref.episode))
+    ctx.takes[(ref.camera, ref.episode)] = placed.take
+    retakes.log_committed(placed)
+
+
+def check_storable(row: SegmentRow) -> None:
+    """RowNotStorableError unless the row, once placed, fits the segment table's schema (checked before the append)."""
+    if not 0 <= row.episode_index <= MAX_EPISODE_INDEX:
+        raise RowNotStorableError(
+            f"episode index {row.episode_index} is outside what the episode_index column holds (0 to "
+            f"{MAX_EPISODE_INDEX}): rename the folder with a smaller index (episode-NNNNNN)."
+        )
+    probe = row.placed(
+        chunk_index=0, file_index=0, from_timestamp=0.0, to_timestamp=0.0, first_frame=0, committed_at=datetime.now(UTC)
+    )
+    try:
+        pa.Table.from_pylist([probe.to_record()], schema=SEGMENT_SCHEMA)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError, UnicodeError) as error:
+        raise RowNotStorableError(
+            f"the metadata row of episode {row.episode_index} of camera {row.video_key!r} cannot be stored ({error}); "
+            "its PNGs were kept: rename the camera or episode folder"
+        ) from error
+
+
+def commit_can_wait(error: BaseException) -> bool:
+    """The row can be committed later exactly as it is: once space is freed, or the unreadable segment table is
+    restored (MetadataError: the service stops with exit 65 rather than loop). The intent is then kept."""
+    return is_disk_full(error) or isinstance(error, MetadataError)
+
+
+def undo_uncommitted(ctx: Context, camera: str, episode: int, segment: VideoSegment, error: BaseException) -> None:
+    """The row of an appended episode could not be committed: take the append back and forget the intent.
+
+    The episode's PNGs are all still there (nothing is deleted before the commit), so it fails alone with
+    a clear event; the camera's later episodes, the other cameras and a restart go on.
+    """
+    try:
+        undo_append(segment)
+    except (OSError, RobovidError) as undo_error:
+        log.error(
+            "append_not_undone",
+            camera=camera,
+            episode=episode,
+            chunk=str(segment.path),
+            detail=f"{type(error).__name__}: {error}; undo failed: {undo_error}",
+            action=f"the PNGs were kept; frames {segment.first_frame}..{segment.first_frame + segment.num_frames - 1} "
+            "of the chunk file belong to no row (robovid verify reports them)",
+        )
+    else:
+        log.error(
+            "append_undone",
+            camera=camera,
+            episode=episode,
+            chunk=str(segment.path),
+            detail=f"{type(error).__name__}: {error}",
+            action="the row could not be committed, so the append was taken back; the PNGs were kept",
+        )
+    ctx.state.clear_intent(camera, episode)

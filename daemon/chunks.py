@@ -27,6 +27,7 @@ from robovid.errors import RobovidError
 from robovid.layout import CHUNK_DIR_RE, FILE_RE, ChunkLocation, videos_dir
 
 from .finished import idle_last_files, last_location, read_seal, seal, unsealed_before_last
+from .state import DamagedIntent
 
 if TYPE_CHECKING:
     from .stages import Context
@@ -128,7 +129,10 @@ def seal_idle(ctx: Context, busy_cameras: set[str], idle_s: float) -> None:
         if camera in busy_cameras or not lock.acquire(blocking=False):
             continue
         try:
-            if not any(i.camera == camera and (i.camera, i.episode) not in ctx.done for i in ctx.state.intents()):
+            if not any(
+                isinstance(i, DamagedIntent) or (i.camera == camera and (i.camera, i.episode) not in ctx.done)
+                for i in ctx.state.intents()
+            ):
                 finish_file(ctx.root, camera, location, "idle")
         finally:
             lock.release()

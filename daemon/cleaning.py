@@ -26,13 +26,19 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from robovid._faults import fault_point
 from robovid.durable import fsync_dir
 from robovid.errors import FrameSequenceError
-from robovid.layout import FRAME_RE
+from robovid.layout import FRAME_RE, images_dir
 
+from .discover import EpisodeRef
 from .errors import DuplicateEpisodeError, EpisodeContinuedError
+from .state import Intent
+
+if TYPE_CHECKING:
+    from .stages import Context
 
 
 def frame_identity(st: os.stat_result) -> str:
@@ -162,3 +168,25 @@ def _remove_empty_dirs(directory: Path, stop_at: Path) -> None:
         current = current.parent
     with contextlib.suppress(OSError):
         fsync_dir(current if current.exists() else stop_at)
+
+
+def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None) -> None:
+    """Stage 7: delete exactly the encoded frames (:mod:`robovid_watch.cleaning`), then the intent.
+
+    Files that were not encoded are kept; kept frames are reported by the error raised after the
+    intent is cleared (the committed episode needs no more cleaning).
+    """
+    if intent is None:
+        return  # a committed episode whose folder reappeared: the service reports it, never deletes it
+    kept = clean_folder(
+        ref.path,
+        images_dir(ctx.root),
+        ctx.marker,
+        intent.encoded,
+        intent.num_frames,
+        legacy_newest_mtime_ns=intent.source_mtime_ns,
+        stop=ctx.stop,
+    )
+    fault_point("clean:before-clear-intent")
+    ctx.state.clear_intent(ref.camera, ref.episode)
+    kept.check(ref.path, ref.camera, ref.episode, intent.num_frames, ctx.settle_s)

@@ -327,7 +327,7 @@ def status_report(root: Path) -> dict[str, Any]:
         else:
             pending += 1
             pending_bytes += frame_bytes
-    failures = [vars(f) for f in RootState(root).failures()]
+    failures = [vars(f) for f in RootState(root, read_only=True).failures()]
     return {
         "done": len(rows),
         "recorded_s_done": sum(r["num_frames"] / r["fps"] for r in rows),

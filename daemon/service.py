@@ -49,8 +49,9 @@ from .health import BacklogWatch, DiskGuard, is_disk_full
 from .lerobot import LeRobotMode, Verdict
 from .migrate import migrate_state
 from .notify import sd_notify
+from .recovery import recover_intents
 from .reports import report_failure
-from .stages import Context, Offload, Outcome, process_episode, recover_intents
+from .stages import Context, Offload, Outcome, process_episode
 from .state import RetakeRequest, RootState
 from .watch_metrics import WatchMetricsFile
 

@@ -7,13 +7,13 @@ Read :func:`process_episode` top to bottom. The order is the safety argument:
    own source frame tile by tile, PSNR);
 3. :func:`append`: write the journal intent (durable), then append to the chunk (crash-safe on
    its own; which file, and finishing (compacting, sealing) the one before it, is :mod:`robovid_watch.chunks`);
-4. :func:`commit` the metadata row (durable);
-5. only then :func:`clean`: delete the PNGs, and last the intent.
+4. :func:`~robovid_watch.rows.commit` the metadata row (durable);
+5. only then :func:`~robovid_watch.cleaning.clean`: delete the encoded PNGs, and last the intent.
 
-A crash between any two steps is resolved at restart by :func:`recover_intents`, here beside
-the protocol it undoes: no row and the chunk unchanged -> the episode is redone from its PNGs;
-no row but the chunk holds the append -> the row is committed from the chunk's own timestamps;
-row present -> cleaning is finished. No step deletes a PNG that is not in a committed row.
+A crash between any two steps is resolved at restart by :func:`robovid_watch.recovery.recover_intents`:
+no row and the chunk unchanged -> the episode is redone from its PNGs; no row but the chunk holds
+the append -> the row is committed from the chunk's own timestamps; row present -> cleaning is
+finished. No step deletes a PNG that is not in a committed row.
 """
 
 from __future__ import annotations
@@ -32,13 +32,12 @@ from typing import BinaryIO, Protocol, cast
 import structlog
 
 from robovid._faults import fault_point
-from robovid.append import VideoSegment, append_video, count_frames, read_segment, recover_chunk, undo_append
+from robovid.append import VideoSegment, append_video, count_frames, recover_chunk, undo_append
 from robovid.depth import depth_frame_kind
 from robovid.depth_config import DepthEncoderConfig
 from robovid.depth_encode import DepthEncodeResult, encode_depth_frames_into, verify_depth_video
 from robovid.encode import EncodeResult, encode_frames_into
 from robovid.errors import (
-    EpisodeError,
     FrameSequenceError,
     FrameSizeError,
     MismatchedVideosError,
@@ -46,7 +45,6 @@ from robovid.errors import (
     VideoFormatError,
 )
 from robovid.frames import frame_size, list_episode_frames
-from robovid.layout import chunk_path, episode_dir, images_dir
 from robovid.lerobot_stats import FrameStatsAccumulator, feature_stats_to_json
 from robovid.metadata import SegmentRow, SegmentStore
 from robovid.probe import get_video_info
@@ -54,10 +52,11 @@ from robovid.settings import EncoderSettings
 from robovid.verify import VerifyReport, check_segment_decodes, verify_video
 
 from . import retakes
-from .chunks import current_chunk, finish_file, log_chunk_skipped, skip_chunk
-from .cleaning import clean_folder, frame_identities
+from .chunks import current_chunk, finish_file, skip_chunk
+from .cleaning import clean, frame_identities
 from .discover import EpisodeRef, folder_signature
 from .errors import EpisodeChangedError
+from .recovery import recover_intents
 from .rows import check_storable, commit, commit_can_wait, undo_uncommitted
 from .state import Intent, RetakeRequest, RootState
 
@@ -385,93 +384,3 @@ def _undo_partial_append(ctx: Context, ref: EpisodeRef, path: Path) -> None:
             recover_chunk(path)
         if intent is not None and (count_frames(path) if path.exists() else 0) == intent.frames_before:
             ctx.state.clear_intent(ref.camera, ref.episode)
-
-
-def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None) -> None:
-    """Stage 7: delete exactly the encoded frames (:mod:`robovid_watch.cleaning`), then the intent.
-
-    Files that were not encoded are kept; kept frames are reported by the error raised after the
-    intent is cleared (the committed episode needs no more cleaning).
-    """
-    if intent is None:
-        return  # a committed episode whose folder reappeared: the service reports it, never deletes it
-    kept = clean_folder(
-        ref.path,
-        images_dir(ctx.root),
-        ctx.marker,
-        intent.encoded,
-        intent.num_frames,
-        legacy_newest_mtime_ns=intent.source_mtime_ns,
-        stop=ctx.stop,
-    )
-    fault_point("clean:before-clear-intent")
-    ctx.state.clear_intent(ref.camera, ref.episode)
-    kept.check(ref.path, ref.camera, ref.episode, intent.num_frames, ctx.settle_s)
-
-
-def recover_intents(ctx: Context, camera: str | None = None) -> None:
-    """Finish or undo every journaled append left by a crash (see the module docstring)."""
-    for intent in ctx.state.intents():
-        if camera is not None and intent.camera != camera:
-            continue
-        key = (intent.camera, intent.episode)
-        if key in ctx.done and ctx.takes.get(key, 0) >= intent.row.take:
-            if camera is None:
-                _finish_cleaning(ctx, intent)
-            continue  # a running service: the worker that committed it is cleaning it
-        path = chunk_path(ctx.root, intent.camera, intent.chunk_index, intent.file_index)
-        try:
-            if path.exists() and recover_chunk(path):
-                log.info("dropped_uncommitted_append", chunk=str(path), camera=intent.camera, episode=intent.episode)
-            frames_now = count_frames(path) if path.exists() else 0
-        except VideoFormatError as error:
-            log_chunk_skipped(path, error)
-            ctx.state.clear_intent(intent.camera, intent.episode)
-            continue
-        if frames_now == intent.frames_before + intent.num_frames:
-            segment = read_segment(path, intent.frames_before, intent.num_frames)
-            try:
-                commit(ctx, _ref_of(ctx, intent), segment, intent.row)
-            except Exception as error:
-                if commit_can_wait(error):
-                    raise
-                undo_uncommitted(ctx, intent.camera, intent.episode, segment, error)  # never a crash loop
-                continue
-            ctx.state.clear_failure(intent.camera, intent.episode)
-            log.info("recovered_commit", camera=intent.camera, episode=intent.episode, chunk=str(path))
-        else:
-            if frames_now != intent.frames_before:
-                log.error(
-                    "journal_inconsistent",
-                    camera=intent.camera,
-                    episode=intent.episode,
-                    chunk=str(path),
-                    frames_now=frames_now,
-                    frames_expected=[intent.frames_before, intent.frames_before + intent.num_frames],
-                    action="episode will be encoded again from its PNGs",
-                )
-            ctx.state.clear_intent(intent.camera, intent.episode)
-
-
-def _finish_cleaning(ctx: Context, intent: Intent) -> None:
-    """At start: finish the clean a crash interrupted (its folder may have lost its marker, so no scan would)."""
-    ref = _ref_of(ctx, intent)
-    try:
-        clean(ctx, ref, intent)
-    except (EpisodeError, OSError) as error:
-        log.error(
-            "clean_unfinished",
-            camera=intent.camera,
-            episode=intent.episode,
-            path=str(ref.path),
-            detail=str(error),
-            action="the episode is committed; the files named were kept: check them and remove the folder",
-        )
-    else:
-        log.info("recovered_clean", camera=intent.camera, episode=intent.episode)
-        key = (intent.camera, intent.episode)
-        retakes.answer(ctx.state, ctx.takes, key, ctx.state.retake_request(*key))
-
-
-def _ref_of(ctx: Context, intent: Intent) -> EpisodeRef:
-    return EpisodeRef(intent.episode, intent.camera, episode_dir(ctx.root, intent.camera, intent.episode))

@@ -3,7 +3,7 @@
 Journal: one small JSON intent per episode being appended, written durably *before*
 the chunk is touched and removed only after the PNGs are gone. With the segments
 table it tells a restarted service, for every episode, which side of each step a
-crash fell on (see :func:`robovid_watch.stages.recover_intents`).
+crash fell on (see :func:`robovid_watch.recovery.recover_intents`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import stat
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import structlog
 
 from robovid.durable import (
+    fsync_dir,
     is_stale_temp_path,
     is_temp_path,
     make_dirs_durably,
@@ -33,6 +38,7 @@ from robovid.layout import (
     legacy_lock_path,
     lerobot_dirs,
     lock_path,
+    quarantine_dir,
     retakes_dir,
     sealed_dir,
     segments_dir,
@@ -42,6 +48,9 @@ from robovid.layout import (
 from robovid.metadata import SegmentRow
 
 from .errors import RootLockedError, RootReplacedError
+
+log = structlog.get_logger("robovid_watch")
+T = TypeVar("T")
 
 
 def camera_id(camera: str) -> str:
@@ -108,8 +117,10 @@ class Failure:
 class RootState:
     """Paths and records of the service's state directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, read_only: bool = False) -> None:
         self.root = root
+        self.read_only = read_only
+        """Only look (``robovid status``): damaged records are skipped, not quarantined."""
         self.dir = state_dir(root)
         self.journal_dir = journal_dir(root)
         self.failed_dir = failed_dir(root)
@@ -239,12 +250,16 @@ class RootState:
         self.check_root()  # the last moment before a chunk file is touched
         write_bytes_durably(self.journal_dir / _entry_name(intent.camera, intent.episode), _json(intent.to_json()))
 
-    def intents(self) -> list[Intent]:
-        return [Intent.from_json(data) for data in _read_all(self.journal_dir)]
+    def intents(self) -> list[Intent | DamagedIntent]:
+        """Every journaled intent; a damaged one is quarantined and comes back as a :class:`DamagedIntent`."""
+        out: list[Intent | DamagedIntent] = []
+        for path in _entries(self.journal_dir):
+            intent = self._load(path, Intent.from_json)
+            out.append(intent if intent is not None else _damaged(path))
+        return out
 
     def intent(self, camera: str, episode: int) -> Intent | None:
-        data = _read_json(self.journal_dir / _entry_name(camera, episode))
-        return Intent.from_json(data) if data else None
+        return self._load(self.journal_dir / _entry_name(camera, episode), Intent.from_json)
 
     def clear_intent(self, camera: str, episode: int) -> None:
         unlink_durably([self.journal_dir / _entry_name(camera, episode)])
@@ -254,11 +269,46 @@ class RootState:
         write_bytes_durably(self.failed_dir / _entry_name(failure.camera, failure.episode), _json(asdict(failure)))
 
     def failure(self, camera: str, episode: int) -> Failure | None:
-        data = _read_json(self.failed_dir / _entry_name(camera, episode))
-        return Failure(**data) if data else None
+        return self._load(self.failed_dir / _entry_name(camera, episode), lambda data: Failure(**data))
 
     def failures(self) -> list[Failure]:
-        return [Failure(**data) for data in _read_all(self.failed_dir)]
+        loaded = (self._load(path, lambda data: Failure(**data)) for path in _entries(self.failed_dir))
+        return [failure for failure in loaded if failure is not None]
+
+    # records read back are untrusted input ----------------------------------------------
+    def _load(self, path: Path, build: Callable[[dict[str, Any]], T]) -> T | None:
+        """The record at ``path`` (None when there is none); a damaged one is quarantined, then None.
+
+        Damaged means anything this version cannot use as it is: not a regular file, not UTF-8
+        JSON, not an object, a field missing, unknown (written by another version) or of the wrong type.
+        """
+        try:
+            return build(_read_json(path))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            if not self.read_only:
+                self.quarantine(path, error)
+            return None
+
+    def quarantine(self, path: Path, error: BaseException) -> None:
+        """Move a damaged record to the state's ``quarantine/`` folder (kept for a person to look at) and say so."""
+        target = quarantine_dir(self.root) / f"{path.parent.name}--{path.name}--{time.time_ns()}"
+        try:
+            make_dirs_durably(target.parent)
+            os.replace(path, target)
+            fsync_dir(path.parent)
+            fsync_dir(target.parent)
+        except FileNotFoundError:
+            return  # another look at it already moved it
+        log.warning(
+            "state_record_quarantined",
+            path=str(path),
+            moved_to=str(target),
+            detail=f"{type(error).__name__}: {error}",
+            action="nothing to do: robovid set the record aside and goes on (an episode it was about is redone "
+            "from its PNGs or retried); look at the file if this repeats",
+        )
 
     def clear_failure(self, camera: str, episode: int) -> None:
         path = self.failed_dir / _entry_name(camera, episode)
@@ -272,8 +322,7 @@ class RootState:
         write_bytes_durably(self.retake_dir / _entry_name(request.camera, request.episode), _json(asdict(request)))
 
     def retake_request(self, camera: str, episode: int) -> RetakeRequest | None:
-        data = _read_json(self.retake_dir / _entry_name(camera, episode))
-        return RetakeRequest(**data) if data else None
+        return self._load(self.retake_dir / _entry_name(camera, episode), lambda data: RetakeRequest(**data))
 
     def clear_retake(self, camera: str, episode: int) -> None:
         path = self.retake_dir / _entry_name(camera, episode)
@@ -305,20 +354,37 @@ def _json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, ensure_ascii=True).encode()
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    return data if isinstance(data, dict) else None
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a regular file; never blocks on a FIFO (ValueError for anything unusable)."""
+    with open(path, "rb", opener=_nonblocking) as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        data = json.loads(f.read())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds {type(data).__name__}, not a JSON object")
+    return data
 
 
-def _read_all(directory: Path) -> list[dict[str, Any]]:
-    out = []
+def _entries(directory: Path) -> list[Path]:
+    """The records of a state folder, sorted (temp files of an interrupted write are not records)."""
     with contextlib.suppress(FileNotFoundError):
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-            if entry.name.endswith(".json") and not is_temp_path(Path(entry.path)):
-                data = _read_json(Path(entry.path))
-                if data is not None:
-                    out.append(data)
-    return out
+        return [
+            Path(entry.path)
+            for entry in sorted(os.scandir(directory), key=lambda e: e.name)
+            if entry.name.endswith(".json") and not is_temp_path(Path(entry.path))
+        ]
+    return []
+
+
+@dataclass(frozen=True)
+class DamagedIntent:
+    """A journal intent that could not be read (quarantined): only its file name is left to go by."""
+
+    camera_id: str
+    """:func:`camera_id` of its camera ("" when the name is not robovid's)."""
+    episode: int | None
+
+
+def _damaged(path: Path) -> DamagedIntent:
+    camera, _, episode = path.stem.partition("--")
+    return DamagedIntent(camera if episode else "", int(episode) if episode.isdigit() else None)

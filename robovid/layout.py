@@ -188,6 +188,11 @@ def retakes_dir(root: Path) -> Path:
     return state_dir(root) / "retakes"
 
 
+def quarantine_dir(root: Path) -> Path:
+    """robovid's own state records it could not read (damaged, or written by another version), set aside."""
+    return state_dir(root) / "quarantine"
+
+
 def lerobot_export_marker(root: Path) -> Path:
     """Present once robovid exported the root as a LeRobot dataset: its info.json is robovid's, not a recorder's."""
     return state_dir(root) / "lerobot-export"

@@ -30,7 +30,7 @@ from robovid.layout import chunk_path, episode_dir
 from robovid.metadata import read_segments
 from robovid.synthetic import read_index, write_episode
 from robovid.synthetic_depth import read_depth_index
-from robovid_watch.state import RootState
+from robovid_watch.state import Intent, RootState
 
 DEADLINE_S = 120.0
 
@@ -331,7 +331,9 @@ def _claim_journaled_appends(
     root: Path, claimed: dict[Path, set[int]], decoded: dict[Path, list[tuple[int, int]]]
 ) -> None:
     """An append cut off before its commit: the journal names it, and a restart commits it (checked by final)."""
-    for intent in RootState(root).intents():
+    for intent in RootState(root, read_only=True).intents():
+        if not isinstance(intent, Intent):
+            continue  # damaged: a restart rolls its append back (tests/test_damaged_state.py)
         path = chunk_path(root, intent.camera, intent.chunk_index, intent.file_index)
         if (intent.camera, intent.episode) in rows_by_key(root) or not path.exists():
             continue

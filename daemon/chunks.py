@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import structlog
 
 from robovid._faults import fault_point
@@ -39,11 +40,32 @@ COMPACT_ABOVE = 0.10
 
 
 def current_chunk(
-    root: Path, camera: str, incoming_bytes: int, file_size_limit_bytes: int, files_per_chunk: int
+    root: Path,
+    camera: str,
+    incoming_bytes: int,
+    file_size_limit_bytes: int,
+    files_per_chunk: int,
+    last_in_rows: ChunkLocation | None = None,
 ) -> ChunkLocation:
     """The file to append to: the camera's last one, or the next when the last is sealed or this would pass
-    the size limit (the last is then finished: compacted if needed, and sealed)."""
+    the size limit (the last is then finished: compacted if needed, and sealed).
+
+    ``last_in_rows``: the camera's last file that committed rows name. When that file is gone
+    (moved away, deleted, not a regular file) and not sealed (a sealed file may have been shipped and
+    pruned on purpose), the next location after it is used: its name is never given to a new file,
+    whose frames its rows would then silently decode.
+    """
     last = last_location(root, camera)
+    if last_in_rows is not None and (last is None or last < last_in_rows):
+        log.warning(
+            "chunk_missing",
+            camera=camera,
+            chunk=str(last_in_rows.path(root, camera)),
+            detail="committed rows name this chunk file, but it is not there (moved away or deleted?)",
+            action="put it back where it was (robovid verify reports its rows as missing until then); new episodes "
+            "go to the next file, so its name is never reused",
+        )
+        return last_in_rows.next(files_per_chunk)
     if last is None:
         return ChunkLocation(0, 0)
     if read_seal(root, camera, last) is not None:
@@ -52,6 +74,18 @@ def current_chunk(
     if size > 0 and size + incoming_bytes > file_size_limit_bytes:
         finish_file(root, camera, last, "rollover")
         return last.next(files_per_chunk)
+    return last
+
+
+def last_locations_in_rows(table: pa.Table) -> dict[str, ChunkLocation]:
+    """Each camera's last chunk file that the segment rows name."""
+    last: dict[str, ChunkLocation] = {}
+    for camera, chunk, file in zip(
+        table["video_key"].to_pylist(), table["chunk_index"].to_pylist(), table["file_index"].to_pylist(), strict=True
+    ):
+        location = ChunkLocation(chunk, file)
+        if camera not in last or last[camera] < location:
+            last[camera] = location
     return last
 
 

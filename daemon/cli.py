@@ -277,7 +277,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         for problem in problems:
-            print(f"PROBLEM {problem['video_key']!r} episode {problem['episode_index']}: {problem['problem']}")
+            episode = problem["episode_index"]
+            where = f"episode {episode}" if episode is not None else "chunk"
+            print(f"PROBLEM {problem['video_key']!r} {where}: {problem['problem']}")
         print(f"{checked} segments checked, {len(problems)} problems")
         if pruned:
             where = f"their segments checked in {args.remote}" if args.remote else "their segments not checked"

@@ -49,6 +49,7 @@ def commit(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: SegmentRow
     ctx.done.add((ref.camera, ref.episode))
     ctx.takes[(ref.camera, ref.episode)] = placed.take
     retakes.log_committed(placed)
+    ctx.last_in_rows[ref.camera] = max(location, ctx.last_in_rows.get(ref.camera, location))
 
 
 def check_storable(row: SegmentRow) -> None:

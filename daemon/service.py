@@ -28,10 +28,10 @@ from watchdog.observers.api import BaseObserver
 from robovid._faults import fault_point
 from robovid.errors import EpisodeError, UnsafePathError, VerificationError, VideoFormatError
 from robovid.layout import check_inside, images_dir
-from robovid.metadata import SegmentStore, find_segment
+from robovid.metadata import SegmentStore, find_segment, read_segments
 
 from . import retakes, streamed
-from .chunks import seal_at_start, seal_idle
+from .chunks import last_locations_in_rows, seal_at_start, seal_idle
 from .cleaning import leftovers
 from .config import Settings
 from .discover import (
@@ -223,6 +223,7 @@ class Service:
             done=SegmentStore(self.root).keys(),
             takes=SegmentStore(self.root).takes(),
             offload=self.offload,
+            last_in_rows=last_locations_in_rows(read_segments(self.root, all_takes=True)),
         )
 
     # discovery -------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from robovid.errors import (
     VideoFormatError,
 )
 from robovid.frames import frame_size, list_episode_frames
+from robovid.layout import ChunkLocation
 from robovid.lerobot_stats import FrameStatsAccumulator, feature_stats_to_json
 from robovid.metadata import SegmentRow, SegmentStore
 from robovid.probe import get_video_info
@@ -112,6 +113,7 @@ class Context:
     """The take of each committed episode's current row (0 unless re-taken)."""
     offload: Offload | None = None
     """Where stages 3-4 run when not in this process (``robovid process --ray``); appends and commits stay here."""
+    last_in_rows: dict[str, ChunkLocation] = field(default_factory=dict)  # each camera's, for current_chunk
     _camera_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -320,9 +322,9 @@ def append(
     The caller holds the camera's lock and has resolved the camera's journal. ``encoded``: each
     encoded frame's identity, for cleaning (none for a source robovid never deletes: robovid convert).
     """
-    location = current_chunk(
-        ctx.root, ref.camera, temp.seek(0, os.SEEK_END), ctx.file_size_limit_bytes, ctx.files_per_chunk
-    )
+    size = temp.seek(0, os.SEEK_END)
+    limit, per_chunk, floor = ctx.file_size_limit_bytes, ctx.files_per_chunk, ctx.last_in_rows.get(ref.camera)
+    location = current_chunk(ctx.root, ref.camera, size, limit, per_chunk, floor)
     for _attempt in range(3):
         path = location.path(ctx.root, ref.camera)
         try:

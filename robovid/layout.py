@@ -234,13 +234,17 @@ def chunk_dirs(root: Path) -> list[Path]:
 
 
 def _chunk_dirs(camera_dir: Path) -> list[tuple[int, Path]]:
-    """The ``chunk-NNN`` folders of one camera (not symlinks) with their index; none when it has no folder."""
+    """The ``chunk-NNN`` folders of one camera with their index; none when it has no folder.
+
+    A symlink to a folder counts, as for ``videos/`` and a camera's folder: a chunk folder moved to
+    another disk with a link left behind still holds the files its rows name.
+    """
     if not camera_dir.is_dir():
         return []
     found = []
     for entry in os.scandir(camera_dir):
         match = CHUNK_DIR_RE.fullmatch(entry.name)
-        if match and entry.is_dir(follow_symlinks=False):
+        if match and entry.is_dir():
             found.append((int(match.group(1)), Path(entry.path)))
     return found
 

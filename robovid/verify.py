@@ -23,6 +23,7 @@ import numpy as np
 from robovid._movie import VideoSegment, read_movie
 from robovid.errors import FrameMismatchError, RobovidError, VerificationError
 from robovid.fingerprint import Fingerprint, compare, fingerprint
+from robovid.layout import list_cameras, list_chunks
 from robovid.metadata import read_segments
 from robovid.remote import chunk_location, exists, is_url, open_video_file, store_errors
 
@@ -168,10 +169,57 @@ def verify_root(
         problem = _check_row(row, path, frames_in, decode_video_frames, backend)
         if problem:
             problems.append(_problem(row["video_key"], row["episode_index"], problem))
+    problems += _unclaimed_frames(root, rows, frames_in)
     return problems, len(rows)
 
 
-def _problem(key: str, episode: int, text: str) -> dict[str, Any]:
+def _unclaimed_frames(
+    root: Path | str, rows: list[dict[str, Any]], frames_in: dict[Path | str, int]
+) -> list[dict[str, Any]]:
+    """One problem per run of a local chunk file's frames that no row claims (their episode's row was lost)."""
+    if is_url(root):
+        return []  # a remote root holds what robovid-ship verified and committed; its files are not listed here
+    root = Path(root)
+    claimed: dict[Path | str, set[int]] = {}
+    for row in rows:
+        path = chunk_location(root, row["video_key"], row["chunk_index"], row["file_index"])
+        claimed.setdefault(path, set()).update(range(row["first_frame"], row["first_frame"] + row["num_frames"]))
+    problems = []
+    for camera in list_cameras(root):
+        for location in list_chunks(root, camera):
+            path = location.path(root, camera)
+            try:
+                if path not in frames_in:
+                    frames_in[path] = read_movie(path).num_frames
+            except (RobovidError, OSError) as error:
+                if path not in claimed:  # a file rows name: their own checks said it already
+                    problems.append(_problem(camera, None, f"{path} is unreadable: {type(error).__name__}: {error}"))
+                continue
+            free = sorted(set(range(frames_in[path])) - claimed.get(path, set()))
+            for first, last in _runs(free):
+                problems.append(
+                    _problem(
+                        camera,
+                        None,
+                        f"frames {first}..{last} of {path} are claimed by no row (an episode whose row was lost; "
+                        "its PNGs were never deleted unless a row was committed)",
+                    )
+                )
+    return problems
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive numbers in sorted ``indices``."""
+    runs: list[tuple[int, int]] = []
+    for index in indices:
+        if runs and runs[-1][1] == index - 1:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    return runs
+
+
+def _problem(key: str, episode: int | None, text: str) -> dict[str, Any]:
     return {"video_key": key, "episode_index": episode, "problem": text}
 
 

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # a closed terminal or a careless kill -1 stops it cleanly, as SIGTERM
     try:
         return service.run()
     except RootLockedError as error:

@@ -61,7 +61,7 @@ TICK_S = 1.0
 COALESCE_S = 0.2
 
 
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def _block_stop_signals() -> None:

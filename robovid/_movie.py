@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -146,12 +147,19 @@ def video_trak(moov: _mp4.Box, where: str) -> _mp4.Box:
     return traks[0]
 
 
+def _regular_file_opener(path: str, flags: int) -> int:
+    """Open without blocking: a FIFO where a chunk file belongs would block ``open`` forever."""
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
 def read_movie(path: Path, f: BinaryIO | None = None) -> Movie:
     """Parse the live (first) ``moov`` of an MP4 file."""
     where = str(path)
     own = f is None
-    handle = open(path, "rb") if f is None else f  # noqa: SIM115 - closed below when we opened it
+    handle = open(path, "rb", opener=_regular_file_opener) if f is None else f  # noqa: SIM115 - closed below
     try:
+        if own and not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # fileno() would spill a spooled file
+            raise VideoFormatError(f"{where}: not a regular file (a FIFO or a device?); robovid never reads one.")
         size = handle.seek(0, os.SEEK_END)
         top = _mp4.scan_top_level(handle, size, where)
         moov_box = next((b for b in top if b.type == b"moov"), None)

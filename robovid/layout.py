@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,7 +300,10 @@ def read_fps(root: Path, default: int) -> int:
     if not info_path.exists():
         return default
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
+        with open(info_path, "rb", opener=lambda path, flags: os.open(path, flags | os.O_NONBLOCK)) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a FIFO would block the service forever
+                raise InfoJsonError(f"{info_path}: not a regular file (a FIFO or a device?). Replace or remove it.")
+            info = json.loads(f.read().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InfoJsonError(f"{info_path}: not readable JSON ({error}). Fix or remove it.") from error
     fps = info.get("fps", default) if isinstance(info, dict) else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import stat
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -272,6 +273,8 @@ def _parts(root: Path) -> list[tuple[int, Path]]:
 
 def _read_part(path: Path) -> pa.Table:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the reader forever
+            raise OSError("not a regular file (a FIFO or a device?)")
         return pq.read_table(path, schema=SEGMENT_SCHEMA)
     except (OSError, pa.ArrowException) as error:
         raise MetadataError(

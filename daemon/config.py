@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from robovid.encoders import ENCODERS, SOFTWARE_PIX_FMTS, SOFTWARE_VCODECS
+from robovid.encoders import ENCODERS, MAX_FPS, SOFTWARE_PIX_FMTS, SOFTWARE_VCODECS
 from robovid.errors import InvalidEncoderOptionError
 from robovid.layout import FRAME_RE
 from robovid.settings import EncoderSettings
@@ -60,7 +60,7 @@ def check_metrics_dir(value: str) -> str:
 class Settings(BaseSettings):
     """Every knob of robovid-watch. Documented with defaults in ``systemd/robovid.env``."""
 
-    model_config = SettingsConfigDict(env_prefix="ROBOVID_", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(env_prefix="ROBOVID_", extra="ignore", case_sensitive=False, allow_inf_nan=False)
 
     root: Path = Path("/var/lib/robovid")
     vcodec: VCodec = SERVICE_VCODEC
@@ -148,6 +148,12 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as error:
         raise ConfigError(_describe(error)) from error
+    fps_limit = MAX_FPS.get(settings.vcodec)
+    if fps_limit is not None and settings.fps > fps_limit:
+        raise ConfigError(
+            f"{_HEADER}\n  ROBOVID_FPS={settings.fps!r}: {settings.vcodec} encodes at most {fps_limit} fps; lower it, "
+            "or set ROBOVID_VCODEC=h264 or hevc (up to 1000)"
+        )
     try:
         settings.encoder_settings()
     except InvalidEncoderOptionError as error:

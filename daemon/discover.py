@@ -193,6 +193,8 @@ class _Hints(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         self._hints.put(os.fsdecode(event.src_path))
+        if event.dest_path:  # a folder staged under another name and renamed into place: its new name counts
+            self._hints.put(os.fsdecode(event.dest_path))
 
 
 def start_observer(root: Path, hints: queue.SimpleQueue[str]) -> BaseObserver:

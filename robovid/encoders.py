@@ -210,6 +210,10 @@ _SPECS = [
 
 ENCODERS: dict[str, EncoderSpec] = {spec.vcodec: spec for spec in _SPECS}
 """Every encoder robovid drives, by ``vcodec``."""
+MAX_FPS: dict[str, int] = {"libsvtav1": 240}
+"""Frame rates an encoder refuses above (measured through PyAV 18.1: SVT-AV1 4.1 fails to open past
+240 fps, ``The maximum allowed frame rate is 240 fps``; libx264 and libx265 took up to 1000)."""
+
 SOFTWARE_VCODECS = tuple(name for name, spec in ENCODERS.items() if not spec.is_hardware and not spec.depth_only)
 SOFTWARE_PIX_FMTS = tuple(dict.fromkeys(fmt for name in SOFTWARE_VCODECS for fmt in ENCODERS[name].pix_fmts))
 HW_VIDEO_CODECS = [

@@ -278,8 +278,9 @@ def _read_part(path: Path) -> pa.Table:
         return pq.read_table(path, schema=SEGMENT_SCHEMA)
     except (OSError, pa.ArrowException) as error:
         raise MetadataError(
-            f"{path}: segment metadata is unreadable ({error}). Restore it from a backup, or move it aside and "
-            "rebuild the rows with `robovid verify`."
+            f"{path}: segment metadata is unreadable ({error}). Restore it from a backup. Moving it aside lets "
+            "robovid start again, but the rows it held are then lost: their episodes' frames stay in the chunk "
+            "files, and `robovid verify` reports them as frames no row claims."
         ) from error
 
 

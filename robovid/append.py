@@ -156,7 +156,9 @@ def _open_episode(episode: Path | str | BinaryIO) -> Movie:
         if not path.is_file():
             raise FileNotFoundError(f"Episode video not found: {path}")
         return read_movie(path)
-    movie = read_movie(Path(str(getattr(episode, "name", "<episode in memory>"))), episode)
+    name = getattr(episode, "name", None)  # None for a SpooledTemporaryFile still in memory
+    where = Path(os.fsdecode(name)) if isinstance(name, (str, bytes, os.PathLike)) else Path("<episode in memory>")
+    movie = read_movie(where, episode)
     movie.source = episode
     return movie
 

@@ -30,6 +30,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from robovid.encoders import MAX_FPS
 from robovid.errors import InfoJsonError
 from robovid.layout import images_dir, info_json_path, parse_episode_dir, read_fps
 
@@ -211,9 +212,11 @@ def start_observer(root: Path, hints: queue.SimpleQueue[str]) -> BaseObserver:
 class FpsSource:
     """The fps for new episodes: ``meta/info.json``'s (re-read when the file changes), else ``default``."""
 
-    def __init__(self, root: Path, default: int) -> None:
+    def __init__(self, root: Path, default: int, vcodec: str | None = None) -> None:
         self.root = root
         self.default = default
+        self.vcodec = vcodec
+        """The service's codec: an fps it cannot encode (:data:`robovid.encoders.MAX_FPS`) is refused like any bad one."""
         self._stamp: tuple[int, int] | str | None = "unread"
         self._fps: int | None = None
 
@@ -229,6 +232,12 @@ class FpsSource:
             self._stamp = stamp
             try:
                 self._fps = read_fps(self.root, self.default)
+                limit = MAX_FPS.get(self.vcodec or "")
+                if limit is not None and self._fps > limit:
+                    raise InfoJsonError(
+                        f"{info}: 'fps' is {self._fps}, but ROBOVID_VCODEC={self.vcodec} encodes at most {limit} fps. "
+                        "Record at a lower rate, or set ROBOVID_VCODEC=h264 or hevc and restart the service."
+                    )
             except InfoJsonError as error:
                 self._fps = None
                 log.error(

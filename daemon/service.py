@@ -124,7 +124,7 @@ class Service:
         self._completed: queue.SimpleQueue[tuple[EpisodeRef, Future[Outcome]]] = queue.SimpleQueue()
         self.disk = DiskGuard(self.root, settings.min_free_mb)
         self.backlog = BacklogWatch(settings.backlog_warn_s)
-        self.fps = FpsSource(self.root, settings.fps)
+        self.fps = FpsSource(self.root, settings.fps, settings.vcodec)
         self.metrics = WatchMetricsFile(settings.metrics_path, self.root, settings.min_free_mb)
         self.settle = SettleClock(settings.settle_s)
         self._started = time.monotonic()

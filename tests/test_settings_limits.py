@@ -79,3 +79,24 @@ def test_status_reports_a_root_with_an_unreadable_camera_folder_and_dangling_sym
     report = json.loads(result.stdout)
     assert report["pending"] >= 1
     assert any("locked" in str(u) for u in report.get("unreadable", [])), report
+
+
+def test_an_fps_in_info_json_the_codec_cannot_encode_holds_new_episodes_naming_the_limit(tmp_path: Path) -> None:
+    """meta/info.json is read while the service runs, so its fps cannot be refused at start: an fps the codec
+    cannot encode is an unusable info.json (new episodes wait, nothing fails), not an FFmpeg error per episode."""
+    info = tmp_path / "meta" / "info.json"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"fps": 500}))
+    ledger = Ledger(tmp_path)
+    ledger.write_episode("cam", 0)
+    daemon = start_daemon(tmp_path, ROBOVID_VCODEC="libsvtav1")
+    try:
+        wait_for(lambda: bool(daemon.events_named("info_json_invalid")), "info.json refused", daemon=daemon)
+        (event,) = daemon.events_named("info_json_invalid")
+        assert "240" in event["detail"] and "ROBOVID_VCODEC=libsvtav1" in event["detail"], event
+        info.write_text(json.dumps({"fps": 30}))  # the operator fixes it
+        wait_for(lambda: ("cam", 0) in rows_by_key(tmp_path), "episode 0 committed at 30 fps", daemon=daemon)
+    finally:
+        assert daemon.stop() == 0
+    assert not daemon.events_named("episode_failed"), "an episode failed on an fps the codec cannot encode"
+    check_frames(tmp_path, ledger, final=True)

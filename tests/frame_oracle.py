@@ -256,7 +256,13 @@ def _png_intact(ledger: Ledger, key: FrameId) -> bool:
 
 
 def check_frames(root: Path, ledger: Ledger, final: bool = False) -> Verdict:
-    """The oracle (module docstring). Raises AssertionError listing every violation."""
+    """The oracle (module docstring). Raises AssertionError listing every violation.
+
+    Safe while a service runs: the PNGs are looked at before the rows are read. A PNG is deleted only
+    after its row is committed, so a frame whose PNG was gone at the first look is in the rows read
+    after it (reading the rows first would report a frame committed and cleaned in between as lost).
+    """
+    intact = {key for key in ledger.attempted if key in ledger.written and _png_intact(ledger, key)}
     claimed, problems, spans, lengths = _segments(root)
     verdict = Verdict(problems=problems)
     for key in sorted(ledger.attempted):
@@ -265,7 +271,7 @@ def check_frames(root: Path, ledger: Ledger, final: bool = False) -> Verdict:
             verdict.in_segment.add(key)
         elif count > 1:
             problems.append(f"{key}: in {count} segments")
-        elif key in ledger.written and _png_intact(ledger, key):
+        elif key in intact:
             verdict.as_png.add(key)
         else:
             where = ledger.written.get(key, (None, ""))[0]

@@ -13,12 +13,10 @@ stages (and the encoder between frames), so nothing is interrupted mid-append.
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -53,34 +51,13 @@ from .recovery import recover_intents
 from .reports import report_failure
 from .stages import Context, Offload, Outcome, process_episode
 from .state import RetakeRequest, RootState
+from .stop_signals import block_stop_signals, stop_signals_blocked
 from .watch_metrics import WatchMetricsFile
 
 log = structlog.get_logger("robovid_watch")
 
 TICK_S = 1.0
 COALESCE_S = 0.2
-
-
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-
-
-def _block_stop_signals() -> None:
-    """Run in every worker thread (and so in the encoder threads it starts): stop signals are not for them.
-
-    The kernel hands a process signal to any thread that does not block it. Taken by an
-    encoder thread, a SIGTERM would wait for the main thread's next wake-up (up to a second)
-    before its handler ran; blocked everywhere else, it interrupts the main thread at once.
-    """
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-
-
-@contextlib.contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _observer_alive(observer: BaseObserver) -> bool:
@@ -159,14 +136,14 @@ class Service:
         seal_at_start(self.root)
         self.metrics.start()
         images_dir(self.root).mkdir(parents=True, exist_ok=True)
-        with _stop_signals_blocked():  # its threads inherit the mask: SIGTERM goes to the main thread
+        with stop_signals_blocked():  # its threads inherit the mask: SIGTERM goes to the main thread
             observer = start_observer(self.root, self._hints) if self.watch else None
         log.info("started", root=str(self.root), workers=self.settings.workers, stale_temp_removed=removed)
         self._rescan()
         sd_notify("READY=1")
         next_rescan = time.monotonic() + self.settings.rescan_s
         with ThreadPoolExecutor(
-            self.settings.workers, thread_name_prefix="robovid-worker", initializer=_block_stop_signals
+            self.settings.workers, thread_name_prefix="robovid-worker", initializer=block_stop_signals
         ) as pool:
             try:
                 while not self.stop.is_set():

@@ -159,7 +159,7 @@ class Service:
                         raise ObserverDiedError(
                             "The file watcher (watchdog observer) died; exiting so systemd restarts robovid-watch."
                         )
-                    if self.once and not self._in_flight and not self._ready_exists() and self._first_settle_over():
+                    if self.once and not self._in_flight and self._nothing_left() and self._first_settle_over():
                         self.lerobot.after_commits()
                         break
                     if time.monotonic() >= next_rescan:
@@ -247,6 +247,10 @@ class Service:
     def _first_settle_over(self) -> bool:
         """In settle mode, ``once`` (robovid process) watches the folders for one settle time before it gives up."""
         return self.settings.settle_s <= 0 or time.monotonic() - self._started >= self.settings.settle_s + TICK_S
+
+    def _nothing_left(self) -> bool:
+        """``once``: no ready episode, or none can start (meta/info.json unusable: info_json_invalid says why)."""
+        return self.fps.current() is None or not self._ready_exists()
 
     def _ready_exists(self) -> bool:
         self._judge_lerobot()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -86,8 +87,11 @@ def read_info(root: Path) -> InfoSnapshot | None:
     """
     path = info_json_path(root)
     try:
-        with open(path, "rb") as f:
-            stamp = FileStamp.of(os.fstat(f.fileno()))
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block its reader forever
+                raise LeRobotMetadataError(f"{path}: not a regular file (a FIFO or a device?). Replace or remove it.")
+            stamp = FileStamp.of(st)
             raw = f.read()
     except FileNotFoundError:
         return None

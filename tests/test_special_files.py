@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from daemon_harness import Daemon, rows_by_key, start_daemon, wait_for
+from daemon_harness import Daemon, rows_by_key, run_cli, start_daemon, wait_for
 from frame_oracle import Ledger, check_frames, poll_until
 
 from robovid.layout import chunk_path, segments_dir, state_dir
@@ -137,3 +137,13 @@ def test_each_stop_signal_stops_the_service_with_its_stopped_event(tmp_path: Pat
     assert code == 0 and elapsed < STOP_WITHIN_S, f"exit {code} after {elapsed:.1f} s"
     assert daemon.events_named("stopped")
     check_frames(tmp_path, ledger)
+
+
+def test_robovid_process_never_blocks_on_a_fifo_at_meta_info_json(tmp_path: Path) -> None:
+    """``robovid process`` also asks whether the root is LeRobot's (robovid_watch.lerobot reads info.json
+    again): before, that open blocked forever on a FIFO and only SIGKILL ended it."""
+    fifo = _info_json(tmp_path)
+    Ledger(tmp_path).write_episode("cam", 0)
+    result = run_cli("process", str(tmp_path), "--no-progress", root=tmp_path, timeout=STOP_WITHIN_S * 4)
+    assert str(fifo) in result.stdout + result.stderr, (result.stdout[-2000:], result.stderr[-2000:])
+    assert stat.S_ISFIFO(fifo.lstat().st_mode), "the FIFO was replaced or removed"

@@ -118,6 +118,7 @@ def clean_folder(
     num_frames: int,
     legacy_newest_mtime_ns: int = 0,
     stop: threading.Event | None = None,
+    legacy_names: set[str] | None = None,
 ) -> Leftovers:
     """Delete the encoded files of ``folder`` (and its marker and the folder, see the module docstring).
 
@@ -134,7 +135,7 @@ def clean_folder(
                 if encoded:
                     if encoded.get(entry.name) == frame_identity(st):
                         doomed.append(Path(entry.path))
-                elif _legacy_encoded(entry.name, num_frames) and st.st_mtime_ns <= legacy_newest_mtime_ns:
+                elif _legacy_encoded(entry.name, num_frames, legacy_names) and st.st_mtime_ns <= legacy_newest_mtime_ns:
                     doomed.append(Path(entry.path))
     for path in doomed:
         with contextlib.suppress(FileNotFoundError):
@@ -153,7 +154,9 @@ def clean_folder(
     return kept
 
 
-def _legacy_encoded(name: str, num_frames: int) -> bool:
+def _legacy_encoded(name: str, num_frames: int, names: set[str] | None = None) -> bool:
+    if names is not None:
+        return name in names
     match = FRAME_RE.fullmatch(name)
     return match is not None and int(match.group(1)) < num_frames
 
@@ -170,11 +173,12 @@ def _remove_empty_dirs(directory: Path, stop_at: Path) -> None:
         fsync_dir(current if current.exists() else stop_at)
 
 
-def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None) -> None:
+def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None, frames: list[Path] | None = None) -> None:
     """Stage 7: delete exactly the encoded frames (:mod:`robovid_watch.cleaning`), then the intent.
 
     Files that were not encoded are kept; kept frames are reported by the error raised after the
-    intent is cleared (the committed episode needs no more cleaning).
+    intent is cleared (the committed episode needs no more cleaning). ``frames``: for an intent
+    without frame identities (a streamed episode's PNG tail), the only names that may go.
     """
     if intent is None:
         return  # a committed episode whose folder reappeared: the service reports it, never deletes it
@@ -186,6 +190,7 @@ def clean(ctx: Context, ref: EpisodeRef, intent: Intent | None) -> None:
         intent.num_frames,
         legacy_newest_mtime_ns=intent.source_mtime_ns,
         stop=ctx.stop,
+        legacy_names=None if frames is None else {p.name for p in frames},
     )
     fault_point("clean:before-clear-intent")
     ctx.state.clear_intent(ref.camera, ref.episode)

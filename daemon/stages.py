@@ -348,7 +348,6 @@ def append(
         fault_point("stage:after-intent", ctx.stop)
         try:
             segment = append_video(path, temp)
-            break
         except MismatchedVideosError as error:
             ctx.state.clear_intent(ref.camera, ref.episode)
             log.info(
@@ -360,13 +359,19 @@ def append(
             )
             finish_file(ctx.root, ref.camera, location, "settings changed")
             location = location.next(ctx.files_per_chunk)
+            continue
         except VideoFormatError as error:
             ctx.state.clear_intent(ref.camera, ref.episode)
             skip_chunk(ctx.root, ref.camera, location, error)
             location = location.next(ctx.files_per_chunk)
+            continue
         except BaseException:
             _undo_partial_append(ctx, ref, path)
             raise
+        if segment.first_frame == before:
+            break
+        _take_back_misplaced(ctx, ref, segment, before)  # the file was moved or replaced since it was counted
+        location = location.next(ctx.files_per_chunk)
     else:
         raise VideoFormatError(f"{ref.path}: no chunk file of camera {ref.camera!r} could take this episode.")
     try:
@@ -376,6 +381,21 @@ def append(
         ctx.state.clear_intent(ref.camera, ref.episode)
         raise
     return segment
+
+
+def _take_back_misplaced(ctx: Context, ref: EpisodeRef, segment: VideoSegment, before: int) -> None:
+    """The chunk file changed between its count and the append (moved away, so the append created a new
+    file under a name rows use; or replaced): take the append back, so the name is never reused."""
+    undo_append(segment)
+    ctx.state.clear_intent(ref.camera, ref.episode)
+    log.warning(
+        "chunk_missing",
+        camera=ref.camera,
+        chunk=str(segment.path),
+        detail=f"the file held {before} frames when it was chosen and {segment.first_frame} at the append "
+        "(moved away or replaced meanwhile); the append was taken back",
+        action="put the file back where it was if it was moved; this episode and the next go to the next file",
+    )
 
 
 def _undo_partial_append(ctx: Context, ref: EpisodeRef, path: Path) -> None:

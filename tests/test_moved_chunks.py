@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from daemon_harness import Daemon, rows_by_key, run_cli, start_daemon, wait_for
+from daemon_harness import Daemon, PointHooks, rows_by_key, run_cli, start_daemon, wait_for
 from frame_oracle import Ledger, check_frames
 
 from robovid.append import append_video
@@ -83,3 +83,31 @@ def test_verify_reports_chunk_frames_no_row_claims(tmp_path: Path) -> None:
     append_video(chunk_path(tmp_path, "cam", 0, 0), _encode_episode(tmp_path / "work", 7))  # no row claims it
     code, problems = _verify(tmp_path)
     assert code == 1 and any("16..23" in p and "no row" in p for p in problems), problems
+
+
+def test_a_chunk_file_moved_away_during_an_append_is_not_recreated_under_its_name(
+    tmp_path: Path, points: PointHooks
+) -> None:
+    """Moved between the moment the service counted its frames and the append (found by the adversarial
+    suite): before, the append created a new file under the name, the rows of its episodes named it, and
+    moving the old file back over it lost those episodes (their PNGs already deleted)."""
+    ledger = Ledger(tmp_path)
+    ledger.write_episode("cam", 0)
+    daemon = start_daemon(tmp_path, **points.env)
+    try:
+        wait_for(lambda: ("cam", 0) in rows_by_key(tmp_path), "episode 0 committed", daemon=daemon)
+        points.hold("stage:after-intent")
+        ledger.write_episode("cam", 1)
+        points.wait_passes("stage:after-intent", 2, daemon)  # episode 1 counted the file and journaled
+        first = chunk_path(tmp_path, "cam", 0, 0)
+        aside = tmp_path / "aside.mp4"
+        first.rename(aside)
+        points.release("stage:after-intent")
+        wait_for(lambda: ("cam", 1) in rows_by_key(tmp_path), "episode 1 committed", daemon=daemon)
+        wait_for(lambda: not episode_dir(tmp_path, "cam", 1).exists(), "episode 1 cleaned", daemon=daemon)
+        aside.rename(first)  # the operator puts it back
+    finally:
+        assert daemon.stop() == 0
+    row = rows_by_key(tmp_path)[("cam", 1)][0]
+    assert (row["chunk_index"], row["file_index"]) != (0, 0), "a new file took the moved file's name"
+    check_frames(tmp_path, ledger, final=True)

@@ -14,6 +14,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+from conftest import ShipTemplate
+from daemon_harness import wait_for
+from s3server import FaultProxy, MotoServer
+from ship_harness import SMALL, Bucket, check_nothing_lost, copy_root, file_hashes, s3_dest, start_shipper
+
+UNIT_TIMEOUT_STOP_S = 90.0
+"""systemd/robovid-ship.service's TimeoutStopSec: past it systemd kills the shipper."""
 
 SCRIPT = r"""
 import os, signal, subprocess, sys, threading, time
@@ -70,3 +80,33 @@ def test_a_stop_request_wakes_a_wait_from_another_thread_and_stays_set() -> None
         assert stop.is_set() and stop.wait(120) is True
     finally:
         stop.close()
+
+
+def test_a_shipper_stopped_while_a_store_request_is_stalled_exits_within_the_units_stop_timeout(
+    tmp_path: Path, s3_server: MotoServer, ship_template: ShipTemplate
+) -> None:
+    """The relay takes the first 4 KiB of each request, then stalls (1 byte/s): the endpoint is silent.
+
+    Before robovid-ship bounded its stop, it exited 205 s after SIGTERM (s3fs's timeouts and retries).
+    """
+    root = copy_root(ship_template(SMALL), tmp_path / "root")
+    originals = file_hashes(root)
+    bucket = Bucket(s3_server, s3_server.new_bucket())
+    proxy = FaultProxy(s3_server.port).start()
+    proxy.upload_rate = 1.0
+    shipper = start_shipper(root, s3_dest(bucket.name), proxy.url)
+    try:
+        wait_for(lambda: bool(shipper.events_named("started")), "started", daemon=shipper)
+        wait_for(lambda: proxy.sent_bytes > 0, "a store request in flight", daemon=shipper)
+        started = time.monotonic()
+        assert shipper.stop(timeout=UNIT_TIMEOUT_STOP_S - 10) == 0
+        took = time.monotonic() - started
+        print(f"stop took {took:.1f} s after SIGTERM")
+    finally:
+        if shipper.process.poll() is None:
+            shipper.kill()
+        proxy.close()
+    assert shipper.events_named("stopped"), shipper.stderr[-5:]
+    assert shipper.events_named("stop_forced")  # the stall outlasted the grace: the stop did not wait for it
+    assert took < UNIT_TIMEOUT_STOP_S - 10
+    check_nothing_lost(root, originals, bucket.objects())

@@ -19,6 +19,9 @@ file again (:mod:`robovid_watch.finished`), so no append or compaction can race 
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 
 import structlog
@@ -44,6 +47,13 @@ log = structlog.get_logger("robovid_ship")
 COMMIT_EVERY_S = 60.0
 """During a long pass (a backlog), commit what was shipped at least this often, so pruning need not wait."""
 
+STOP_GRACE_S = 30.0
+"""After a stop request, how long the store call in progress may take before robovid-ship exits without it.
+
+A call stalled on a silent endpoint otherwise runs to s3fs's timeouts and retries (205 s measured),
+past the unit's TimeoutStopSec (90 s). Exiting then is as safe as a kill: the journal's writes are
+atomic, an upload in progress is abandoned at its temp key and resumes at the next start."""
+
 
 class Shipper:
     """One robovid-ship run on one root."""
@@ -62,11 +72,13 @@ class Shipper:
         self.health = StoreHealth(settings.ship_backoff_max_s)
         self._last_commit: float | None = None
         self._reported: set[str] = set()
+        self._finished = threading.Event()
 
     # lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
         self.journal.prepare()
         self.journal.acquire_lock()
+        threading.Thread(target=self._exit_if_stop_overruns, name="stop-deadline", daemon=True).start()
         try:
             removed = self.journal.clear_temp_files()
             log.info("started", root=str(self.root), dest=self.store.url, stale_temp_removed=removed)
@@ -83,8 +95,28 @@ class Shipper:
         finally:
             sd_notify("STOPPING=1")
             self.journal.release_lock()
+            self._finished.set()
         log.info("stopped", uploaded_bytes=self.counters.uploaded_bytes, files=self.counters.files_committed)
         return 0
+
+    def _exit_if_stop_overruns(self) -> None:
+        """Runs in its own thread: once a stop is requested, exit if the main loop has not within STOP_GRACE_S."""
+        while not self.stop.wait(3600.0):
+            pass
+        if self._finished.wait(STOP_GRACE_S):
+            return
+        sd_notify("STOPPING=1")
+        log.warning(
+            "stop_forced",
+            grace_s=STOP_GRACE_S,
+            action="a store call did not return in time; it is abandoned (an upload resumes at the next start)",
+        )
+        log.info(
+            "stopped", uploaded_bytes=self.counters.uploaded_bytes, files=self.counters.files_committed, forced=True
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # as safe as a kill at this instant; the journal lock goes with the process
 
     def request_stop(self) -> None:
         self.stop.set()

@@ -14,16 +14,14 @@ from .errors import (
     EXIT_CONFIG,
     EXIT_DATA,
     EXIT_FAILURE,
-    EXIT_LOCKED,
     EXIT_OK,
     EXIT_USAGE,
     ConfigError,
     MetadataError,
     ObserverDiedError,
-    RootLockedError,
     RootReplacedError,
 )
-from .logs import configure_logging
+from .logs import configure_logging, log_run_ended
 from .service import Service
 
 USAGE = """usage: robovid-watch
@@ -61,9 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_signal)  # a closed terminal or a careless kill -1 stops it cleanly, as SIGTERM
     try:
         return service.run()
-    except RootLockedError as error:
-        log.error("root_locked", detail=str(error))
-        return EXIT_LOCKED
     except MetadataError as error:
         log.error(
             "metadata_unreadable", detail=str(error), action="restore the file, or move it aside; then start again"
@@ -75,17 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     except ObserverDiedError as error:
         log.error("observer_died", detail=str(error))
         return EXIT_FAILURE
-    except OSError as error:
-        log.error(
-            "root_unusable",
-            detail=str(error),
-            path=getattr(error, "filename", None),
-            action="check that the recording root is mounted read-write and writable by the service user",
-        )
-        return EXIT_FAILURE
     except Exception as error:
-        log.exception("crashed", detail=str(error))
-        return EXIT_FAILURE
+        return log_run_ended(log, error, user="service user")
 
 
 if __name__ == "__main__":

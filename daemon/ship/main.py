@@ -11,14 +11,12 @@ import structlog
 from ..errors import (
     EXIT_CONFIG,
     EXIT_FAILURE,
-    EXIT_LOCKED,
     EXIT_OK,
     EXIT_USAGE,
     ConfigError,
     JournalReplacedError,
-    RootLockedError,
 )
-from ..logs import configure_logging
+from ..logs import configure_logging, log_run_ended
 from .config import load_ship_settings
 from .shipper import Shipper
 from .store import RemoteStore
@@ -67,23 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         return shipper.run()
-    except RootLockedError as error:
-        log.error("root_locked", detail=str(error))
-        return EXIT_LOCKED
     except JournalReplacedError as error:
         log.error("journal_replaced", detail=str(error))
         return EXIT_FAILURE
-    except OSError as error:
-        log.error(
-            "root_unusable",
-            detail=str(error),
-            path=getattr(error, "filename", None),
-            action="check that the recording root is mounted and writable by the shipper's user",
-        )
-        return EXIT_FAILURE
     except Exception as error:
-        log.exception("crashed", detail=str(error))
-        return EXIT_FAILURE
+        return log_run_ended(log, error, user="shipper's user")
 
 
 if __name__ == "__main__":

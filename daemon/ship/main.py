@@ -17,6 +17,7 @@ from ..errors import (
     JournalReplacedError,
 )
 from ..logs import configure_logging, log_run_ended
+from ..stop_signals import STOP_SIGNALS
 from .config import load_ship_settings
 from .shipper import Shipper
 from .store import RemoteStore
@@ -61,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         shipper.request_stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in STOP_SIGNALS:  # SIGHUP too (a closed terminal, a careless kill -1), like robovid-watch
+        signal.signal(signum, on_signal)
     try:
         return shipper.run()
     except JournalReplacedError as error:

@@ -64,7 +64,7 @@ class Shipper:
         self.store = store
         self.journal = ShipJournal(self.root)
         self.stop = StopRequest()
-        """Set by SIGTERM/SIGINT (main's handler): it must not take a lock, see :mod:`.stopping`."""
+        """Set by SIGTERM/SIGINT/SIGHUP (main's handler): it must not take a lock, see :mod:`.stopping`."""
         self.counters = ShipCounters()
         self.manifest: Manifest | None = None
         """The remote manifest as read or written by this run (None until the store answered once)."""

@@ -32,9 +32,12 @@ from watchdog.observers.api import BaseObserver
 
 from robovid.encoders import MAX_FPS
 from robovid.errors import InfoJsonError
-from robovid.layout import images_dir, info_json_path, parse_episode_dir, read_fps
+from robovid.layout import images_dir, info_json_path, is_episode_like, parse_episode_dir, read_fps
 
 log = structlog.get_logger("robovid_watch")
+
+_reported_names: set[str] = set()
+"""Folders already reported as not named like an episode (one event per folder and process)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -64,6 +67,16 @@ def scan(root: Path) -> Iterator[EpisodeRef]:
             index = parse_episode_dir(entry.name)
             if index is not None and entry.is_dir():
                 yield EpisodeRef(index, camera.name, Path(entry.path))
+            elif is_episode_like(entry.name) and entry.path not in _reported_names:
+                _reported_names.add(entry.path)
+                log.warning(
+                    "episode_folder_ignored",
+                    camera=camera.name,
+                    folder=entry.path,
+                    detail="the name is not an episode folder's: episode N is spelled episode-{N:06d} "
+                    "(six digits with leading zeros, or the plain number from 1000000 on)",
+                    action="left alone; rename it to the episode's exact name if it holds an episode",
+                )
 
 
 def ref_from_path(root: Path, path: str) -> EpisodeRef | None:

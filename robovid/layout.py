@@ -24,7 +24,11 @@ from pathlib import Path
 
 from robovid.errors import InfoJsonError, UnsafePathError
 
+StrPath = str | os.PathLike[str]
+"""A root or folder as the public helpers take it: a ``str`` or any path-like object."""
+
 EPISODE_DIR_RE = re.compile(r"episode-(\d{6,})")
+_EPISODE_LIKE_RE = re.compile(r"episode-\d+")
 CHUNK_DIR_RE = re.compile(r"chunk-(\d{3,})")
 MAX_EPISODE_INDEX = 2**63 - 1
 """The largest episode index the segment table's int64 ``episode_index`` column holds."""
@@ -43,7 +47,7 @@ class ChunkLocation:
     chunk_index: int
     file_index: int
 
-    def path(self, root: Path, camera: str) -> Path:
+    def path(self, root: StrPath, camera: str) -> Path:
         return chunk_path(root, camera, self.chunk_index, self.file_index)
 
     def next(self, files_per_chunk: int) -> ChunkLocation:
@@ -53,25 +57,25 @@ class ChunkLocation:
         return ChunkLocation(self.chunk_index, self.file_index + 1)
 
 
-def images_dir(root: Path) -> Path:
-    return root / "images"
+def images_dir(root: StrPath) -> Path:
+    return Path(root) / "images"
 
 
-def episode_dir(root: Path, camera: str, episode_index: int) -> Path:
+def episode_dir(root: StrPath, camera: str, episode_index: int) -> Path:
     return images_dir(root) / camera / f"episode-{episode_index:06d}"
 
 
-def frame_path(episode_dir: Path, frame_index: int) -> Path:
+def frame_path(episode_dir: StrPath, frame_index: int) -> Path:
     """Frame ``frame_index`` of an episode folder, as the recorder names it (:data:`FRAME_RE`)."""
-    return episode_dir / f"frame-{frame_index:06d}.png"
+    return Path(episode_dir) / f"frame-{frame_index:06d}.png"
 
 
-def videos_dir(root: Path) -> Path:
+def videos_dir(root: StrPath) -> Path:
     """The cameras' chunk files, one folder per camera."""
-    return root / "videos"
+    return Path(root) / "videos"
 
 
-def chunk_path(root: Path, camera: str, chunk_index: int, file_index: int) -> Path:
+def chunk_path(root: StrPath, camera: str, chunk_index: int, file_index: int) -> Path:
     return videos_dir(root) / camera / f"chunk-{chunk_index:03d}" / f"file-{file_index:03d}.mp4"
 
 
@@ -80,8 +84,9 @@ def chunk_key(camera: str, location: ChunkLocation) -> str:
     return location.path(Path(), camera).as_posix()
 
 
-def parse_chunk_path(path: Path) -> tuple[Path, str, ChunkLocation] | None:
+def parse_chunk_path(path: StrPath) -> tuple[Path, str, ChunkLocation] | None:
     """``(root, camera, location)`` of a path shaped like a chunk file, else None."""
+    path = Path(path)
     chunk, name = CHUNK_DIR_RE.fullmatch(path.parent.name), FILE_RE.fullmatch(path.name)
     if chunk is None or name is None or len(path.parents) < 4:
         return None
@@ -90,7 +95,7 @@ def parse_chunk_path(path: Path) -> tuple[Path, str, ChunkLocation] | None:
     return (root, camera, location) if location.path(root, camera) == path else None
 
 
-def state_dir(root: Path) -> Path:
+def state_dir(root: StrPath) -> Path:
     """robovid's own state: the root lock, the journal, failures, temp encodes and the segment table.
 
     ``{root}/.cache/huggingface/robovid``: the one folder of a root that huggingface_hub never
@@ -103,114 +108,127 @@ def state_dir(root: Path) -> Path:
     return Path(root) / ".cache" / "huggingface" / "robovid"
 
 
-def segments_dir(root: Path) -> Path:
+def segments_dir(root: StrPath) -> Path:
     """The segment table, in :func:`state_dir` (also the key prefix under a remote root)."""
     return state_dir(root) / "segments"
 
 
-def existing_segments_dir(root: Path) -> Path:
+def existing_segments_dir(root: StrPath) -> Path:
     """Where a local root's segment table is: :func:`segments_dir`, or where a root not yet moved has it."""
     current = segments_dir(root)
     legacy = legacy_segments_dir(root)
     return legacy if not current.is_dir() and legacy.is_dir() else current
 
 
-def segment_part_path(root: Path, number: int) -> Path:
+def segment_part_path(root: StrPath, number: int) -> Path:
     return segments_dir(root) / f"part-{number:06d}.parquet"
 
 
-def manifest_path(root: Path) -> Path:
+def manifest_path(root: StrPath) -> Path:
     """A remote root's manifest (written by robovid-ship): every committed file with its size and SHA-256."""
-    return root / "meta" / "robovid" / "manifest.json"
+    return Path(root) / "meta" / "robovid" / "manifest.json"
 
 
-def legacy_state_dir(root: Path) -> Path:
+def legacy_state_dir(root: StrPath) -> Path:
     """Where robovid kept its state before (uploaded by ``push_to_hub``)."""
     return Path(root) / ".robovid"
 
 
-def legacy_segments_dir(root: Path) -> Path:
+def legacy_segments_dir(root: StrPath) -> Path:
     """Where robovid kept the segment table before (uploaded by ``push_to_hub``)."""
     return Path(root) / "meta" / "robovid" / "segments"
 
 
-def legacy_lock_path(root: Path) -> Path:
+def legacy_lock_path(root: StrPath) -> Path:
     """The lock of a robovid from before the move (held too while the state moves)."""
     return legacy_state_dir(root) / "lock"
 
 
-def lock_path(root: Path) -> Path:
+def lock_path(root: StrPath) -> Path:
     """The service's single-instance lock (holds the holder's pid)."""
     return state_dir(root) / "lock"
 
 
-def journal_dir(root: Path) -> Path:
+def journal_dir(root: StrPath) -> Path:
     """One intent per episode being appended."""
     return state_dir(root) / "journal"
 
 
-def failed_dir(root: Path) -> Path:
+def failed_dir(root: StrPath) -> Path:
     """One record per episode that failed, with the folder state it failed on."""
     return state_dir(root) / "failed"
 
 
-def tmp_dir(root: Path) -> Path:
+def tmp_dir(root: StrPath) -> Path:
     """Encodes too large for memory, while they are verified."""
     return state_dir(root) / "tmp"
 
 
-def streams_dir(root: Path) -> Path:
+def streams_dir(root: StrPath) -> Path:
     """Episodes a recorder streamed in-process (:class:`robovid.StreamingVideoEncoder` with ``handoff=True``)."""
     return state_dir(root) / "streams"
 
 
-def stream_dir(root: Path, camera: str, episode_index: int) -> Path:
+def stream_dir(root: StrPath, camera: str, episode_index: int) -> Path:
     """One streamed episode's handoff folder: its closed video segments, fingerprints and crash log."""
     return streams_dir(root) / camera / f"episode-{episode_index:06d}"
 
 
-def sealed_dir(root: Path) -> Path:
+def sealed_dir(root: StrPath) -> Path:
     """Seal records: one per chunk file robovid-watch has finished and will never write again."""
     return state_dir(root) / "sealed"
 
 
-def ship_dir(root: Path) -> Path:
+def ship_dir(root: StrPath) -> Path:
     """robovid-ship's state: the folder is its lock (flock on a held descriptor), with ``pid`` and ``files/``."""
     return state_dir(root) / "ship"
 
 
-def ship_records_dir(root: Path) -> Path:
+def ship_records_dir(root: StrPath) -> Path:
     """robovid-ship's journal: one record per sealed file (shipped, committed, pruned)."""
     return ship_dir(root) / "files"
 
 
-def retakes_dir(root: Path) -> Path:
+def retakes_dir(root: StrPath) -> Path:
     """One request per episode a user asked to replace with the take now in its folder (``robovid retake``)."""
     return state_dir(root) / "retakes"
 
 
-def quarantine_dir(root: Path) -> Path:
+def quarantine_dir(root: StrPath) -> Path:
     """robovid's own state records it could not read (damaged, or written by another version), set aside."""
     return state_dir(root) / "quarantine"
 
 
-def lerobot_export_marker(root: Path) -> Path:
+def lerobot_export_marker(root: StrPath) -> Path:
     """Present once robovid exported the root as a LeRobot dataset: its info.json is robovid's, not a recorder's."""
     return state_dir(root) / "lerobot-export"
 
 
-def merge_dir(root: Path) -> Path:
+def merge_dir(root: StrPath) -> Path:
     """``robovid merge``'s state in a merged root: the episode numbering (``episodes.json``) and one intent per append."""
     return state_dir(root) / "merge"
 
 
 def parse_episode_dir(name: str) -> int | None:
-    """The episode index of an ``episode-NNNNNN`` folder name, else None."""
+    """The episode index of a folder named exactly as :func:`episode_dir` names it, else None.
+
+    Only the canonical spelling ``episode-{index:06d}`` counts (``episode-1000000`` and up: the
+    digits with no leading zero): ``episode-0000007`` or ``episode-007`` are not episode 7, so two
+    folders can never both be one episode. :func:`is_episode_like` tells such names apart.
+    """
     match = EPISODE_DIR_RE.fullmatch(name)
-    return int(match.group(1)) if match else None
+    if match is None:
+        return None
+    index = int(match.group(1))
+    return index if match.group(1) == f"{index:06d}" else None
 
 
-def list_chunks(root: Path, camera: str) -> list[ChunkLocation]:
+def is_episode_like(name: str) -> bool:
+    """``episode-`` and digits, but not the canonical spelling (:func:`parse_episode_dir` gives None)."""
+    return _EPISODE_LIKE_RE.fullmatch(name) is not None and parse_episode_dir(name) is None
+
+
+def list_chunks(root: StrPath, camera: str) -> list[ChunkLocation]:
     """The camera's chunk files, in order (temp files and strays ignored)."""
     found: list[ChunkLocation] = []
     for chunk_index, chunk_dir in _chunk_dirs(videos_dir(root) / camera):
@@ -221,7 +239,7 @@ def list_chunks(root: Path, camera: str) -> list[ChunkLocation]:
     return sorted(found)
 
 
-def list_cameras(root: Path) -> list[str]:
+def list_cameras(root: StrPath) -> list[str]:
     """The cameras that have a folder of chunk files, sorted."""
     base = videos_dir(root)
     if not base.is_dir():
@@ -229,7 +247,7 @@ def list_cameras(root: Path) -> list[str]:
     return sorted(entry.name for entry in os.scandir(base) if entry.is_dir())
 
 
-def chunk_dirs(root: Path) -> list[Path]:
+def chunk_dirs(root: StrPath) -> list[Path]:
     """Every ``chunk-NNN`` folder of every camera (where a killed run may leave temp files)."""
     return [path for camera in list_cameras(root) for _, path in _chunk_dirs(videos_dir(root) / camera)]
 
@@ -250,9 +268,9 @@ def _chunk_dirs(camera_dir: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def info_json_path(root: Path) -> Path:
+def info_json_path(root: StrPath) -> Path:
     """LeRobot's dataset description, written by the recorder (robovid reads its ``fps``)."""
-    return root / "meta" / "info.json"
+    return Path(root) / "meta" / "info.json"
 
 
 LEROBOT_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -263,11 +281,11 @@ LEROBOT_EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:
 """LeRobot v3's episodes files (one row per episode), relative to the root."""
 
 
-def lerobot_episodes_dir(root: Path) -> Path:
+def lerobot_episodes_dir(root: StrPath) -> Path:
     return Path(root) / "meta" / "episodes"
 
 
-def lerobot_episodes_files(root: Path) -> list[Path]:
+def lerobot_episodes_files(root: StrPath) -> list[Path]:
     """LeRobot's episodes files that exist (``meta/episodes/chunk-*/file-*.parquet``), in (chunk, file) order."""
     base = lerobot_episodes_dir(root)
     found = []
@@ -278,23 +296,23 @@ def lerobot_episodes_files(root: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def stats_json_path(root: Path) -> Path:
+def stats_json_path(root: StrPath) -> Path:
     """LeRobot's dataset statistics."""
     return Path(root) / "meta" / "stats.json"
 
 
-def tasks_path(root: Path) -> Path:
+def tasks_path(root: StrPath) -> Path:
     """LeRobot's task table."""
     return Path(root) / "meta" / "tasks.parquet"
 
 
-def lerobot_dirs(root: Path) -> list[Path]:
+def lerobot_dirs(root: StrPath) -> list[Path]:
     """The folders of LeRobot's files robovid replaces (where a killed run may leave temp files)."""
     root = Path(root)
     return [root / "meta", *sorted(lerobot_episodes_dir(root).glob("chunk-*")), *sorted(root.glob("data/chunk-*"))]
 
 
-def read_fps(root: Path, default: int) -> int:
+def read_fps(root: StrPath, default: int) -> int:
     """``fps`` from ``meta/info.json`` when the file exists, else ``default``."""
     info_path = info_json_path(root)
     if not info_path.exists():
@@ -314,7 +332,7 @@ def read_fps(root: Path, default: int) -> int:
     return fps
 
 
-def check_inside(path: Path, root: Path | str, what: str) -> None:
+def check_inside(path: StrPath, root: StrPath, what: str) -> None:
     """UnsafePathError unless ``path`` resolves (through every symlink) to ``root`` or a place under it.
 
     ``what`` names the path in the message ("Episode folder", "Frame").

@@ -23,12 +23,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from robovid._faults import fault_point
+from robovid._stop import StopFlag
 from robovid.durable import fsync_dir
 from robovid.errors import FrameSequenceError
 from robovid.layout import FRAME_RE, images_dir
@@ -117,7 +117,7 @@ def clean_folder(
     encoded: dict[str, str],
     num_frames: int,
     legacy_newest_mtime_ns: int = 0,
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
     legacy_names: set[str] | None = None,
 ) -> Leftovers:
     """Delete the encoded files of ``folder`` (and its marker and the folder, see the module docstring).

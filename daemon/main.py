@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from types import FrameType
 
 import structlog
 
@@ -23,6 +21,7 @@ from .errors import (
 )
 from .logs import configure_logging, log_run_ended
 from .service import Service
+from .stop_signals import stop_signals_handled
 
 USAGE = """usage: robovid-watch
 
@@ -50,15 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format)
     log = structlog.get_logger("robovid_watch")
     service = Service(settings)
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        service.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)  # a closed terminal or a careless kill -1 stops it cleanly, as SIGTERM
     try:
-        return service.run()
+        # SIGTERM, SIGINT and SIGHUP (a closed terminal, a careless kill -1) all stop it cleanly
+        with stop_signals_handled(service.request_stop):
+            return service.run()
     except MetadataError as error:
         log.error(
             "metadata_unreadable", detail=str(error), action="restore the file, or move it aside; then start again"

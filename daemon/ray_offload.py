@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from robovid._faults import fault_point
+from robovid._stop import StopFlag
 from robovid.encode import EncodeResult
 from robovid.settings import EncoderSettings
 from robovid.verify import VerifyReport
@@ -48,7 +49,7 @@ class _WorkerSettings:
 
     encoder: EncoderSettings
     min_psnr_db: float
-    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    stop: StopFlag = dataclasses.field(default_factory=threading.Event)
     offload: Offload | None = None
 
 
@@ -126,7 +127,7 @@ class RayOffload:
         where = getattr(args[0], "path", None) if args else None  # an archive episode names its file
         return self._wait(task.remote(*args), threading.Event(), Path(str(where or fn.__name__)))
 
-    def _wait(self, ref: Any, stop: threading.Event, where: Path) -> Any:
+    def _wait(self, ref: Any, stop: StopFlag, where: Path) -> Any:
         ray = self._ray
         while not ray.wait([ref], timeout=WAIT_TICK_S)[0]:
             if stop.is_set():

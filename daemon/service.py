@@ -14,7 +14,6 @@ stages (and the encoder between frames), so nothing is interrupted mid-append.
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,7 +50,7 @@ from .recovery import recover_intents
 from .reports import report_failure
 from .stages import Context, Offload, Outcome, process_episode
 from .state import RetakeRequest, RootState
-from .stop_signals import block_stop_signals, stop_signals_blocked
+from .stop_signals import StopRequest, block_stop_signals, stop_signals_blocked
 from .watch_metrics import WatchMetricsFile
 
 log = structlog.get_logger("robovid_watch")
@@ -92,7 +91,8 @@ class Service:
         self.once = once
         self.watch = watch and not once
         self.on_progress = on_progress
-        self.stop = threading.Event()
+        self.stop = StopRequest()
+        """Set by the stop signals' handler (robovid_watch.main): it takes no lock, see :mod:`.stop_signals`."""
         self.state = RootState(self.root)
         self.counters = Counters()
         self._hints: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -180,7 +180,11 @@ class Service:
         return 0
 
     def request_stop(self) -> None:
-        """Ask the service to stop; safe from a signal handler."""
+        """Ask the service to stop; safe from a signal handler: neither call takes a lock.
+
+        ``SimpleQueue.put`` is C code that may interrupt another ``put`` or ``get`` of the same queue
+        in the same thread (Python's documentation calls it reentrant); the hint wakes the main loop.
+        """
         self.stop.set()
         self._hints.put("")
 

@@ -32,6 +32,7 @@ from typing import BinaryIO, Protocol, cast
 import structlog
 
 from robovid._faults import fault_point
+from robovid._stop import StopFlag
 from robovid.append import VideoSegment, append_video, count_frames, recover_chunk, undo_append
 from robovid.depth import depth_frame_kind
 from robovid.depth_config import DepthEncoderConfig
@@ -88,7 +89,7 @@ class EncodeSettings(Protocol):
 
     encoder: EncoderSettings
     min_psnr_db: float
-    stop: threading.Event
+    stop: StopFlag
     offload: Offload | None
 
 
@@ -105,7 +106,7 @@ class Context:
     files_per_chunk: int
     min_psnr_db: float
     marker: str
-    stop: threading.Event
+    stop: StopFlag
     settle_s: float = 0.0
     """ROBOVID_SETTLE_S (0: episodes complete by their marker only); kept frames are reported with it."""
     done: set[tuple[str, int]] = field(default_factory=set)

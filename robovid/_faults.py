@@ -19,6 +19,8 @@ import signal
 import threading
 import time
 
+from robovid._stop import StopFlag
+
 _SPEC = os.environ.get("ROBOVID_FAULT_POINT", "")
 _NAME, _, _NTH = _SPEC.rpartition(":")
 _TARGET = int(_NTH) if _NTH.isdigit() else 1
@@ -28,7 +30,7 @@ _hits = 0
 _lock = threading.Lock()
 
 
-def fault_point(name: str, stop: threading.Event | None = None) -> None:
+def fault_point(name: str, stop: StopFlag | None = None) -> None:
     """Pass the named point: counted and held when a test asks; die here, by SIGKILL, if it is the crash point."""
     global _hits
     if _POINTS_DIR:
@@ -41,7 +43,7 @@ def fault_point(name: str, stop: threading.Event | None = None) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _observe(name: str, stop: threading.Event | None) -> None:
+def _observe(name: str, stop: StopFlag | None) -> None:
     base = os.path.join(_POINTS_DIR, name)
     fd = os.open(base + ".passed", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:

@@ -12,7 +12,6 @@ for robovid's exact FFV1 path (and a lossless ``gray12le`` one) the bound is 0 c
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from robovid._stop import StopFlag
 from robovid.depth import depth_frame, frame_samples, read_depth_frame
 from robovid.depth_fingerprint import DepthFingerprint, compare_depth, depth_fingerprint
 from robovid.durable import atomic_output
@@ -77,7 +77,7 @@ def encode_depth_frames_into(
     frame_paths: Sequence[Path],
     fps: float | Fraction,
     settings: EncoderSettings,
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
     fingerprints: bool = False,
 ) -> DepthEncodeResult:
     """Encode depth frames, in order, as an MP4 into a seekable file object (``settings.depth`` must be set).

@@ -25,6 +25,7 @@ import structlog
 from av.video.reformatter import VideoReformatter
 
 from robovid._faults import fault_point
+from robovid._stop import StopFlag
 from robovid.durable import atomic_output
 from robovid.encoder_config import VideoEncoderConfig
 from robovid.errors import EmptyEpisodeError, FrameSizeError, InvalidEncoderOptionError
@@ -161,7 +162,7 @@ def encode_frames(
     fps: float | Fraction,
     settings: EncoderSettings,
     keep: Collection[int] = (),
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
     fingerprints: bool = False,
 ) -> EncodeResult:
     """Encode the given frames, in order, into ``video_path`` (published atomically).
@@ -184,7 +185,7 @@ def encode_frames_into(
     fps: float | Fraction,
     settings: EncoderSettings,
     keep: Collection[int] = (),
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
     fingerprints: bool = False,
     stats: FrameStatsAccumulator | None = None,
 ) -> EncodeResult:
@@ -243,7 +244,7 @@ def encode_stream(
     frames: Iterable[av.VideoFrame],
     fps: Fraction,
     settings: EncoderSettings,
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
 ) -> None:
     """Encode ``frames`` (``first`` is the first of them, already in ``settings.pix_fmt``) as an MP4 into ``out``.
 

@@ -1,20 +1,12 @@
-"""robovid-ship's stop request is safe to make from a signal handler (real signals, a real process).
+"""robovid-ship stops within its unit's TimeoutStopSec, even while a store request is stalled.
 
-A SIGTERMed shipper once stayed alive for 44 minutes: its handler called ``threading.Event.set()``
-while the main thread was inside that event's ``wait`` holding the event's lock, so ``set()``
-waited for its own thread forever. Here a second process sends SIGUSR1 every half millisecond
-to a process whose main thread does nothing but wait on the stop request, as the shipper's loop
-does between passes; each signal's handler sets the request, as robovid-ship's SIGTERM handler
-does. The process must finish and say how many signals it handled. The same script with
-``threading.Event`` (``EVENT=threading``) deadlocked in 3 runs of 3 (killed at the deadline).
+Its stop request, shared with robovid-watch, is proven safe in a signal handler by
+tests/test_stop_signals.py (a storm of real signals).
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,62 +20,6 @@ from robovid_watch.stop_signals import STOP_SIGNALS
 
 UNIT_TIMEOUT_STOP_S = 90.0
 """systemd/robovid-ship.service's TimeoutStopSec: past it systemd kills the shipper."""
-
-SCRIPT = r"""
-import os, signal, subprocess, sys, threading, time
-from robovid_watch.ship.stopping import StopRequest
-
-stop = threading.Event() if os.environ.get("EVENT") == "threading" else StopRequest()
-handled = 0
-
-def on_signal(signum, frame):
-    global handled
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # one handler at a time, as with one SIGTERM
-    handled += 1
-    stop.set()
-    signal.signal(signal.SIGUSR1, on_signal)
-
-signal.signal(signal.SIGUSR1, on_signal)
-seconds = float(sys.argv[1])
-sender = subprocess.Popen([sys.executable, "-c", f'''
-import os, signal, time
-end = time.monotonic() + {seconds}
-while time.monotonic() < end:
-    os.kill({os.getpid()}, signal.SIGUSR1)
-    time.sleep(0.0005)
-'''])
-end = time.monotonic() + seconds
-while time.monotonic() < end or sender.poll() is None:
-    stop.wait(0.001)
-print(f"handled {handled}", flush=True)
-"""
-
-
-def test_a_stop_requested_by_a_signal_handler_never_deadlocks_the_waiting_main_thread() -> None:
-    env = dict(os.environ)
-    env.pop("EVENT", None)
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, "3"], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    handled = int(done.stdout.split()[-1])
-    assert handled > 100, done.stdout  # the signals did arrive while it waited
-
-
-def test_a_stop_request_wakes_a_wait_from_another_thread_and_stays_set() -> None:
-    import threading
-
-    from robovid_watch.ship.stopping import StopRequest
-
-    stop = StopRequest()
-    try:
-        assert not stop.is_set()
-        assert stop.wait(0) is False
-        threading.Timer(0.05, stop.set).start()
-        assert stop.wait(120) is True  # returns when set, long before the bound
-        assert stop.is_set() and stop.wait(120) is True
-    finally:
-        stop.close()
 
 
 def test_a_shipper_stopped_while_a_store_request_is_stalled_exits_within_the_units_stop_timeout(

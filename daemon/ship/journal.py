@@ -28,7 +28,7 @@ from robovid.layout import ChunkLocation, chunk_key, chunk_path, ship_dir, ship_
 
 from ..errors import RootLockedError
 from ..finished import SealedFile, record_name
-from .stopping import StopRequest
+from ..stop_signals import StopRequest
 
 STATES = ("hashed", "published", "committed", "pruned")
 HASH_BLOCK = 1024 * 1024

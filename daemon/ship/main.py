@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-from types import FrameType
 
 import structlog
 
@@ -17,7 +15,7 @@ from ..errors import (
     JournalReplacedError,
 )
 from ..logs import configure_logging, log_run_ended
-from ..stop_signals import STOP_SIGNALS
+from ..stop_signals import stop_signals_handled
 from .config import load_ship_settings
 from .shipper import Shipper
 from .store import RemoteStore
@@ -58,14 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_CONFIG
     shipper = Shipper(settings, store)
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        shipper.request_stop()
-
-    for signum in STOP_SIGNALS:  # SIGHUP too (a closed terminal, a careless kill -1), like robovid-watch
-        signal.signal(signum, on_signal)
     try:
-        return shipper.run()
+        with stop_signals_handled(shipper.request_stop):  # SIGHUP too, like robovid-watch
+            return shipper.run()
     except JournalReplacedError as error:
         log.error("journal_replaced", detail=str(error))
         return EXIT_FAILURE

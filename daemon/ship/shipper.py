@@ -33,13 +33,13 @@ from robovid.metadata import MetadataError
 from ..errors import JournalReplacedError, RemoteError, RemoteMismatchError
 from ..finished import SealedFile, sealed_files
 from ..notify import sd_notify
+from ..stop_signals import StopRequest
 from .backoff import StoreHealth
 from .config import ShipSettings
 from .journal import ShipJournal, ShipRecord
 from .manifest import MANIFEST_KEY, Manifest, ShippedFile, ShippedObject, remote_metadata, sha256_hex
 from .metrics import ShipCounters, write_ship_metrics
 from .retention import files_to_prune
-from .stopping import StopRequest
 from .store import RemoteCheck, RemoteStore
 
 log = structlog.get_logger("robovid_ship")
@@ -64,7 +64,7 @@ class Shipper:
         self.store = store
         self.journal = ShipJournal(self.root)
         self.stop = StopRequest()
-        """Set by SIGTERM/SIGINT/SIGHUP (main's handler): it must not take a lock, see :mod:`.stopping`."""
+        """Set by SIGTERM/SIGINT/SIGHUP (main's handler): it must not take a lock, see :mod:`robovid_watch.stop_signals`."""
         self.counters = ShipCounters()
         self.manifest: Manifest | None = None
         """The remote manifest as read or written by this run (None until the store answered once)."""

@@ -35,7 +35,7 @@ from fsspec.spec import AbstractBufferedFile
 from robovid._faults import fault_point
 
 from ..errors import RemoteError, RemoteMismatchError
-from .stopping import StopRequest
+from ..stop_signals import StopRequest
 
 log = structlog.get_logger("robovid_ship")
 

@@ -12,10 +12,11 @@ twice; each row's offsets are read from the chunk file itself after its append.
 - **Copied** when the episode MP4 is one that robovid can append (one video track, a movie box
   robovid reads): its samples go byte for byte into the camera's current DEST file, or into a
   new DEST file when its codec setup differs from that file's (:func:`~robovid_watch.stages.append`).
-- **Re-encoded** otherwise (an audio track, a layout robovid cannot append): decoded and encoded
-  with DEST's ``ROBOVID_*`` settings (:func:`robovid.reencode_video`), then verified against the
-  decoded source (frame count, every decoded frame, PSNR of sampled frames) — as a Ray task with
-  ``--ray``.
+- **Re-encoded** otherwise (an audio track, a layout robovid cannot append, frames not shown
+  exactly every ``1 / fps`` s of the archive's fps: a camera that dropped frames, another rate):
+  decoded and encoded with DEST's ``ROBOVID_*`` settings, frame ``i`` at ``i / fps`` as its row's
+  timestamps say (``robovid.reencode``), then verified against the decoded source (frame count,
+  every decoded frame, PSNR of sampled frames) — as a Ray task with ``--ray``.
 
 Every episode's frame count must equal its ``length`` in ``episodes.jsonl``, or it is not taken
 (named in the report; the others go on).
@@ -33,14 +34,16 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import av
+import numpy as np
 import structlog
 
 from robovid._faults import fault_point
-from robovid._movie import read_movie
+from robovid._movie import Movie, read_movie
 from robovid.errors import EpisodeError, RobovidError, VideoFormatError
 from robovid.layout import episode_dir
 from robovid.metadata import SegmentRow, SegmentStore
@@ -162,16 +165,23 @@ def _prepare(
     try:
         with av.open(str(episode.path)) as container:
             single_video = len(container.streams) == 1 and len(container.streams.video) == 1
-        frames = read_movie(episode.path).num_frames if single_video else None
+        movie = read_movie(episode.path) if single_video else None
     except (av.error.FFmpegError, VideoFormatError):
-        frames = None
+        movie = None
     except FileNotFoundError as error:
         raise EpisodeError(f"{episode.path}: missing from the archive (meta/episodes.jsonl lists it).") from error
-    if frames is not None:
-        _check_length(episode, frames)
+    if movie is not None and _evenly_timed(movie, fps):
+        _check_length(episode, movie.num_frames)
         return None
     reencoded: Reencoded = run(reencode_episode, episode, fps, encoder, min_psnr_db)
     return reencoded
+
+
+def _evenly_timed(movie: Movie, fps: int) -> bool:
+    """True when every frame lasts exactly ``1 / fps`` s: a row's ``from_timestamp + i / fps`` is then frame ``i``.
+    Anything else (gaps where a camera dropped frames, another rate) is re-timed by a re-encode."""
+    durations = movie.table.durations
+    return bool(durations.size and (durations.astype(np.int64) * fps == movie.media_timescale).all())
 
 
 @dataclass(frozen=True)
@@ -187,7 +197,7 @@ class Reencoded:
 def reencode_episode(episode: ArchiveEpisode, fps: int, encoder: EncoderSettings, min_psnr_db: float) -> Reencoded:
     """Decode, encode with DEST's settings, verify against the decoded source (a Ray task with --ray)."""
     from robovid.encoder_config import RGBEncoderConfig
-    from robovid.reencode import reencode_video
+    from robovid.reencode import reencode_at_rate
 
     config = RGBEncoderConfig(
         vcodec=encoder.vcodec,
@@ -201,7 +211,7 @@ def reencode_episode(episode: ArchiveEpisode, fps: int, encoder: EncoderSettings
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="robovid-convert-") as scratch:
         out = Path(scratch) / "episode.mp4"
-        reencode_video(episode.path, out, video_encoder=config, encoder_threads=1)
+        reencode_at_rate(episode.path, out, config.to_settings(1), Fraction(fps))  # frame i at i / fps
         data = out.read_bytes()
     encoded = time.perf_counter()
     count, references = _sampled_frames(episode)

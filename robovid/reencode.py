@@ -22,6 +22,7 @@ from robovid.durable import atomic_output
 from robovid.encode import encode_stream
 from robovid.encoder_config import VideoEncoderConfig, rgb_encoder_defaults
 from robovid.errors import FrameTimestampError, VideoFormatError
+from robovid.settings import EncoderSettings
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -56,9 +57,22 @@ def reencode_video(
         return
     if log_level is not None:
         logging.getLogger("libav").setLevel(log_level)
+    reencode_at_rate(input_video_path, output, settings, None, start_time_s, end_time_s)
+
+
+def reencode_at_rate(
+    input_video_path: Path | str,
+    output: Path,
+    settings: EncoderSettings,
+    fps: Fraction | None,
+    start_time_s: float | None = None,
+    end_time_s: float | None = None,
+) -> None:
+    """:func:`reencode_video`'s encode: the decoded frames, in order, shown every ``1 / fps`` s (default: the input's
+    average rate), whatever times the input gave them (``robovid convert`` re-times a variable-rate episode)."""
     with av.open(str(input_video_path), "r") as source:
         stream = _video_stream(source, input_video_path)
-        fps = Fraction(stream.average_rate or stream.base_rate or 0)
+        fps = fps or Fraction(stream.average_rate or stream.base_rate or 0)
         if not fps:
             raise VideoFormatError(f"{input_video_path}: the video stream declares no frame rate.")
         frames = _frames_in_window(source, stream, start_time_s, end_time_s, settings.pix_fmt, fps)

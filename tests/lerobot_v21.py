@@ -9,6 +9,7 @@ their (episode, frame) index (:mod:`robovid.synthetic`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import cast
@@ -29,18 +30,32 @@ VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_inde
 KEYS = ("observation.images.front", "observation.images.wrist")
 
 
-def write_mp4(path: Path, episode: int, frames: int, codec: str = "libsvtav1", audio: bool = False) -> Path:
-    """An episode MP4 with PyAV (robovid's AV1 settings, or ``libx264``), optionally with a silent audio track."""
+def write_mp4(
+    path: Path,
+    episode: int,
+    frames: int,
+    codec: str = "libsvtav1",
+    audio: bool = False,
+    rate: int = FPS,
+    pts: Sequence[int] | None = None,
+) -> Path:
+    """An episode MP4 with PyAV (robovid's AV1 settings, or ``libx264``), optionally with a silent audio track.
+
+    Frame ``i`` is shown at ``i / rate`` seconds, or at ``pts[i] / rate`` (a variable frame rate: gaps where a
+    camera dropped frames).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     background = scene(WIDTH, HEIGHT, seed=episode)
     options = {"g": "2", "crf": "30"} if codec == "libsvtav1" else {"g": "2", "crf": "23", "bf": "0"}
     with av.open(str(path), "w") as container:
-        stream = cast(av.video.stream.VideoStream, container.add_stream(codec, rate=Fraction(FPS), options=options))
+        stream = cast(av.video.stream.VideoStream, container.add_stream(codec, rate=Fraction(rate), options=options))
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.time_base = Fraction(1, rate)
         sound = cast(av.audio.stream.AudioStream, container.add_stream("aac", rate=48000)) if audio else None
         for index in range(frames):
-            image = render_frame(background, WIDTH, HEIGHT, episode, index)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            frame = av.VideoFrame.from_ndarray(render_frame(background, WIDTH, HEIGHT, episode, index), format="rgb24")
+            frame.pts, frame.time_base = index if pts is None else pts[index], Fraction(1, rate)
+            container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
         if sound is not None:
             silence = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")

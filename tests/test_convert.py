@@ -18,6 +18,7 @@ from daemon_harness import daemon_env
 from lerobot_v21 import KEYS, check_converted, video_path, write_archive, write_mp4
 
 from robovid._movie import read_movie
+from robovid.decode import decode_video_frames
 from robovid.layout import chunk_path
 from robovid.metadata import read_segments
 
@@ -91,3 +92,27 @@ def test_convert_killed_then_rerun_has_every_episode_once(tmp_path: Path, point:
     again = convert(src, dest)
     assert again.returncode == 0, again.stderr[-3000:]
     check_converted(dest, range(4), FRAMES)
+
+
+def test_episodes_not_evenly_timed_at_the_archives_fps_land_at_their_rows_timestamps(tmp_path: Path) -> None:
+    """A camera that dropped frames (gaps in its MP4's timestamps) and one written at another rate: copied as they
+    were, their frames sat off the rows' ``i / fps`` timestamps (FrameTimestampError at LeRobot's 1e-4 s), and the
+    gaps changed the chunk file's average rate, so the pyav backend missed frames of the *other* episodes in it."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    write_archive(src, {0: FRAMES, 1: FRAMES, 2: FRAMES})
+    for key in KEYS:
+        write_mp4(video_path(src, 0, key), 0, FRAMES, "libx264")
+        write_mp4(video_path(src, 1, key), 1, FRAMES, "libx264", pts=[0, 1, 2, 4, 5, 6, 8, 9])
+        write_mp4(video_path(src, 2, key), 2, FRAMES, "libx264", rate=15)
+    before = digests(src)
+    done = convert(src, dest)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "2 episode(s) copied, 4 re-encoded" in done.stdout
+    check_converted(dest, range(3), FRAMES)  # every frame at i / fps, on both backends' first and last
+    for row in read_segments(dest).to_pylist():
+        path = chunk_path(dest, row["video_key"], row["chunk_index"], row["file_index"])
+        for backend in ("pyav", "torchcodec"):
+            timestamps = [row["from_timestamp"] + i / 30 for i in range(FRAMES)]
+            decoded = decode_video_frames(path, timestamps, 1e-4, backend)
+            assert decoded.shape[0] == FRAMES, (row["video_key"], row["episode_index"], backend)
+    assert digests(src) == before, "SRC was changed"

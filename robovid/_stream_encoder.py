@@ -160,6 +160,7 @@ class _CameraEncoderThread(threading.Thread):
 
     def _publish(self, writer: SegmentWriter) -> None:
         self.segments.append(writer.publish())
+        fault_point("stream:after-publish")
         if self.workdir is not None:  # the crash log of these frames is no longer needed
             raw_path(self.workdir, writer.number).unlink(missing_ok=True)
 

@@ -324,7 +324,8 @@ def salvage(folder: Path, png_dir: Path) -> Finished | None:
     if info is None:
         return None
     segments = published_segments(folder)
-    prefix = len(segments) * info.segment_frames
+    # the last segment is short when finish_episode published it and died before finished.json: count, never assume
+    prefix = sum(len(read_segment_data(folder, n)[0]) for n in segments)
     written = []
     for raw in sorted(folder.glob("raw-*.rgb")):  # spilled frames' logs may be gone already (all PNGs)
         number = int(raw.stem[4:])

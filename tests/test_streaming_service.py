@@ -236,3 +236,52 @@ def test_a_streamed_episode_is_taken_and_cleaned_with_another_completion_marker(
     assert daemon.stop() == 0
     assert not daemon.events_named("episode_failed") and not daemon.events_named("clean_unfinished")
     assert len(check_frames(root, ledger, final=True).in_segment) == 5
+
+
+RECORD_AND_FINISH = """
+import sys
+from pathlib import Path
+from robovid import RGBEncoderConfig, StreamingVideoEncoder
+from robovid.synthetic import render_frame, scene
+root, frames = Path(sys.argv[1]), int(sys.argv[2])
+encoder = StreamingVideoEncoder(
+    fps=30, rgb_encoder=RGBEncoderConfig(vcodec="h264", crf=22, preset="veryfast"), handoff=True, segment_frames=2
+)
+encoder.start_episode(["cam"], root, episode_index=0)
+background = scene(64, 48, 0)
+for i in range(frames):
+    encoder.feed_frame("cam", render_frame(background, 64, 48, 0, i))
+encoder.finish_episode()
+"""
+
+
+def test_a_recorder_killed_in_finish_episode_after_its_short_last_segment_loses_no_frame(
+    tmp_path: Path, daemon_stopper: list[Daemon]
+) -> None:
+    """5 frames in segments of 2: finish_episode publishes the short segment 2 (frame 4), then writes finished.json.
+    Killed in between, the handoff's salvage counted 3 full segments (6 frames) and the episode failed for good."""
+    root = tmp_path / "root"
+    root.mkdir()
+    ledger = Ledger(root)
+    fed_frames(ledger, "cam", 0, 5)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROBOVID_")}
+    env["ROBOVID_FAULT_POINT"] = "stream:after-publish:3"
+    recorder = subprocess.run(
+        [sys.executable, "-c", RECORD_AND_FINISH, str(root), "5"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert recorder.returncode == -signal.SIGKILL, recorder.stderr[-2000:]
+    folder = stream_dir(root, "cam", 0)
+    assert [p.name for p in sorted(folder.glob("seg-*.mp4"))] == [f"seg-00000{n}.mp4" for n in range(3)]
+    assert not (folder / "finished.json").exists()
+    daemon = start_daemon(root)
+    daemon_stopper.append(daemon)
+    wait_for(
+        lambda: committed(root, [("cam", 0)]) or daemon.events_named("episode_failed"),
+        "the killed recorder's episode committed (or failed)",
+        daemon=daemon,
+    )
+    assert not daemon.events_named("episode_failed"), daemon.events_named("episode_failed")
+    wait_for(lambda: not folder.exists(), "the handoff removed", daemon=daemon)
+    assert daemon.stop() == 0
+    assert [e["frames"] for e in daemon.events_named("stream_salvaged")] == [5]
+    assert len(check_frames(root, ledger, final=True).in_segment) == 5

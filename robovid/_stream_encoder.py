@@ -37,7 +37,12 @@ SEGMENT_FRAMES = 30
 
 
 def as_rgb_frame(image: Any) -> npt.NDArray[np.uint8]:
-    """A contiguous ``H x W x 3`` uint8 copy of a fed frame (``3 x H x W`` is transposed; floats in [0, 1] scaled)."""
+    """A contiguous ``H x W x 3`` uint8 copy of a fed frame (``3 x H x W`` is transposed).
+
+    uint8 values, and integers of any dtype in 0..255, are taken as they are; floats are LeRobot's
+    ``[0, 1]`` (scaled by 255, rounded). FrameFormatError for anything else (integers past 255,
+    floats past 1 or not finite): scaling them would store another picture than the camera's.
+    """
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[2] not in (1, 3):
         array = array.transpose(1, 2, 0)
@@ -47,8 +52,22 @@ def as_rgb_frame(image: Any) -> npt.NDArray[np.uint8]:
             "Convert grey or RGBA frames to RGB before feeding them."
         )
     if array.dtype != np.uint8:
-        array = np.clip(array * 255.0, 0, 255).astype(np.uint8)
+        array = _to_uint8(array)
     return np.array(array, dtype=np.uint8, order="C", copy=True)
+
+
+def _to_uint8(array: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    if np.issubdtype(array.dtype, np.integer) and (array.size == 0 or (array.min() >= 0 and array.max() <= 255)):
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        scaled = array.astype(np.float32) * np.float32(255.0)
+        if array.size == 0 or (np.isfinite(scaled).all() and scaled.min() >= -0.5 and scaled.max() <= 255.5):
+            return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    low, high = (array.min(), array.max()) if array.size else (None, None)
+    raise FrameFormatError(
+        f"A streamed frame of dtype {array.dtype} holds values {low}..{high}: frames are uint8 RGB (integers 0..255 "
+        "of another dtype are taken as they are) or floats in [0, 1]. Convert it to uint8 before feeding it."
+    )
 
 
 def lerobot_shaped(stats: FeatureStats) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from robovid.frames import read_frame_rgb
 from robovid.layout import episode_dir, frame_path, stream_dir
 from robovid.stream_files import Finished, StreamInfo, published_segments, read_segment_data, salvage
 from robovid.synthetic import read_index, render_frame, scene
+from robovid.verify import psnr_db
 
 CAM = "observation.images.cam"
 WIDTH, HEIGHT = 64, 48
@@ -159,6 +160,26 @@ def test_a_frame_of_another_size_is_refused_naming_both(tmp_path: Path) -> None:
     with pytest.raises(robovid.FrameFormatError, match="H x W x 3"):
         encoder.feed_frame(CAM, np.zeros((48, 64), np.uint8))
     encoder.close()
+
+
+def test_frames_of_other_dtypes_are_encoded_as_they_are_or_refused_never_saturated(tmp_path: Path) -> None:
+    """An int64 frame (numpy arithmetic on a camera frame gives one) was multiplied by 255 like a float in [0, 1]:
+    every non-zero value became 255, and the verify stage, fingerprinting the converted frame, could not see it."""
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264)
+    encoder.start_episode([CAM], tmp_path)
+    fed = frames(0, 4)
+    encoder.feed_frame(CAM, fed[0])
+    encoder.feed_frame(CAM, fed[1].astype(np.int64))
+    encoder.feed_frame(CAM, fed[2].astype(np.float32) / 255)  # LeRobot's float frames: [0, 1]
+    for bad in (fed[3].astype(np.float32), fed[3].astype(np.uint16) * 257, np.full(fed[3].shape, np.nan, np.float32)):
+        with pytest.raises(robovid.FrameFormatError, match="uint8"):
+            encoder.feed_frame(CAM, bad)
+    encoder.feed_frame(CAM, fed[3])
+    video, _ = encoder.finish_episode()[CAM]
+    with av.open(str(video)) as container:
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(decoded) == 4
+    assert [round(psnr_db(image, source)) > 30 for image, source in zip(decoded, fed, strict=True)] == [True] * 4
 
 
 def test_salvage_turns_the_crash_log_into_pngs_and_drops_a_png_cut_short(tmp_path: Path, held_encoder: Path) -> None:

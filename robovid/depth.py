@@ -128,12 +128,15 @@ def read_depth_frame(path: Path) -> Samples:
             "episode's frames are all 16-bit greyscale (millimetres). Keep one kind of frame per camera."
         )
     try:
-        return np.asarray(imagecodecs.png_decode(data), dtype=np.uint16)
+        pixels = np.asarray(imagecodecs.png_decode(data), dtype=np.uint16)
     except (RuntimeError, ValueError) as error:
         raise CorruptFrameError(
             f"Depth frame {path} has intact chunks but its image data cannot be decoded ({error}). "
             "Re-record the episode or delete this file."
         ) from error
+    # a tRNS chunk (one sample value named transparent, such as 0: no reading) decodes as grey + alpha; the alpha
+    # says only which samples hold that value, so the grey channel is all the depth there is
+    return pixels[..., 0] if pixels.ndim == 3 else pixels
 
 
 def depth_samples(image: npt.NDArray[np.generic], where: str = "depth frame", integers_only: bool = False) -> Samples:

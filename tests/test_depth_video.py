@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from robovid import (
     DepthEncoderConfig,
@@ -55,6 +56,19 @@ def test_exact_depth_decodes_to_every_source_millimetre_holes_included(tmp_path:
     info = get_video_info(video)
     assert (info["video.codec"], info["video.pix_fmt"], info["is_depth_map"]) == ("ffv1", "gray16le", True)
     assert DepthEncoderConfig.from_video_info(info) == DepthEncoderConfig.exact()
+
+
+def test_depth_pngs_that_mark_holes_transparent_are_kept_exactly(tmp_path: Path) -> None:
+    """A 16-bit greyscale PNG may name one sample value transparent (tRNS; Pillow's ``transparency=0`` marks the
+    holes): it decoded as grey + alpha, and the encode failed with an unexpected ValueError."""
+    folder, source = depth_episode(tmp_path, 0, 4)
+    for path, depth in zip(sorted(folder.glob("frame-*.png")), source, strict=True):
+        Image.fromarray(depth).save(path, transparency=0)
+        assert b"tRNS" in path.read_bytes()
+        np.testing.assert_array_equal(read_depth_frame(path), depth)
+    video = tmp_path / "depth.mp4"
+    encode_video_frames(folder, video, FPS, video_encoder=DepthEncoderConfig.exact())
+    np.testing.assert_array_equal(every_frame(video, 4)[:, 0], source)
 
 
 def test_lerobots_12_bit_path_keeps_the_codes_and_stays_within_half_a_step(tmp_path: Path) -> None:

@@ -143,11 +143,14 @@ def decode_episode_frames(
     timestamps: Sequence[float],
     tolerance_s: float,
     backend: str | None = None,
+    is_depth: bool | None = None,
 ) -> Frames:
     """Decode frames of one episode by the episode's own timestamps (0 = its first frame).
 
     Looks the episode up in the segments metadata (:mod:`robovid.metadata`) and queries its
-    chunk file at ``from_timestamp + t``. Returns what :func:`decode_video_frames` returns.
+    chunk file at ``from_timestamp + t``. Returns what :func:`decode_video_frames` returns, with
+    ``is_depth`` as the episode's row says unless given: a depth camera's samples as stored
+    (uint16 millimetres for robovid's exact depth), never its 16-bit samples cut to 8-bit RGB.
     ``root`` is a local folder or an fsspec URL (``s3://bucket/robot-17``): :mod:`robovid.remote`.
     """
     from robovid.metadata import find_segment  # pyarrow loads here, not with the decoders
@@ -174,4 +177,5 @@ def decode_episode_frames(
             str(path),
         )
     start = row.from_timestamp
-    return decode_video_frames(path, [start + t for t in timestamps], tolerance_s, backend)
+    depth = bool(row.video_is_depth_map) if is_depth is None else is_depth
+    return decode_video_frames(path, [start + t for t in timestamps], tolerance_s, backend, is_depth=depth)

@@ -19,7 +19,7 @@ import pytest
 from daemon_harness import rows_by_key, run_daemon, start_daemon, wait_for
 from frame_oracle import Ledger, check_frames
 
-from robovid import decode_video_frames
+from robovid import decode_episode_frames, decode_video_frames
 from robovid.depth import read_depth_frame
 from robovid.depth_config import DepthEncoderConfig
 from robovid.depth_encode import encode_depth_frames, verify_depth_video
@@ -72,6 +72,10 @@ def test_a_depth_camera_beside_a_colour_camera_is_kept_exactly_and_exported_as_d
         timestamps = [depth_row["from_timestamp"] + i / 30 for i in range(FRAMES)]
         decoded = np.asarray(decode_video_frames(path, timestamps, 1e-4, is_depth=True))
         np.testing.assert_array_equal(decoded[:, 0], recorded[episode])  # every millimetre, holes included
+        by_episode = np.asarray(
+            decode_episode_frames(tmp_path, "depth", episode, [i / 30 for i in range(FRAMES)], 1e-4)
+        )
+        np.testing.assert_array_equal(by_episode[:, 0], recorded[episode])  # the row says depth: not 8-bit RGB
         assert not episode_dir(tmp_path, "depth", episode).exists()  # PNGs freed only after all that
     info = json.loads((tmp_path / "meta" / "info.json").read_text())
     depth_feature = info["features"]["depth"]

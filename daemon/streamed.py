@@ -11,10 +11,12 @@ completion marker, so discovery finds the episode as it finds a PNG episode. The
    settings, into one spooled temp video;
 2. verify: every frame decodes, the count is right, and every frame shows its own source frame,
    tile by tile, against the fingerprints of the fed arrays (segments) or of the PNGs (tail);
-3. append with its journal intent, exactly as a PNG episode;
-4. the handoff folder is deleted once the append is in the chunk and journaled: from there
-   recovery commits the episode from the chunk, as for any episode;
-5. commit, then clean the PNG tail, the marker and the folder.
+3. append with its journal intent, exactly as a PNG episode (a row that cannot be stored fails
+   the episode before; a commit that fails takes the append back, as for a PNG episode);
+4. commit;
+5. the handoff folder is deleted only once the episode is committed (until then it is the only
+   copy of the streamed frames besides an append that recovery may take back), then the PNG tail,
+   the marker and the folder are cleaned.
 
 A recording process that died leaves a handoff without ``finished.json`` whose ``writer.lock`` no
 one holds: :func:`prepare` (each rescan) salvages it, turning the frames of its crash log that
@@ -63,6 +65,7 @@ from robovid.verify import verify_video
 
 from .discover import EpisodeRef, folder_signature
 from .errors import DuplicateEpisodeError, EpisodeChangedError
+from .rows import check_storable, commit_can_wait, undo_uncommitted
 from .stages import (
     SPOOL_MAX_BYTES,
     VERIFY_KEEP_BYTES,
@@ -237,6 +240,7 @@ def process_streamed(ctx: Context, ref: EpisodeRef) -> Outcome:
             min_psnr_db=report.min_psnr_db,
             lerobot_stats=feature_stats_to_json(image_stats_from_counts(counts, finished.num_frames)),
         )
+        check_storable(row)
         with ctx.camera_lock(ref.camera):
             recover_intents(ctx, camera=ref.camera)
             if key in ctx.done or folder_signature(ref.path) != signature:
@@ -245,10 +249,15 @@ def process_streamed(ctx: Context, ref: EpisodeRef) -> Outcome:
             with stage_timer(timings, "append_s"):
                 segment = append(ctx, ref, temp, finished.num_frames, row, source_mtime_ns)
             fault_point("streamed:after-append")
-            _remove_handoff(folder)  # the chunk holds the episode and the journal its row: recovery commits it
-            fault_point("streamed:after-handoff-removed")
-            commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
+            try:
+                commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
+            except Exception as error:
+                if not commit_can_wait(error):
+                    undo_uncommitted(ctx, ref.camera, ref.episode, segment, error)  # the handoff keeps the frames
+                raise
             fault_point("streamed:after-commit")
+            _remove_handoff(folder)  # committed: a kill before this leaves APPENDING, and prepare() removes it
+            fault_point("streamed:after-handoff-removed")
     clean(ctx, ref, ctx.state.intent(*key), tail)
     return Outcome("done", finished.num_frames, size, source_bytes, timings, int(info.fps))
 

@@ -10,6 +10,7 @@ and identifies each frame by the index burnt into it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from frame_oracle import FrameId, Ledger, check_frames
 
 import robovid._faults as faults
 from robovid import RGBEncoderConfig, StreamingVideoEncoder
-from robovid.layout import episode_dir, stream_dir, streams_dir
+from robovid.layout import episode_dir, segments_dir, stream_dir, streams_dir
 from robovid.synthetic import render_frame, scene
 
 H264 = RGBEncoderConfig(vcodec="h264", crf=22, preset="veryfast")
@@ -285,3 +286,42 @@ def test_a_recorder_killed_in_finish_episode_after_its_short_last_segment_loses_
     assert daemon.stop() == 0
     assert [e["frames"] for e in daemon.events_named("stream_salvaged")] == [5]
     assert len(check_frames(root, ledger, final=True).in_segment) == 5
+
+
+def test_a_streamed_episode_whose_commit_fails_keeps_its_handoff_until_it_is_committed(
+    tmp_path: Path, daemon_stopper: list[Daemon]
+) -> None:
+    """The handoff was deleted before the commit: a commit that failed (the segment table's folder unusable) and
+    stayed failing at the next start, whose recovery takes an uncommitted append back, lost every streamed frame."""
+    root = tmp_path / "root"
+    root.mkdir()
+    ledger = Ledger(root)
+    ledger.write_episode("cam", 0)
+    daemon = start_daemon(root, ROBOVID_WORKERS="1")
+    daemon_stopper.append(daemon)
+    wait_for(lambda: committed(root, [("cam", 0)]), "the PNG episode committed", daemon=daemon)
+    table = segments_dir(root)
+    aside = tmp_path / "segments-aside"
+    shutil.move(table, aside)
+    table.write_bytes(b"not a folder")  # every commit fails (NotADirectoryError)
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, queue_maxsize=64, handoff=True, segment_frames=4)
+    encoder.start_episode(["cam"], root, episode_index=1)
+    for image in fed_frames(ledger, "cam", 1, 6):
+        encoder.feed_frame("cam", image)
+    encoder.finish_episode()
+    wait_for(lambda: daemon.events_named("episode_failed"), "the streamed episode's commit failed", daemon=daemon)
+    assert daemon.stop() == 0
+    restarted = start_daemon(root, ROBOVID_WORKERS="1")  # its recovery cannot commit either
+    daemon_stopper.append(restarted)
+    wait_for(lambda: restarted.events_named("started"), "the restart started", daemon=restarted)
+    assert restarted.stop() == 0
+    assert stream_dir(root, "cam", 1).is_dir(), "the streamed frames are gone: handoff deleted, append taken back"
+    table.unlink()
+    shutil.move(aside, table)
+    (episode_dir(root, "cam", 1) / ".complete").touch()  # as for any failed episode: a change retries it
+    daemon = start_daemon(root)
+    daemon_stopper.append(daemon)
+    wait_for(lambda: committed(root, [("cam", 1)]), "the streamed episode committed once retried", daemon=daemon)
+    wait_for(lambda: not stream_dir(root, "cam", 1).exists(), "its handoff removed", daemon=daemon)
+    assert daemon.stop() == 0
+    assert len(check_frames(root, ledger, final=True).in_segment) == 8 + 6

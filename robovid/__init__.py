@@ -28,6 +28,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "InvalidEncoderOptionError",
         "LeRobotMetadataError",
         "MergeError",
+        "MergeMismatchError",
         "MetadataError",
         "MismatchedVideosError",
         "RemoteError",
@@ -109,6 +110,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import InvalidEncoderOptionError as InvalidEncoderOptionError
     from robovid.errors import LeRobotMetadataError as LeRobotMetadataError
     from robovid.errors import MergeError as MergeError
+    from robovid.errors import MergeMismatchError as MergeMismatchError
     from robovid.errors import MetadataError as MetadataError
     from robovid.errors import MismatchedVideosError as MismatchedVideosError
     from robovid.errors import RemoteError as RemoteError

@@ -110,3 +110,8 @@ class StreamingError(RobovidError, RuntimeError):
 
 class MergeError(RobovidError, ValueError):
     """Roots cannot be merged as asked (a source locked, changed or unlike the others); nothing half-done is left."""
+
+
+class MergeMismatchError(MergeError):
+    """Roots that cannot make one dataset: their fps, robot type, features, shapes or video formats differ
+    (the message names each difference). Checked before anything moves."""

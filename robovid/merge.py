@@ -2,8 +2,11 @@
 
 ``merge_roots(dest, [src, ...])`` (``robovid merge DEST SRC...``). Each SRC is a root robovid
 made (its segment table names every episode's frames), a local folder or the prefix robovid-ship
-uploaded it to (an fsspec URL, read by range requests: :mod:`robovid.remote`); DEST is a local root
-only merges write.
+uploaded it to (an fsspec URL, read by range requests: :mod:`robovid.remote`), or a local root
+LeRobot recorded (data columns such as ``observation.state``; :mod:`robovid.merge_lerobot`: its
+episodes' video is found from LeRobot's metadata, its data rows are kept and renumbered). DEST is
+a local root only merges write. Sources of both kinds, or unlike each other, are refused
+(:class:`~robovid.errors.MergeMismatchError`) before anything moves.
 
 - **Numbering.** Sources in the order given, each one's episodes in index order: every (source,
   episode) not numbered yet gets the next index after the highest DEST holds. The numbering is
@@ -38,16 +41,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from robovid import _merge_lerobot_files, merge_lerobot
 from robovid._merge_journal import Run, append_run, clear_stale_temp_files, recover, root_lock
 from robovid.durable import make_dirs_durably, write_bytes_durably
 from robovid.errors import MergeError
-from robovid.layout import info_json_path, lerobot_export_marker, merge_dir, sealed_dir, ship_dir
-from robovid.lerobot_export import INDEX_FEATURES, export_dataset, exportable
+from robovid.layout import lerobot_export_marker, merge_dir, sealed_dir, ship_dir
+from robovid.lerobot_export import export_dataset, exportable
 from robovid.lerobot_tasks import episode_tasks
 from robovid.metadata import SegmentRow, read_segments
-from robovid.remote import as_root, chunk_location, is_url, join, read_bytes
+from robovid.remote import as_root, chunk_location, is_url
 
 DEFAULT_FILE_SIZE_MB = 200.0
 """A new DEST file starts once the camera's last one would pass this size (LeRobot's video_files_size_in_mb)."""
@@ -98,11 +101,25 @@ def merge_roots(
         _check_dest(dest)
         clear_stale_temp_files(dest)
         report.recovered = recover(dest)
-        tables = {key: _source_rows(root) for key, root in zip(keys, roots, strict=True)}
+        recorded = {key: merge_lerobot.read_source(root) for key, root in zip(keys, roots, strict=True)}
+        tables = {
+            key: source.rows if source is not None else _source_rows(root)
+            for (key, source), root in zip(recorded.items(), roots, strict=True)
+        }
         numbering = _Numbering.load(dest)
         merged = [SegmentRow.from_record(r) for r in read_segments(dest).to_pylist()]
+        info = merge_lerobot.check_sources(dest, recorded, dest_has_episodes=any(numbering.episodes.values()))
         _check_alike(tables, merged, numbering.cameras, f"{dest} (merged before)")
-        report.waiting = numbering.number(dest, tables, dict(zip(keys, roots, strict=True)))
+        if info is not None:
+            merge_lerobot.keep_reference(dest, info)
+        lerobot = {key: source for key, source in recorded.items() if source is not None}
+
+        def store(key: str, episode: int, index: int) -> None:
+            if key in lerobot:  # its data rows, kept in DEST before the numbering that names them is saved
+                merge_lerobot.store_episode(dest, lerobot[key], episode, index)
+
+        identities = {key: source.identity() for key, source in lerobot.items()}
+        report.waiting = numbering.number(dest, tables, dict(zip(keys, roots, strict=True)), identities, store)
         report.episodes = {key: dict(mapping) for key, mapping in numbering.episodes.items()}
         runs = _plan(dest, tables, numbering)
         total, done = sum(r.count for r in runs), 0
@@ -134,16 +151,6 @@ def _source_rows(root: Path | str) -> list[SegmentRow]:
     """Every committed row (all takes) of a source, after checking it is a root robovid can merge."""
     if not is_url(root) and not Path(root).is_dir():
         raise MergeError(f"{root}: no such folder. Name a robot's recording root (the folder that holds videos/).")
-    info = _read_info(root)
-    if info is not None and (is_url(root) or not lerobot_export_marker(Path(root)).exists()):
-        features = info.get("features", {}) if isinstance(info, dict) else {}
-        extra = sorted(k for k, f in features.items() if f.get("dtype") != "video" and k not in INDEX_FEATURES)
-        if extra:
-            raise MergeError(
-                f"{root}: its LeRobot data has columns robovid does not merge ({', '.join(extra)}); merging it would "
-                "drop them. robovid merges video and LeRobot's index columns only; merge LeRobot-recorded roots "
-                "with LeRobot's own tools (aggregate_datasets)."
-            )
     rows = [SegmentRow.from_record(r) for r in read_segments(root, all_takes=True).to_pylist()]
     if not rows:
         raise MergeError(f"{root}: no committed episode (its segment table is empty or absent); nothing to merge.")
@@ -219,8 +226,19 @@ class _Numbering:
         }
         write_bytes_durably(merge_dir(dest) / "episodes.json", json.dumps(data, indent=1).encode())
 
-    def number(self, dest: Path, tables: dict[str, list[SegmentRow]], sources: dict[str, Path | str]) -> list[str]:
-        """Number every complete source episode not numbered yet (saved before any video moves); the incomplete."""
+    def number(
+        self,
+        dest: Path,
+        tables: dict[str, list[SegmentRow]],
+        sources: dict[str, Path | str],
+        identities: dict[str, list[str]],
+        store: Callable[[str, int, int], None],
+    ) -> list[str]:
+        """Number every complete source episode not numbered yet (saved before any video moves); the incomplete.
+
+        ``identities``: a source's identity when its rows carry none (a LeRobot-recorded root);
+        ``store(source, episode, index)`` is called for each episode numbered, before the numbering is saved.
+        """
         used = [d for mapping in self.episodes.values() for d in mapping.values()]
         used += read_segments(dest, all_takes=True)["episode_index"].to_pylist()
         next_index = max(used, default=-1) + 1
@@ -228,12 +246,15 @@ class _Numbering:
         waiting, changed = [], not self.cameras
         self.cameras = sorted(cameras)
         for key, rows in tables.items():
-            identity = sorted(f"{r.video_key}|{r.episode_index}|{r.take}|{r.committed_at}" for r in rows)[:8]
+            identity = (
+                identities.get(key)
+                or sorted(f"{r.video_key}|{r.episode_index}|{r.take}|{r.committed_at}" for r in rows)[:8]
+            )
             for other, known in self.identities.items():
                 if other != key and set(identity) & set(known):
                     raise MergeError(
-                        f"{key} holds episodes merged before from {other} (the same commit times): it is that "
-                        f"robot's root under another path. Merge it as {other}."
+                        f"{key} holds episodes merged before from {other} (the same commit times or data): it is "
+                        f"that robot's root under another path. Merge it as {other}."
                     )
             if key not in self.identities:
                 self.identities[key], changed = identity, True
@@ -250,6 +271,7 @@ class _Numbering:
                         f"{key} episode {episode}: camera(s) {sorted(cameras - current[episode])} not committed"
                     )
                     continue
+                store(key, episode, next_index)
                 mapping[episode], self.tasks[next_index] = next_index, tasks.get(episode, [])
                 next_index, changed = next_index + 1, True
         if changed:
@@ -297,6 +319,9 @@ def _export(dest: Path, numbering: _Numbering, task: str | None, file_size_mb: f
     metadata) unless ``task`` names one for all.
     """
     rows = read_segments(dest).to_pylist()
+    if merge_lerobot.reference(dest) is not None:
+        _mark_exported(dest)
+        return _merge_lerobot_files.export(dest, rows, task, file_size_mb)
     episodes, stopped = exportable(dest, rows)
     if stopped:
         raise MergeError(f"{dest}: the merged episodes cannot make one LeRobot dataset: {stopped}.")
@@ -317,20 +342,12 @@ def _export(dest: Path, numbering: _Numbering, task: str | None, file_size_mb: f
             if text not in texts:
                 texts.append(text)
             episodes[index] = dataclasses.replace(episode, task_index=texts.index(text))
-    make_dirs_durably(lerobot_export_marker(dest).parent)
-    if not lerobot_export_marker(dest).exists():
-        write_bytes_durably(lerobot_export_marker(dest), b"robovid merge exported this root as a LeRobot v3 dataset\n")
+    _mark_exported(dest)
     export_dataset(dest, episodes, fps=int(rows[0]["fps"]), task=texts, video_files_size_in_mb=file_size_mb)
     return len(episodes)
 
 
-def _read_info(root: Path | str) -> Any:
-    """A source's ``meta/info.json`` (None when it has none)."""
-    where = join(str(root), "meta/info.json") if is_url(root) else info_json_path(Path(root))
-    try:
-        data = read_bytes(str(where)) if is_url(root) else Path(where).read_bytes()
-        return None if data is None else json.loads(data)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        raise MergeError(f"{where}: unreadable ({error}).") from error
+def _mark_exported(dest: Path) -> None:
+    make_dirs_durably(lerobot_export_marker(dest).parent)
+    if not lerobot_export_marker(dest).exists():
+        write_bytes_durably(lerobot_export_marker(dest), b"robovid merge exported this root as a LeRobot v3 dataset\n")

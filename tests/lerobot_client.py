@@ -5,9 +5,14 @@ PYTHONPATH (robovid.synthetic draws the frames and reads their burnt-in index). 
 prints one JSON object per line on stdout and exits non-zero if a LeRobot call raised.
 
     record ROOT --cameras a,b --episodes 3 --frames 20 --fps 10 --size 160x120 --reset-s 1.5 [--retake 1]
+           [--encode] [--robot 100] [--task T]
+                                   --encode: LeRobot encodes the video itself (save_episode), as lerobot-record
+                                   does; --robot: burnt episode = robot + episode, in frames and state/action
     load ROOT                      every frame through a 2-worker DataLoader, then plain indexing and
-                                   delta_timestamps; prints counts of frames checked and wrong
+                                   delta_timestamps; prints counts of frames checked and wrong, and of
+                                   observation.state/action rows (when the dataset has them) checked and wrong
     stats PNG...                   LeRobot's compute_episode_stats for a camera feature over these PNGs
+    aggregate-stats JSON...        LeRobot's aggregate_stats over these meta/stats.json files
     upload-list ROOT               the files LeRobotDataset.push_to_hub would upload from ROOT
     imports                        import robovid and LeRobot in both orders (each in a fresh process)
 """
@@ -55,20 +60,19 @@ def record(args: argparse.Namespace) -> None:
         features=features,
         root=args.root,
         use_videos=True,
-        batch_encoding_size=NO_ENCODING,
+        batch_encoding_size=1 if args.encode else NO_ENCODING,
         image_writer_threads=2,
     )
     emit(event="created", root=str(args.root))
     backgrounds = {camera: scene(width, height, seed=i) for i, camera in enumerate(cameras)}
 
     def take(episode: int, frames: int) -> None:
+        burnt = args.robot + episode
         for i in range(frames):
-            frame = {
-                f"observation.images.{c}": render_frame(backgrounds[c], width, height, episode, i) for c in cameras
-            }
-            frame["observation.state"] = np.array([episode, i], dtype=np.float32)
-            frame["action"] = np.array([i, episode], dtype=np.float32)
-            frame["task"] = "stack the blocks"
+            frame = {f"observation.images.{c}": render_frame(backgrounds[c], width, height, burnt, i) for c in cameras}
+            frame["observation.state"] = np.array([burnt, i], dtype=np.float32)
+            frame["action"] = np.array([i, burnt], dtype=np.float32)
+            frame["task"] = args.task or "stack the blocks"
             dataset.add_frame(frame)
 
     for episode in range(args.episodes):
@@ -110,6 +114,13 @@ def load(args: argparse.Namespace) -> None:
                 count += 1
         return count
 
+    def wrong_rows(item: dict[str, torch.Tensor]) -> int:
+        """Rows whose observation.state / action are not [burnt episode, frame] / [frame, burnt episode]."""
+        episode, frame = int(item["episode_index"]), int(item["frame_index"])
+        burnt_episode = burnt.get(episode, episode)
+        state, action = item["observation.state"].tolist(), item["action"].tolist()
+        return int(state != [burnt_episode, frame] or action != [frame, burnt_episode])
+
     dataset = LeRobotDataset(REPO_ID, root=args.root)
     keys = dataset.meta.video_keys
     checked = bad = 0
@@ -119,15 +130,20 @@ def load(args: argparse.Namespace) -> None:
             checked += len(batch[key])
             bad += wrong(batch[key], batch["episode_index"], batch["frame_index"])
     emit(event="dataloader", workers=2, frames=checked, wrong=bad, episodes=dataset.num_episodes)
-    checked = bad = 0
+    checked = bad = rows = rows_bad = 0
     tasks: dict[int, str] = {}
+    has_rows = "observation.state" in dataset.features and "action" in dataset.features
     for index in range(len(dataset)):
         item = dataset[index]
         tasks.setdefault(int(item["episode_index"]), item["task"])
+        if has_rows:
+            rows += 1
+            rows_bad += wrong_rows(item)
         for key in keys:
             checked += 1
             bad += wrong(item[key][None], item["episode_index"][None], item["frame_index"][None])
     emit(event="indexing", backend=dataset.video_backend, frames=checked, wrong=bad, tasks=tasks)
+    emit(event="data_rows", rows=rows, wrong=rows_bad, total_frames=dataset.meta.total_frames)
     deltas = [-2 / dataset.fps, -1 / dataset.fps, 0.0]
     with_deltas = LeRobotDataset(REPO_ID, root=args.root, delta_timestamps=dict.fromkeys(keys, deltas))
     checked = bad = 0
@@ -147,6 +163,17 @@ def stats(args: argparse.Namespace) -> None:
     features = {"camera": {"dtype": "video", "shape": (1, 1, 3), "names": None}}
     result = compute_episode_stats({"camera": [str(p) for p in args.pngs]}, features)
     emit(event="stats", stats={k: np.asarray(v).tolist() for k, v in result["camera"].items()})
+
+
+def aggregate(args: argparse.Namespace) -> None:
+    from lerobot.datasets.compute_stats import aggregate_stats
+
+    parts = [
+        {f: {k: np.array(v) for k, v in s.items()} for f, s in json.loads(path.read_text()).items()}
+        for path in args.paths
+    ]
+    result = aggregate_stats(parts)
+    emit(event="aggregate", stats={f: {k: np.asarray(v).tolist() for k, v in s.items()} for f, s in result.items()})
 
 
 def upload_list(args: argparse.Namespace) -> None:
@@ -187,6 +214,9 @@ def main() -> None:
     rec.add_argument("--size", default="160x120")
     rec.add_argument("--reset-s", type=float, default=1.0)
     rec.add_argument("--retake", type=int, default=-1)
+    rec.add_argument("--encode", action="store_true", help="LeRobot encodes each episode at save_episode")
+    rec.add_argument("--robot", type=int, default=0, help="added to the episode index burnt into frames and state")
+    rec.add_argument("--task", default="")
     rec.set_defaults(func=record)
     ld = commands.add_parser("load")
     ld.add_argument("root", type=Path)
@@ -195,6 +225,9 @@ def main() -> None:
     st = commands.add_parser("stats")
     st.add_argument("pngs", type=Path, nargs="+")
     st.set_defaults(func=stats)
+    ag = commands.add_parser("aggregate-stats")
+    ag.add_argument("paths", type=Path, nargs="+")
+    ag.set_defaults(func=aggregate)
     up = commands.add_parser("upload-list")
     up.add_argument("root", type=Path)
     up.set_defaults(func=upload_list)

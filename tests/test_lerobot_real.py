@@ -119,6 +119,42 @@ def test_a_merge_of_two_robots_loads_in_lerobot_with_every_frame_from_its_source
     assert results["delta_timestamps"]["frames"] == 3 * frames and results["delta_timestamps"]["wrong"] == 0
 
 
+def test_two_roots_lerobot_recorded_merge_into_one_dataset_lerobot_loads_with_every_frame_and_row_right(
+    tmp_path: Path,
+) -> None:
+    """LeRobot records two robots (encoding the video itself, as lerobot-record does); robovid merges them;
+    LeRobot loads the result: every frame and every state/action row is its source episode's, and the same
+    check counts every frame of a deliberately swapped mapping wrong. The statistics equal LeRobot's own
+    aggregate of the sources' (the renumbered index columns are recomputed: LeRobot's would be the sources')."""
+    robots = {"robot_a": (100, "task a"), "robot_b": (200, "task b")}
+    for name, (robot, task) in robots.items():
+        args = ["--episodes", "2", "--frames", "12", "--reset-s", "0", "--encode", "--robot", str(robot)]
+        lerobot("record", str(tmp_path / name), *args, "--task", task)
+    dest = tmp_path / "merged"
+    command = [sys.executable, "-m", "robovid_watch.cli", "merge", str(dest), *(str(tmp_path / n) for n in robots)]
+    done = subprocess.run([*command, "--no-progress"], env=daemon_env(dest), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    mapping = {0: 100, 1: 101, 2: 200, 3: 201}
+    results = _by_event(lerobot("load", str(dest), "--episode-map", json.dumps(mapping)))
+    frames = 4 * 12 * 2
+    assert results["dataloader"] == {"event": "dataloader", "workers": 2, "frames": frames, "wrong": 0, "episodes": 4}
+    assert results["indexing"]["frames"] == frames and results["indexing"]["wrong"] == 0
+    assert results["indexing"]["tasks"] == {"0": "task a", "1": "task a", "2": "task b", "3": "task b"}
+    assert results["data_rows"] == {"event": "data_rows", "rows": 48, "wrong": 0, "total_frames": 48}
+    assert results["delta_timestamps"]["frames"] == 3 * frames and results["delta_timestamps"]["wrong"] == 0
+    swapped = _by_event(lerobot("load", str(dest), "--episode-map", json.dumps(mapping | {0: 101, 1: 100})))
+    assert swapped["indexing"]["wrong"] == 2 * 12 * 2 and swapped["data_rows"]["wrong"] == 2 * 12
+    theirs = _by_event(lerobot("aggregate-stats", *(str(tmp_path / n / "meta" / "stats.json") for n in robots)))
+    ours = json.loads((dest / "meta" / "stats.json").read_text())
+    for feature, stats in theirs["aggregate"]["stats"].items():
+        if feature in ("episode_index", "index", "task_index"):
+            continue
+        for key, value in stats.items():
+            # LeRobot keeps float32 data's episode statistics in float32 (std 3.4520528316...): float32's precision
+            np.testing.assert_allclose(ours[feature][key], value, rtol=1e-6, atol=1e-12, err_msg=f"{feature} {key}")
+    assert ours["index"]["max"] == [47] and ours["episode_index"]["max"] == [3]
+
+
 def test_frame_statistics_equal_lerobots_own_except_its_wrapped_std(tmp_path: Path) -> None:
     frames = write_episode(tmp_path / "episode-000000", 0, 150, width=640, height=480, seed=5, marker=None)
     accumulator = FrameStatsAccumulator(len(frames))

@@ -37,9 +37,9 @@ run: setup
 	@mkdir -p $(DEMO_ROOT)
 	@echo "robovid-watch on ./$(DEMO_ROOT); a simulated recorder writes 2 cameras x 6 episodes. Ctrl-C to stop."
 	@echo "Afterwards: $(BIN)/robovid status $(DEMO_ROOT)   $(BIN)/robovid verify $(DEMO_ROOT)"
-	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
-	$(BIN)/robovid simulate $(DEMO_ROOT) --cameras front,wrist --episodes 6 --frames 150 \
+	@$(BIN)/robovid simulate $(DEMO_ROOT) --cameras front,wrist --episodes 6 --frames 150 \
 	  --start-episode $$($(BIN)/python -c "import robovid.metadata as m; t=m.read_segments('$(DEMO_ROOT)'); print(max(t['episode_index'].to_pylist(), default=-1) + 1)") & \
+	recorder=$$!; trap 'kill $$recorder 2>/dev/null; wait $$recorder' EXIT; \
 	ROBOVID_ROOT=$(DEMO_ROOT) ROBOVID_MIN_FREE_MB=256 ROBOVID_LOG_FORMAT=console $(BIN)/robovid-watch
 
 lint: setup

@@ -31,8 +31,9 @@ import json
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -122,22 +123,34 @@ def convert_archive(src: Path, settings: Settings, runner: Runner | None = None)
         report.already_done = len(episodes) - len(todo)
         run = runner or (lambda fn, *args: fn(*args))
         with ThreadPoolExecutor(settings.workers, thread_name_prefix="robovid-convert") as pool:
-            futures = [(e, pool.submit(_prepare, e, fps, ctx.encoder, ctx.min_psnr_db, run)) for e in todo]
-            for episode, future in futures:  # landed in archive order; the later ones are prepared meanwhile
-                try:
-                    video = future.result()
-                    _land(ctx, episode, fps, video)
+            for episode, future in _prepared(pool, todo, 2 * settings.workers, fps, ctx, run):
+                try:  # landed in archive order; the next few are prepared meanwhile
+                    reencoded = _land(ctx, episode, fps, future.result())
                 except (RobovidError, OSError) as error:
                     report.failed.append(f"{episode.path}: {type(error).__name__}: {error}")
                     log.error("episode_failed", camera=episode.video_key, episode=episode.episode, reason=str(error))
                     continue
-                if video is None:
-                    report.copied += 1
-                else:
+                if reencoded:
                     report.reencoded += 1
+                else:
+                    report.copied += 1
         return report
     finally:
         state.release_lock()
+
+
+def _prepared(
+    pool: ThreadPoolExecutor, todo: list[ArchiveEpisode], ahead: int, fps: int, ctx: Context, run: Runner
+) -> Iterator[tuple[ArchiveEpisode, Future[Reencoded | None]]]:
+    """Each episode with its preparation, in order, at most ``ahead`` in flight: a re-encoded episode's bytes are
+    held from its preparation to its landing only (an archive's worth of them would not fit in memory)."""
+    pending: deque[tuple[ArchiveEpisode, Future[Reencoded | None]]] = deque()
+    for episode in todo:
+        pending.append((episode, pool.submit(_prepare, episode, fps, ctx.encoder, ctx.min_psnr_db, run)))
+        if len(pending) >= ahead:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
 
 
 def _context(settings: Settings, state: RootState) -> Context:
@@ -244,8 +257,10 @@ def _check_length(episode: ArchiveEpisode, frames: int) -> None:
         )
 
 
-def _land(ctx: Context, episode: ArchiveEpisode, fps: int, video: Reencoded | None) -> None:
-    """Journal, append, commit: the service's own stages, one writer per camera file; SRC is never touched."""
+def _land(ctx: Context, episode: ArchiveEpisode, fps: int, video: Reencoded | None) -> bool:
+    """Journal, append, commit: the service's own stages, one writer per camera file; SRC is never touched.
+
+    True when the episode was re-encoded (``video``), False when SRC's file was copied."""
     # DEST's (absent) episode folder, as recovery names it: never SRC's, which nothing here deletes from
     ref = EpisodeRef(episode.episode, episode.video_key, episode_dir(ctx.root, episode.video_key, episode.episode))
     with _episode_file(episode, video) as temp:
@@ -265,13 +280,14 @@ def _land(ctx: Context, episode: ArchiveEpisode, fps: int, video: Reencoded | No
         with ctx.camera_lock(episode.video_key):
             recover_intents(ctx, camera=episode.video_key)
             if (episode.video_key, episode.episode) in ctx.done:
-                return
+                return video is not None
             started = time.perf_counter()
             segment = append(ctx, ref, temp, episode.length, row, 0)
             fault_point("stage:after-append")
             commit(ctx, ref, segment, dataclasses.replace(row, append_s=time.perf_counter() - started))
             fault_point("stage:after-commit")
             ctx.state.clear_intent(episode.video_key, episode.episode)  # nothing to clean: SRC stays as it is
+    return video is not None
 
 
 @contextlib.contextmanager

@@ -8,9 +8,12 @@ track is re-encoded and verified. Each row is checked frame by frame (burnt indi
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import subprocess
 import sys
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -116,3 +119,34 @@ def test_episodes_not_evenly_timed_at_the_archives_fps_land_at_their_rows_timest
             decoded = decode_video_frames(path, timestamps, 1e-4, backend)
             assert decoded.shape[0] == FRAMES, (row["video_key"], row["episode_index"], backend)
     assert digests(src) == before, "SRC was changed"
+
+
+def test_convert_keeps_only_a_few_reencoded_episodes_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every re-encoded episode's bytes stayed referenced until the whole archive was landed: an archive of
+    re-encoded episodes (audio tracks, dropped frames) needed memory for all of them at once."""
+    from robovid_watch.config import load_settings
+    from robovid_watch.convert import convert_archive
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    episodes = 8
+    write_archive(src, {e: FRAMES for e in range(episodes)})
+    for episode in range(episodes):
+        for key in KEYS:
+            write_mp4(video_path(src, episode, key), episode, FRAMES, "libx264", audio=True)
+    for name in [n for n in os.environ if n.startswith("ROBOVID_")]:
+        monkeypatch.delenv(name)
+    results: list[weakref.ref[object]] = []
+    most_alive = 0
+
+    def run_here(fn: Callable[..., object], *args: object) -> object:  # what --ray's runner does, in this process
+        nonlocal most_alive
+        result = fn(*args)
+        results.append(weakref.ref(result))
+        most_alive = max(most_alive, sum(ref() is not None for ref in results))
+        return result
+
+    dest.mkdir()
+    report = convert_archive(src, load_settings(root=dest, workers=2), run_here)
+    assert (report.reencoded, report.failed) == (2 * episodes, [])
+    check_converted(dest, range(episodes), FRAMES)
+    assert most_alive <= 2 * 2 + 2, f"{most_alive} re-encoded episodes held in memory at once"

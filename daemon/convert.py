@@ -126,7 +126,7 @@ def convert_archive(src: Path, settings: Settings, runner: Runner | None = None)
             for episode, future in _prepared(pool, todo, 2 * settings.workers, fps, ctx, run):
                 try:  # landed in archive order; the next few are prepared meanwhile
                     reencoded = _land(ctx, episode, fps, future.result())
-                except (RobovidError, OSError) as error:
+                except (RobovidError, OSError, EOFError) as error:  # EOFError: a file shorter than its table
                     report.failed.append(f"{episode.path}: {type(error).__name__}: {error}")
                     log.error("episode_failed", camera=episode.video_key, episode=episode.episode, reason=str(error))
                     continue
@@ -185,6 +185,7 @@ def _prepare(
         raise EpisodeError(f"{episode.path}: missing from the archive (meta/episodes.jsonl lists it).") from error
     if movie is not None and _evenly_timed(movie, fps):
         _check_length(episode, movie.num_frames)
+        _check_whole(episode, movie)
         return None
     reencoded: Reencoded = run(reencode_episode, episode, fps, encoder, min_psnr_db)
     return reencoded
@@ -254,6 +255,18 @@ def _check_length(episode: ArchiveEpisode, frames: int) -> None:
         raise EpisodeError(
             f"{episode.path}: holds {frames} frames, meta/episodes.jsonl says {episode.length}. The episode was "
             "not converted: fix the archive's metadata or the video."
+        )
+
+
+def _check_whole(episode: ArchiveEpisode, movie: Movie) -> None:
+    """EpisodeError unless the file holds every byte its sample table points at (a copy cut short keeps its table
+    when the movie box is at the start)."""
+    end = max((offset + length for offset, length in movie.sample_runs()), default=0)
+    size = episode.path.stat().st_size
+    if end > size:
+        raise EpisodeError(
+            f"{episode.path}: cut short: its samples run to byte {end}, the file has {size}. The episode was not "
+            "converted: copy the file again from where it came from."
         )
 
 

@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import pytest
 from daemon_harness import daemon_env
 from lerobot_v21 import KEYS, check_converted, video_path, write_archive, write_mp4
@@ -150,3 +151,33 @@ def test_convert_keeps_only_a_few_reencoded_episodes_in_memory(tmp_path: Path, m
     assert (report.reencoded, report.failed) == (2 * episodes, [])
     check_converted(dest, range(episodes), FRAMES)
     assert most_alive <= 2 * 2 + 2, f"{most_alive} re-encoded episodes held in memory at once"
+
+
+def test_an_episode_mp4_cut_short_is_named_and_the_others_are_converted(tmp_path: Path) -> None:
+    """An MP4 whose movie box is at its start (faststart) survives a partial copy with its sample table whole:
+    robovid copied it, read past its end, and convert stopped with an EOFError traceback at that episode (every
+    rerun too), leaving the rest of the archive unconverted."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    write_archive(src, {0: FRAMES, 1: FRAMES, 2: FRAMES})
+    for episode in range(3):
+        for key in KEYS:
+            path = write_mp4(video_path(src, episode, key), episode, FRAMES, "libx264")
+            if (episode, key) == (1, FRONT):
+                with av.open(str(path)) as source:
+                    packets = [p for p in source.demux(video=0) if p.dts is not None]
+                    moved = path.with_name("faststart.mp4")
+                    with av.open(str(moved), "w", options={"movflags": "faststart"}) as out:
+                        stream = out.add_stream_from_template(source.streams.video[0])
+                        for packet in packets:
+                            packet.stream = stream
+                            out.mux(packet)
+                data = moved.read_bytes()
+                moved.unlink()
+                assert data.index(b"moov") < data.index(b"mdat")
+                path.write_bytes(data[:-300])  # the last samples are missing, the movie box says they are there
+    done = convert(src, dest)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert "NOT CONVERTED" in done.stdout and "episode_000001.mp4" in done.stdout and "cut short" in done.stdout
+    keys = sorted((r["video_key"], r["episode_index"]) for r in read_segments(dest).to_pylist())
+    assert keys == sorted([(k, e) for k in KEYS for e in range(3) if (e, k) != (1, FRONT)])

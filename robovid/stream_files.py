@@ -38,6 +38,7 @@ import imagecodecs
 import numpy as np
 import numpy.typing as npt
 
+from robovid._movie import read_movie
 from robovid.durable import fsync_dir, fsync_file, temp_path_for, write_bytes_durably
 from robovid.encode import DEMOTE_EVERY_FRAMES, _check_options_used, demote_realtime_threads
 from robovid.errors import FrameSequenceError
@@ -325,7 +326,7 @@ def salvage(folder: Path, png_dir: Path) -> Finished | None:
         return None
     segments = published_segments(folder)
     # the last segment is short when finish_episode published it and died before finished.json: count, never assume
-    prefix = sum(len(read_segment_data(folder, n)[0]) for n in segments)
+    prefix = sum(read_movie(segment_path(folder, n)).num_frames for n in segments)
     written = []
     for raw in sorted(folder.glob("raw-*.rgb")):  # spilled frames' logs may be gone already (all PNGs)
         number = int(raw.stem[4:])

@@ -28,6 +28,7 @@ import json
 import os
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -41,7 +42,7 @@ import numpy.typing as npt
 from robovid._movie import read_movie
 from robovid.durable import fsync_dir, fsync_file, temp_path_for, write_bytes_durably
 from robovid.encode import DEMOTE_EVERY_FRAMES, _check_options_used, demote_realtime_threads
-from robovid.errors import FrameSequenceError
+from robovid.errors import FrameSequenceError, StreamingError
 from robovid.fingerprint import Fingerprint
 from robovid.layout import frame_path
 from robovid.lerobot_stats import downsample
@@ -109,19 +110,19 @@ class StreamInfo:
 
     @staticmethod
     def read(folder: Path) -> StreamInfo | None:
-        try:
-            data = json.loads((folder / STREAM_JSON).read_text())
-        except FileNotFoundError:
+        data = _read_record(folder / STREAM_JSON)
+        if data is None:
             return None
-        return StreamInfo(
-            data["camera"],
-            int(data["episode"]),
-            Fraction(data["fps"]),
-            int(data["width"]),
-            int(data["height"]),
-            int(data["segment_frames"]),
-            dict(data["settings"]),
-        )
+        with _damaged(folder / STREAM_JSON):
+            return StreamInfo(
+                str(data["camera"]),
+                int(data["episode"]),
+                Fraction(data["fps"]),
+                int(data["width"]),
+                int(data["height"]),
+                int(data["segment_frames"]),
+                dict(data["settings"]),
+            )
 
 
 def settings_dict(settings: EncoderSettings) -> dict[str, Any]:
@@ -145,11 +146,36 @@ class Finished:
 
     @staticmethod
     def read(folder: Path) -> Finished | None:
-        try:
-            data = json.loads((folder / FINISHED_JSON).read_text())
-        except FileNotFoundError:
+        data = _read_record(folder / FINISHED_JSON)
+        if data is None:
             return None
-        return Finished(int(data["num_frames"]), int(data["prefix_frames"]), bool(data.get("salvaged", False)))
+        with _damaged(folder / FINISHED_JSON):
+            return Finished(int(data["num_frames"]), int(data["prefix_frames"]), bool(data.get("salvaged", False)))
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A handoff record's JSON object, None when it does not exist; StreamingError when it is not one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    with _damaged(path):
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        return data
+
+
+@contextlib.contextmanager
+def _damaged(path: Path) -> Iterator[None]:
+    """A record this version cannot read (damaged, or another version's) as StreamingError naming it."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, ArithmeticError) as error:
+        raise StreamingError(
+            f"{path}: not a streaming record this robovid can read ({type(error).__name__}: {error}). The handoff's "
+            "segments, crash log and PNGs were kept: check the file, or move the handoff folder away."
+        ) from error
 
 
 def published_segments(folder: Path) -> list[int]:

@@ -325,3 +325,23 @@ def test_a_streamed_episode_whose_commit_fails_keeps_its_handoff_until_it_is_com
     wait_for(lambda: not stream_dir(root, "cam", 1).exists(), "its handoff removed", daemon=daemon)
     assert daemon.stop() == 0
     assert len(check_frames(root, ledger, final=True).in_segment) == 8 + 6
+
+
+@pytest.mark.parametrize(("name", "content"), [("finished.json", "{}"), ("stream.json", "[]")])
+def test_a_handoff_with_a_damaged_record_is_reported_and_the_service_goes_on(
+    tmp_path: Path, name: str, content: str, daemon_stopper: list[Daemon]
+) -> None:
+    """A handoff record that is JSON but not what this version writes (another version's, or damaged): the
+    service crashed at every start (KeyError/TypeError in its rescan) and no camera was served."""
+    ledger = Ledger(tmp_path)
+    ledger.write_episode("cam", 0)
+    folder = stream_dir(tmp_path, "cam", 5)
+    folder.mkdir(parents=True)
+    (folder / name).write_text(content)
+    daemon = start_daemon(tmp_path)
+    daemon_stopper.append(daemon)
+    wait_for(lambda: committed(tmp_path, [("cam", 0)]), "the PNG episode committed", daemon=daemon)
+    wait_for(lambda: daemon.events_named("stream_salvage_failed"), "the damaged handoff reported", daemon=daemon)
+    assert daemon.stop() == 0
+    assert name in daemon.events_named("stream_salvage_failed")[0]["detail"]
+    assert (folder / name).read_text() == content  # kept for a person to look at

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
@@ -348,7 +349,7 @@ def append(
         ctx.state.write_intent(intent)
         fault_point("stage:after-intent", ctx.stop)
         try:
-            segment = append_video(path, temp)
+            segment = append_video(path, temp, identity=row.identity(datetime.now(UTC)))
         except MismatchedVideosError as error:
             ctx.state.clear_intent(ref.camera, ref.episode)
             log.info(

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, cast
 
 from robovid._faults import fault_point
 from robovid._movie import Movie, read_movie, slice_movie
+from robovid._records import run_entry
 from robovid.append import append_movie, recover_chunk
 from robovid.durable import is_stale_temp_path, make_dirs_durably, unlink_durably, write_bytes_durably
 from robovid.errors import MergeError, MismatchedVideosError
@@ -75,7 +76,7 @@ def append_run(dest: Path, run: Run, file_size_mb: float) -> int:
             _write_intent(dest, placed)
             fault_point("merge:after-intent")
             try:
-                append_movie(path, movie)
+                append_movie(path, movie, _run_records(run, movie))
             except MismatchedVideosError:
                 _clear_intent(dest, placed)
                 target = target.next(FILES_PER_CHUNK)
@@ -83,6 +84,16 @@ def append_run(dest: Path, run: Run, file_size_mb: float) -> int:
             fault_point("merge:after-append")
             return _finish(dest, placed, committed=set())  # planned from the rows DEST lacks: none is in it
     raise MergeError(f"{run.source_file}: no DEST file of camera {run.camera!r} takes its frames by stream copy.")
+
+
+def _run_records(run: Run, movie: Movie) -> list[dict[str, Any]]:
+    """The identity record of each episode of the run, as DEST numbers it (:mod:`robovid._records`)."""
+    records = []
+    for row in (SegmentRow.from_json(r) for r in run.rows):  # the source's commit time: a rerun writes the same bytes
+        records.append(
+            run_entry(movie, (row.first_frame or 0) - run.first, row.num_frames, row.identity(row.committed_at))
+        )
+    return records
 
 
 @contextlib.contextmanager

@@ -19,11 +19,11 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from robovid import _mp4
+from robovid import _mp4, _records
 from robovid.durable import copy_range
 from robovid.errors import MismatchedVideosError, VideoFormatError
 
@@ -60,6 +60,9 @@ class Movie:
     edit_media_time: int
     source: BinaryIO | None = None
     """Where to read sample data from when it is not the file at ``path`` (an in-memory encode)."""
+    records: list[dict[str, Any]] | None = None
+    """The run records (:mod:`robovid._records`) that go with these samples when they are written out;
+    None: those in the file, before its live ``moov``."""
 
     @contextlib.contextmanager
     def data(self) -> Iterator[BinaryIO]:
@@ -236,6 +239,7 @@ def slice_movie(movie: Movie, first: int, count: int) -> Movie:
         movie.movie_timescale,
         movie.edit_media_time,
         movie.source,
+        records=[],  # the caller says whose samples these are (robovid merge renumbers episodes)
     )
 
 
@@ -378,7 +382,8 @@ def write_movie(out: BinaryIO, movies: list[Movie]) -> None:
     """Write ``movies`` back to back as one MP4: ftyp, one mdat each, one merged moov.
 
     Only the sample data goes over: dead space between samples (old movie boxes an append
-    left as ``free``) does not.
+    left as ``free``) does not. Each movie's run records (:mod:`robovid._records`) follow its
+    samples, renumbered to their place in the output.
 
     The caller has checked that they are compatible (:func:`check_compatible`).
     """
@@ -386,7 +391,12 @@ def write_movie(out: BinaryIO, movies: list[Movie]) -> None:
     if ftyp is not None:
         with movies[0].data() as src:
             copy_range(src, out, ftyp.offset, ftyp.size)
-    tables = [relocated(movie, write_samples(out, movie, out.tell())) for movie in movies]
+    tables = []
+    frames = 0
+    for movie in movies:
+        tables.append(relocated(movie, write_samples(out, movie, out.tell())))
+        out.write(_records.record_box(_records.shifted(_records.read_records(movie), frames)))
+        frames += movie.num_frames
     table = tables[0]
     for more in tables[1:]:
         table = concat_tables(table, more)

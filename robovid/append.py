@@ -2,9 +2,10 @@
 
 Layout of a chunk after a few appends::
 
-    ftyp | mdat(ep 0) | free(old moov) | mdat(ep 1) | free(old moov) | mdat(ep 2) | moov
+    ftyp | mdat(ep 0) | uuid | free(old moov) | mdat(ep 1) | uuid | free(old moov) | mdat(ep 2) | uuid | moov
 
-An append writes the episode's samples as a new ``mdat`` and a merged ``moov``
+An append writes the episode's samples as a new ``mdat``, its identity record (a ``uuid`` box,
+:mod:`robovid._records`, when the caller says whose samples they are) and a merged ``moov``
 after the live ``moov``, fsyncs, then commits with one 4-byte write that renames
 the old ``moov`` to ``free`` and fsyncs again. Until that write, every reader
 (FFmpeg, PyAV, torchcodec) sees the old complete file, because the first ``moov``
@@ -24,11 +25,11 @@ import fcntl
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from robovid import _mp4
+from robovid import _mp4, _records
 from robovid._faults import fault_point
 from robovid._movie import (
     Movie,
@@ -47,7 +48,7 @@ from robovid.errors import VideoFormatError
 
 __all__ = ["VideoSegment", "append_video", "count_frames", "read_segment", "recover_chunk", "undo_append"]
 
-_TAIL_TYPES = {b"mdat", b"moov", b"free"}
+_TAIL_TYPES = {b"mdat", b"moov", b"free", b"uuid"}
 
 
 class _LiveMovies:
@@ -81,7 +82,7 @@ class _LiveMovies:
         movie = entry[1]
         fd = f.fileno()
         live = movie.moov_box
-        expected = [(live, b"moov")] + [(b, b"free") for b in movie.top[-3:-2] if b.type == b"free"]
+        expected = [(live, b"moov"), *[(b, b"free") for b in movie.top[:-1] if b.type == b"free"][-1:]]
         for box, box_type in expected:
             if os.pread(fd, 8, box.offset)[4:] != box_type:
                 return None
@@ -104,7 +105,11 @@ def read_segment(chunk_path: Path | str, first_frame: int, num_frames: int) -> V
     return read_movie(Path(chunk_path)).segment(first_frame, num_frames)
 
 
-def append_video(chunk_path: Path | str, episode_video_path: Path | str | BinaryIO) -> VideoSegment:
+def append_video(
+    chunk_path: Path | str,
+    episode_video_path: Path | str | BinaryIO,
+    identity: Mapping[str, Any] | None = None,
+) -> VideoSegment:
     """Append one encoded episode to a chunk MP4 (created if absent) and say where it landed.
 
     Stream copy: the episode's compressed samples are copied byte for byte. The chunk
@@ -113,15 +118,26 @@ def append_video(chunk_path: Path | str, episode_video_path: Path | str | Binary
     crash at any point, the chunk reads as either before or after this append. Two
     processes appending to one chunk are serialized by an exclusive ``flock``.
     ``episode_video_path`` may also be a readable, seekable binary file object (an
-    episode encoded in memory), so the episode is not written to disk twice.
+    episode encoded in memory), so the episode is not written to disk twice. ``identity`` (JSON
+    values; robovid-watch passes the episode's segment row) is written into the chunk with the
+    samples, in the same commit, as the record of whose frames they are (:mod:`robovid._records`):
+    ``robovid verify --repair`` rebuilds a lost row from it.
     """
-    return append_movie(Path(chunk_path), _open_episode(episode_video_path))
+    episode = _open_episode(episode_video_path)
+    records = None if identity is None else [_records.run_entry(episode, 0, episode.num_frames, identity)]
+    return append_movie(Path(chunk_path), episode, records)
 
 
-def append_movie(chunk_path: Path, episode: Movie) -> VideoSegment:
-    """:func:`append_video` of an already parsed movie (for example a slice of a chunk file, to merge roots)."""
+def append_movie(chunk_path: Path, episode: Movie, records: list[dict[str, Any]] | None = None) -> VideoSegment:
+    """:func:`append_video` of an already parsed movie (for example a slice of a chunk file, to merge roots).
+
+    ``records``: the run records of its samples, numbered from its first sample
+    (:func:`robovid._records.run_entry`); None keeps those the movie carries.
+    """
     if episode.num_frames == 0:
         raise VideoFormatError(f"{episode.path}: the episode video holds no frames.")
+    if records is not None:
+        episode = dataclasses.replace(episode, records=records)
     make_dirs_durably(chunk_path.parent)
     while True:
         if not chunk_path.exists():
@@ -194,6 +210,8 @@ def undo_append(segment: VideoSegment) -> None:
             raise VideoFormatError(f"{path}: the segment to undo is not the chunk's last append.")
         boxes = movie.top
         index = boxes.index(movie.moov_box)
+        if index >= 1 and boxes[index - 1].type == b"uuid":
+            index -= 1  # the append's record
         if index < 2 or boxes[index - 1].type != b"mdat" or boxes[index - 2].type != b"free":
             raise VideoFormatError(f"{path}: the previous movie box is not where an append leaves it.")
         previous = boxes[index - 2]
@@ -242,6 +260,8 @@ def _append_after(f: BinaryIO, chunk: Movie, episode: Movie, position: int) -> t
     """Append at ``position`` (the end of the live movie); the segment and the chunk's new live movie."""
     copied = write_samples(f, episode, position)
     mdat_end = f.tell()
+    record = _records.record_box(_records.shifted(_records.read_records(episode), chunk.num_frames))
+    f.write(record)
     f.flush()
     fault_point("append:after-mdat")
     merged = concat_tables(chunk.table, relocated(episode, copied))
@@ -260,7 +280,8 @@ def _append_after(f: BinaryIO, chunk: Movie, episode: Movie, position: int) -> t
     top = [dataclasses.replace(b, type=b"free") if b == old else b for b in chunk.top if b.end <= position]
     top += [
         _mp4.TopBox(b"mdat", position, mdat_end - position, copied[0][1] - position),
-        _mp4.TopBox(b"moov", mdat_end, len(moov), 16 if moov[:4] == b"\x00\x00\x00\x01" else 8),
+        *([_mp4.TopBox(b"uuid", mdat_end, len(record), 8)] if record else []),
+        _mp4.TopBox(b"moov", mdat_end + len(record), len(moov), 16 if moov[:4] == b"\x00\x00\x00\x01" else 8),
     ]
     after = dataclasses.replace(chunk, table=merged, top=top, moov_box=top[-1])
     return after.segment(chunk.num_frames, episode.num_frames, bytes_written=end - position + 4), after

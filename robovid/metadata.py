@@ -190,6 +190,18 @@ class SegmentRow:
             committed_at=committed_at,
         )
 
+    def identity(self, appended_at: datetime | None) -> dict[str, Any]:
+        """The row as an append records it in the chunk file (:mod:`robovid._records`), for a rebuild: JSON
+        values (:meth:`to_json`), no place in a file (that is where the samples lie), ``committed_at`` the append's time
+        (a merge keeps the source row's, so the merged files do not depend on when the merge ran)."""
+        return dataclasses.replace(self.placed_nowhere(), committed_at=appended_at).to_json()
+
+    def placed_nowhere(self) -> SegmentRow:
+        """This row without its location in a chunk file."""
+        return dataclasses.replace(
+            self, chunk_index=None, file_index=None, from_timestamp=None, to_timestamp=None, first_frame=None
+        )
+
     def to_record(self) -> dict[str, Any]:
         """The row keyed by column name, with Python values (what pyarrow reads and writes)."""
         return {column: getattr(self, name) for name, column in _COLUMN_OF_FIELD.items()}

@@ -110,8 +110,9 @@ def test_an_append_waiting_while_the_file_is_replaced_lands_in_the_new_file(
 def test_the_service_compacts_each_file_it_moves_on_from(tmp_path: Path) -> None:
     episodes = record(tmp_path, ["cam"], range(7))
     originals = {e: png_digest(tmp_path, e) or "" for e in episodes}
-    # 12 kB files hold 2-3 of these episodes as libsvtav1 encodes them (h264's are smaller: 7 fit in 2 files)
-    settings = {"ROBOVID_VCODEC": "libsvtav1", "ROBOVID_VIDEO_FILE_SIZE_MB": "0.012", "ROBOVID_WORKERS": "1"}
+    # 16 kB files hold about 3 of these episodes as libsvtav1 encodes them (~3 kB of samples and a ~1.5 kB
+    # identity record each; h264's are smaller: 7 fit in 2 files): their 2 old movie boxes are > 10% of the file
+    settings = {"ROBOVID_VCODEC": "libsvtav1", "ROBOVID_VIDEO_FILE_SIZE_MB": "0.016", "ROBOVID_WORKERS": "1"}
     daemon = finish_and_check(tmp_path, episodes, originals, **settings)
     files = sorted((tmp_path / "videos" / "cam").glob("chunk-*/file-*.mp4"))
     compacted = {Path(e["chunk"]) for e in daemon.events_named("chunk_compacted")}

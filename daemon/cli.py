@@ -2,7 +2,7 @@
 
 robovid process ROOT     drain the backlog once (progress bar), then exit; --ray: encode on a Ray cluster
 robovid convert SRC DEST a LeRobot v2.1 archive of episode MP4s into chunk files (--ray: re-encodes on Ray)
-robovid verify ROOT      decode every segment's first and last frame via the metadata
+robovid verify ROOT      decode every segment's first and last frame via the metadata; --repair: rebuild lost rows
 robovid status ROOT      pending, failed and done episodes; throughput of the last hour
 robovid info FILE        probe a video file
 robovid merge DEST SRC.. merge robots' roots into one dataset
@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--backend", default="pyav", help="pyav (default, no torch needed) or torchcodec")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="first commit again the rows of chunk frames no row claims, from the identity record each append "
+        "writes into the chunk file (stop robovid-watch first; files written before robovid 2026-12 have none)",
+    )
     verify.set_defaults(func=_cmd_verify)
 
     cli_status.add_status(commands)
@@ -115,6 +121,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from .ship.journal import ShipJournal
 
     root = as_root(args.root)
+    repaired: dict[str, Any] = {}
+    if args.repair:
+        from .repair_cli import run_repair
+
+        status, repaired = run_repair(root, args.json)
+        if not repaired:
+            return status
     pruned = [] if isinstance(root, str) else [r.path(root) for r in ShipJournal(root).records() if r.state == "pruned"]
     try:
         problems, checked = verify_root(root, backend=args.backend, shipped=pruned, remote=args.remote)
@@ -122,7 +135,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"robovid verify: {error}", file=sys.stderr)
         return EXIT_PROBLEMS
     if args.json:
-        report: dict[str, Any] = {"checked": checked, "problems": problems}
+        report: dict[str, Any] = {"checked": checked, "problems": problems} | ({"repair": repaired} if repaired else {})
         if pruned:
             report["shipped_files"] = len(pruned)
         print(json.dumps(report, indent=2))

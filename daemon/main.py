@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             return service.run()
     except MetadataError as error:
         log.error(
-            "metadata_unreadable", detail=str(error), action="restore the file, or move it aside; then start again"
+            "metadata_unreadable",
+            detail=str(error),
+            action="restore the file from a backup, or move it aside and run `robovid verify --repair` as the detail "
+            "says; then start again",
         )
         return EXIT_DATA
     except RootReplacedError as error:

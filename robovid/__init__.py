@@ -32,6 +32,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "MetadataError",
         "MismatchedVideosError",
         "RemoteError",
+        "RepairError",
         "RobovidError",
         "StreamingError",
         "UnreadableFrameError",
@@ -62,6 +63,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     "robovid.hardware": ("EncoderProbe", "probe_hardware_encoders"),
     "robovid.probe": ("get_audio_info", "get_video_duration_in_s", "get_video_info", "get_video_pixel_channels"),
     "robovid.reencode": ("reencode_video",),
+    "robovid.repair": ("RepairReport", "repair_root"),
     "robovid.settings": ("EncoderSettings",),
     "robovid.streaming": ("StreamingVideoEncoder",),
 }
@@ -114,6 +116,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import MetadataError as MetadataError
     from robovid.errors import MismatchedVideosError as MismatchedVideosError
     from robovid.errors import RemoteError as RemoteError
+    from robovid.errors import RepairError as RepairError
     from robovid.errors import RobovidError as RobovidError
     from robovid.errors import StreamingError as StreamingError
     from robovid.errors import UnreadableFrameError as UnreadableFrameError
@@ -132,6 +135,8 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.probe import get_video_info as get_video_info
     from robovid.probe import get_video_pixel_channels as get_video_pixel_channels
     from robovid.reencode import reencode_video as reencode_video
+    from robovid.repair import RepairReport as RepairReport
+    from robovid.repair import repair_root as repair_root
     from robovid.settings import EncoderSettings as EncoderSettings
     from robovid.streaming import StreamingVideoEncoder as StreamingVideoEncoder
 

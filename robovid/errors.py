@@ -108,6 +108,10 @@ class StreamingError(RobovidError, RuntimeError):
     """A :class:`robovid.StreamingVideoEncoder` call out of order, or its encoder failed (LeRobot raises RuntimeError)."""
 
 
+class RepairError(RobovidError, RuntimeError):
+    """``robovid verify --repair`` cannot run on a root (another robovid process holds it, or it is not a folder)."""
+
+
 class MergeError(RobovidError, ValueError):
     """Roots cannot be merged as asked (a source locked, changed or unlike the others); nothing half-done is left."""
 

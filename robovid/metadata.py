@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import shlex
 import stat
 import threading
 from collections.abc import Mapping, Sequence
@@ -283,16 +284,19 @@ def _parts(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _read_part(path: Path) -> pa.Table:
+def _read_part(path: Path, root: Path) -> pa.Table:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the reader forever
             raise OSError("not a regular file (a FIFO or a device?)")
         return pq.read_table(path, schema=SEGMENT_SCHEMA)
     except (OSError, pa.ArrowException) as error:
+        aside = shlex.quote(f"{path}.damaged")
         raise MetadataError(
-            f"{path}: segment metadata is unreadable ({error}). Restore it from a backup. Moving it aside lets "
-            "robovid start again, but the rows it held are then lost: their episodes' frames stay in the chunk "
-            "files, and `robovid verify` reports them as frames no row claims."
+            f"{path}: segment metadata is unreadable ({error}). Restore it from a backup, or move it aside and "
+            f"rebuild the rows it held from the chunk files, with robovid-watch stopped: `mv {shlex.quote(str(path))} "
+            f"{aside}` then `robovid verify --repair {shlex.quote(str(root))}`; then start robovid-watch again. "
+            "Rows of frames appended before robovid recorded each episode in its chunk file cannot be rebuilt "
+            "(--repair names them)."
         ) from error
 
 
@@ -306,7 +310,7 @@ def read_segments(root: Path | str, all_takes: bool = False) -> pa.Table:
     if is_url(root):
         tables = read_remote_parts(str(root), SEGMENT_SCHEMA)
     else:
-        tables = [_read_part(path) for _, path in _parts(Path(root))]
+        tables = [_read_part(path, Path(root)) for _, path in _parts(Path(root))]
     if not tables:
         return SEGMENT_SCHEMA.empty_table()
     table = pa.concat_tables(tables)
@@ -365,7 +369,7 @@ class SegmentStore:
         """Add rows; durable (fsynced, directory included) when this returns."""
         with self._lock:
             parts = _parts(self.root)
-            number, existing = (parts[-1][0], _read_part(parts[-1][1])) if parts else (0, None)
+            number, existing = (parts[-1][0], _read_part(parts[-1][1], self.root)) if parts else (0, None)
             if existing is not None and existing.num_rows + len(rows) > ROWS_PER_PART:
                 number, existing = number + 1, None
             new = pa.Table.from_pylist([row.to_record() for row in rows], schema=SEGMENT_SCHEMA)

@@ -22,11 +22,13 @@ import pyarrow.parquet as pq
 import pytest
 from daemon_harness import DEADLINE_S, PointHooks, daemon_env, rows_by_key, run_cli, start_daemon, wait_for
 from frame_oracle import Ledger, check_frames
+from merge_harness import EXPECTED, ROBOT_A, ROBOT_B, check_merged, make_robot
 from videocheck import index_of_chw
 
 from robovid._movie import read_movie
 from robovid.decode import decode_video_frames
 from robovid.layout import chunk_path, segment_part_path, segments_dir
+from robovid.merge import merge_roots
 from robovid.metadata import read_segments
 
 CAMERAS = ["cam", "wrist"]
@@ -225,3 +227,16 @@ def test_frames_whose_record_is_missing_or_wrong_are_named_and_left_without_a_ro
         assert f"NOT REBUILT {path}: frames 0.." in repaired.stdout, repaired.stdout
     assert repaired.stdout.count(expected) == len(CAMERAS), repaired.stdout
     assert "restore the segment table from a backup" in repaired.stdout.lower()
+
+
+def test_rows_of_a_merged_root_are_rebuilt_under_its_own_episode_numbers(tmp_path: Path) -> None:
+    robot_a = make_robot(tmp_path / "robot_a", ROBOT_A, "libsvtav1")  # several source files per camera
+    robot_b = make_robot(tmp_path / "robot_b", ROBOT_B, "h264")
+    dest = tmp_path / "dest"
+    merge_roots(dest, [robot_a, robot_b])
+    before = _rows(dest)
+    shutil.rmtree(segments_dir(dest))
+    repaired = _repair(dest)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert _differences(_rows(dest), before) == []
+    check_merged(dest, EXPECTED)

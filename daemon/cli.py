@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         "verify",
         help="decode each segment's first and last frame through the metadata",
         description="For every row of ROOT/.cache/huggingface/robovid/segments: the chunk file exists, holds the segment's "
-        "frames, and its first and last frames decode at their timestamps. Exit 1 on any problem.",
+        "frames, and its first and last frames decode at their timestamps; chunk frames no row claims are reported. "
+        "With --repair (robovid-watch stopped), the rows of such frames are first committed again from the identity "
+        "record each append writes into the chunk file; frames without one are named. Exit 1 on any problem.",
     )
     verify.add_argument("root", help="a recording root, or a remote one as an fsspec URL (s3://bucket/fleet/robot-7)")
     verify.add_argument(

@@ -68,7 +68,8 @@ def roll_back_unclaimed_tail(root: Path, camera: str, episode: int | None) -> No
                 detail=f"its journal intent was damaged; frames {claimed}..{frames - 1} of the chunk file belong to "
                 f"no row, but the episode's folder holds {on_disk} frame PNGs, so they are not just its append",
                 action="they were left in the chunk file (they may be the only copy of committed frames whose row "
-                "was lost); `robovid verify` reports them",
+                "was lost); `robovid verify` reports them, and `robovid verify --repair` rebuilds their row from the "
+                "chunk file's record with the service stopped",
             )
             return
         if frames > claimed:

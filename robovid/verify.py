@@ -20,7 +20,8 @@ from typing import Any, BinaryIO, cast
 import av
 import numpy as np
 
-from robovid._movie import VideoSegment, read_movie
+from robovid._movie import Movie, VideoSegment, read_movie
+from robovid._records import read_records, sizes_digest
 from robovid.errors import FrameMismatchError, RobovidError, VerificationError
 from robovid.fingerprint import Fingerprint, compare, fingerprint
 from robovid.layout import list_cameras, list_chunks
@@ -159,6 +160,7 @@ def verify_root(
         if count > 1:
             problems.append(_problem(key, episode, f"{count} metadata rows for one episode (take {take})"))
     frames_in: dict[Path | str, int] = {}
+    records_in: dict[Path, tuple[Movie, dict[int, dict[str, Any]]]] = {}
     gone = set(shipped)
     for row in rows:
         path = chunk_location(root, row["video_key"], row["chunk_index"], row["file_index"])
@@ -167,10 +169,43 @@ def verify_root(
                 continue
             path = chunk_location(remote, row["video_key"], row["chunk_index"], row["file_index"])
         problem = _check_row(row, path, frames_in, decode_video_frames, backend)
+        if problem is None and not is_url(path):
+            problem = _record_problem(row, Path(path), records_in)
         if problem:
             problems.append(_problem(row["video_key"], row["episode_index"], problem))
     problems += _unclaimed_frames(root, rows, frames_in)
     return problems, len(rows)
+
+
+def _record_problem(
+    row: dict[str, Any], path: Path, records_in: dict[Path, tuple[Movie, dict[int, dict[str, Any]]]]
+) -> str | None:
+    """What the chunk file's identity record where the row's frames start says against the row, if it disagrees.
+
+    Frames without a record (appended before records existed) are not judged. A record naming another episode,
+    take or camera, or whose fingerprint does not match the samples, means the file was replaced or rewritten.
+    """
+    if path not in records_in:
+        try:
+            movie = read_movie(path)
+            records_in[path] = (movie, {int(e["first_frame"]): e for e in read_records(movie)})
+        except (RobovidError, OSError) as error:
+            return f"{type(error).__name__}: {error}"
+    movie, records = records_in[path]
+    entry = records.get(row["first_frame"])
+    if entry is None:
+        return None
+    said = entry["row"]
+    mine = (row["video_key"], row["episode_index"], row["take"], row["num_frames"])
+    theirs = (said.get("video_key"), said.get("episode_index"), said.get("take") or 0, entry["num_frames"])
+    first, count = row["first_frame"], row["num_frames"]
+    if mine != theirs or entry["sizes_sha256"] != sizes_digest(movie.table.sizes[first : first + count]):
+        return (
+            f"{path}: the file's own record at frame {first} says camera {theirs[0]!r} episode {theirs[1]} take "
+            f"{theirs[2]} ({theirs[3]} frames){'' if mine != theirs else ', with other samples'}: the file was replaced "
+            "or rewritten since the row was committed, and the row points at other frames. Put the right file back."
+        )
+    return None
 
 
 def _unclaimed_frames(
@@ -202,7 +237,8 @@ def _unclaimed_frames(
                         camera,
                         None,
                         f"frames {first}..{last} of {path} are claimed by no row (an episode whose row was lost; "
-                        "its PNGs were never deleted unless a row was committed)",
+                        "its PNGs were never deleted unless a row was committed): `robovid verify --repair` rebuilds "
+                        "the row from the chunk file's record, with robovid-watch stopped",
                     )
                 )
     return problems

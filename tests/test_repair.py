@@ -240,3 +240,17 @@ def test_rows_of_a_merged_root_are_rebuilt_under_its_own_episode_numbers(tmp_pat
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert _differences(_rows(dest), before) == []
     check_merged(dest, EXPECTED)
+
+
+def test_verify_names_a_chunk_file_replaced_by_another_with_as_many_frames(tmp_path: Path) -> None:
+    _committed_root(tmp_path, episodes=2)
+    cam, wrist = (chunk_path(tmp_path, camera, 0, 0) for camera in CAMERAS)
+    assert run_cli("verify", str(tmp_path), root=tmp_path).returncode == 0
+    swap = cam.with_name("swap.mp4")
+    cam.rename(swap)
+    wrist.rename(cam)
+    swap.rename(wrist)  # each camera's rows now point at the other camera's frames: they decode fine
+    verify = run_cli("verify", str(tmp_path), root=tmp_path)
+    assert verify.returncode == 1
+    assert verify.stdout.count("the file's own record at frame") == 2 * len(CAMERAS), verify.stdout
+    assert f"{cam}: the file's own record at frame 0 says camera 'wrist' episode 0" in verify.stdout

@@ -127,3 +127,28 @@ def slice_entries(entries: Sequence[Mapping[str, Any]], first: int, count: int) 
         if first <= int(e["first_frame"]) and int(e["first_frame"]) + int(e["num_frames"]) <= first + count
     ]
     return shifted(inside, -first)
+
+
+def renewed(source: Movie, output: Movie) -> list[dict[str, Any]]:
+    """``source``'s records for ``output``, a re-encode of all its frames: the same runs and rows, fingerprints of
+    the new samples. None when the frame counts differ (the records would not fit)."""
+    if output.num_frames != source.num_frames:
+        return []
+    return [
+        run_entry(output, int(e["first_frame"]), int(e["num_frames"]), e["row"])
+        for e in read_records(source)
+        if int(e["first_frame"]) + int(e["num_frames"]) <= output.num_frames
+    ]
+
+
+def write_before_moov(f: BinaryIO, movie: Movie, entries: Sequence[Mapping[str, Any]]) -> None:
+    """Put a record box of ``entries`` right before the movie's ``moov``, which must end the file (a file being
+    written, not yet published): the ``moov`` moves after it, the samples stay where they are."""
+    box = record_box(entries)
+    if not box or movie.moov_box.end != f.seek(0, 2):  # a faststart file's moov comes first: left as it is
+        return
+    f.seek(movie.moov_box.offset)
+    moov = f.read(movie.moov_box.size)
+    f.seek(movie.moov_box.offset)
+    f.write(box + moov)
+    f.truncate()

@@ -3,7 +3,9 @@
 The output is written to a temp file beside its destination, fsynced and renamed into
 place (then the directory fsynced), like every file robovid publishes: a crash leaves the
 old output (or none), never half a video. The input may be the output itself
-(``overwrite=True``): it is read to the end before the rename replaces it.
+(``overwrite=True``): it is read to the end before the rename replaces it. A whole input's identity
+records (:mod:`robovid._records`: which episode each run of frames is) are carried to the output with
+fingerprints of the new samples; a trimmed output carries none (its runs no longer match them).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING
 import av
 import structlog
 
+from robovid import _records
+from robovid._movie import Movie, read_movie
 from robovid.durable import atomic_output
 from robovid.encode import encode_stream
 from robovid.encoder_config import VideoEncoderConfig, rgb_encoder_defaults
@@ -82,8 +86,21 @@ def reencode_at_rate(
                 f"{input_video_path}: no frame lies in [{start_time_s}, {end_time_s}) s; "
                 "pick a window inside the video (get_video_duration_in_s gives its length)."
             )
+        source_movie = _movie_of(Path(input_video_path)) if start_time_s is None and end_time_s is None else None
         with atomic_output(output) as temp, open(temp, "w+b") as out:
             encode_stream(out, first, _chain(first, frames), fps, settings)
+            if source_movie is not None:  # a whole chunk file: its identity records, fingerprinting the new samples
+                out.flush()
+                encoded = read_movie(temp, out)
+                _records.write_before_moov(out, encoded, _records.renewed(source_movie, encoded))
+
+
+def _movie_of(path: Path) -> Movie | None:
+    """The input's movie, when it is an MP4 robovid can parse (to carry its identity records), else None."""
+    try:
+        return read_movie(path)
+    except (VideoFormatError, OSError):
+        return None
 
 
 def _check_window(start_s: float | None, end_s: float | None) -> None:

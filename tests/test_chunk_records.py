@@ -20,6 +20,8 @@ from robovid.append import append_video, recover_chunk, undo_append
 from robovid.compact import compact_chunk
 from robovid.concat import concatenate_video_files
 from robovid.decode import decode_video_frames
+from robovid.encoder_config import RGBEncoderConfig
+from robovid.reencode import reencode_video
 
 FRAMES = 6
 FPS = 30
@@ -144,3 +146,18 @@ def test_a_damaged_record_box_is_left_out_and_the_file_still_reads(tmp_path: Pat
     assert _runs(copy) == [(FRAMES, FRAMES, 1)]
     _check_decoders(copy, [0, 1])
     assert struct.unpack(">I", chunk.read_bytes()[:4])[0] > 0
+
+
+def test_a_reencode_of_a_whole_chunk_carries_its_records_for_the_new_samples(
+    tmp_path: Path, episode_video: EpisodeVideo
+) -> None:
+    chunk = _chunk(tmp_path, episode_video, [0, 1, 2])
+    out = tmp_path / "reencoded.mp4"
+    reencode_video(chunk, out, RGBEncoderConfig(vcodec="h264", g=2))
+    assert read_movie(out).table.sizes.tolist() != read_movie(chunk).table.sizes.tolist(), "not a new encode"
+    assert _runs(out) == [(0, FRAMES, 0), (FRAMES, FRAMES, 1), (2 * FRAMES, FRAMES, 2)]
+    _check_decoders(out, [0, 1, 2])
+    trimmed = tmp_path / "trimmed.mp4"
+    reencode_video(chunk, trimmed, RGBEncoderConfig(vcodec="h264", g=2), start_time_s=FRAMES / FPS)
+    assert _runs(trimmed) == []
+    assert pyav_indices(trimmed) == _expected([1, 2])

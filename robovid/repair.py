@@ -36,9 +36,9 @@ from typing import Any
 from robovid._faults import fault_point
 from robovid._movie import Movie, read_movie
 from robovid._records import read_records, sizes_digest
-from robovid.durable import write_bytes_durably
+from robovid.durable import is_stale_temp_path, unlink_durably, write_bytes_durably
 from robovid.errors import RepairError, RobovidError
-from robovid.layout import StrPath, list_cameras, list_chunks, lock_path
+from robovid.layout import StrPath, list_cameras, list_chunks, lock_path, segments_dir
 from robovid.metadata import SegmentRow, SegmentStore, read_segments
 
 
@@ -64,6 +64,7 @@ def repair_root(root: StrPath) -> RepairReport:
     root = Path(root)
     report = RepairReport()
     with _root_lock(root):
+        _clear_stale_parts(root)
         rows = read_segments(root, all_takes=True).to_pylist()
         keys = {(r["video_key"], r["episode_index"], r["take"]) for r in rows}
         claimed: dict[tuple[str, int, int], set[int]] = {}
@@ -82,6 +83,12 @@ def repair_root(root: StrPath) -> RepairReport:
                     fault_point("repair:after-commit")
                     report.rebuilt += [_summary(row, path) for row in new]
     return report
+
+
+def _clear_stale_parts(root: Path) -> None:
+    """Temp files a killed commit left in the segment table's folder (a kill of an earlier repair, say)."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        unlink_durably([Path(e.path) for e in os.scandir(segments_dir(root)) if is_stale_temp_path(Path(e.path))])
 
 
 def _rebuild_file(

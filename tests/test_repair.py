@@ -153,6 +153,7 @@ def test_a_repair_killed_midway_then_run_again_rebuilds_every_row_once(
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert _differences(_rows(root), before) == []
     assert read_segments(root, all_takes=True).num_rows == len(before)
+    assert [p.name for p in segments_dir(root).iterdir()] == ["part-000000.parquet"], "the killed commit's temp file"
     check_frames(root, ledger, final=True)
 
 

@@ -31,6 +31,7 @@ BENCHMARKS = (
     "bench_e2e",
     "bench_remote",
     "bench_ray",
+    "bench_merge",
 )
 
 

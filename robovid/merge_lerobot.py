@@ -183,7 +183,13 @@ def segment_rows(source: LeRobotSource) -> list[SegmentRow]:
             chunk, file, start, end = int(place[0]), int(place[1]), float(place[2]), float(place[3])
             path = chunk_path(source.root, key, chunk, file)
             if path not in movies:
-                movies[path] = read_movie(path)
+                try:
+                    movies[path] = read_movie(path)
+                except FileNotFoundError:
+                    raise MergeError(
+                        f"{path}: named by {source.root}'s meta/episodes (episode {episode}, {key}) but missing. "
+                        "Restore the source's videos/ folder before merging."
+                    ) from None
             length = int(row["length"])
             first = _frame_at(movies[path], start, length, path, episode)
             video = source.info["features"][key].get("info", {})

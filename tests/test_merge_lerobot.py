@@ -9,15 +9,25 @@ the merged dataset is checked frame by frame and row by row the way LeRobot read
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from merge_harness import FRAMES, check_merged, digests, lerobot_wrong, make_lerobot_robot, merge_cli
+from merge_harness import (
+    FRAMES,
+    ROBOT_A,
+    check_merged,
+    digests,
+    lerobot_wrong,
+    make_lerobot_robot,
+    make_robot,
+    merge_cli,
+)
 
-from robovid.errors import MergeMismatchError
+from robovid.errors import MergeError, MergeMismatchError
 from robovid.layout import merge_dir
 from robovid.lerobot_stats import QUANTILE_KEYS
 from robovid.merge import merge_roots
@@ -147,8 +157,6 @@ def test_sources_unlike_each_other_are_refused_naming_the_difference_before_anyt
     tmp_path: Path, robots: tuple[Path, Path], change: dict[str, object], message: str
 ) -> None:
     odd = tmp_path / "odd"
-    import shutil
-
     shutil.copytree(robots[1], odd)
     info = json.loads((odd / "meta" / "info.json").read_text())
     for key, value in change.items():
@@ -173,8 +181,6 @@ def test_sources_unlike_each_other_are_refused_naming_the_difference_before_anyt
 
 
 def test_a_lerobot_recorded_root_and_a_video_only_root_are_refused(tmp_path: Path, robots: tuple[Path, Path]) -> None:
-    from merge_harness import ROBOT_A, make_robot
-
     video_only = make_robot(tmp_path / "video_only", ROBOT_A, "h264")
     result = merge_cli(str(tmp_path / "dest"), str(robots[0]), str(video_only))
     assert result.returncode == 1, result.stderr
@@ -182,3 +188,14 @@ def test_a_lerobot_recorded_root_and_a_video_only_root_are_refused(tmp_path: Pat
     assert merge_cli(str(tmp_path / "dest"), str(robots[0])).returncode == 0
     later = merge_cli(str(tmp_path / "dest"), str(video_only))
     assert later.returncode == 1 and "DEST (merged before)" in later.stderr, later.stderr
+
+
+def test_a_source_whose_meta_episodes_names_a_missing_video_is_refused(
+    tmp_path: Path, robots: tuple[Path, Path]
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(robots[1], broken)
+    shutil.rmtree(broken / "videos" / "observation.images.wrist")
+    with pytest.raises(MergeError, match=r"observation\.images\.wrist.*but missing"):
+        merge_roots(tmp_path / "dest", [robots[0], broken])
+    assert not list((tmp_path / "dest").glob("videos/**/*.mp4"))

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class RootSpec:
     size: tuple[int, int]
     file_size_mb: float
     encoder: tuple[tuple[str, str], ...] = ()
+    export_task: str = ""
+    """When set, ``robovid lerobot ROOT --task`` makes the root a LeRobot v3 dataset after the encode."""
 
 
 SMALL = RootSpec(
@@ -57,6 +59,8 @@ SMALL = RootSpec(
 )
 """About two 8-frame episodes per file as libsvtav1 encodes them (h264, the service's default, writes smaller ones):
 3 files per camera, 2 of them finished."""
+SMALL_LEROBOT = replace(SMALL, export_task="stack the blocks")
+"""SMALL made a LeRobot v3 dataset by robovid's export (meta/ and data/ for all 6 episodes)."""
 BIG = RootSpec(
     ("front",),
     episodes=3,
@@ -81,6 +85,14 @@ def make_root(spec: RootSpec, root: Path) -> Path:
         capture_output=True,
         timeout=600,
     )
+    if spec.export_task:
+        subprocess.run(
+            [sys.executable, "-m", "robovid_watch.cli", "lerobot", str(root), "--task", spec.export_task],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     return root
 
 

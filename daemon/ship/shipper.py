@@ -5,8 +5,11 @@ One pass, read top to bottom in :meth:`Shipper.run_pass`:
 1. **local** (works offline): every file the service sealed gets a journal record with its
    size and SHA-256; a file that changed since it was hashed is hashed again;
 2. **ship**: each hashed file is streamed to its temp key, published and read back;
-3. **commit**: remote metadata for the shipped files, then the manifest (the commit point);
-4. **prune**: committed files beyond the retention policy are deleted locally, each after
+3. **commit** (:mod:`.commit`): remote metadata for the shipped files (robovid's segment table and,
+   for a LeRobot root, LeRobot's files restricted to the episodes whose videos are shipped), then
+   the manifest (the commit point); again whenever the local metadata changed;
+4. **prune**: committed files beyond the retention policy, and covered by the committed remote
+   metadata, are deleted locally, each after
    its remote copy is checked again (size always; read back and hashed when the last full
    check is older than ``ROBOVID_SHIP_RECHECK_S``). A damaged or missing remote copy sends
    the file back to step 2 instead.
@@ -28,16 +31,18 @@ import structlog
 
 from robovid._faults import fault_point
 from robovid.durable import unlink_durably
+from robovid.errors import LeRobotMetadataError
 from robovid.metadata import MetadataError
 
 from ..errors import JournalReplacedError, RemoteError, RemoteMismatchError
-from ..finished import SealedFile, sealed_files
 from ..notify import sd_notify
 from ..stop_signals import StopRequest
 from .backoff import StoreHealth
+from .commit import commit_generation
 from .config import ShipSettings
 from .journal import ShipJournal, ShipRecord
-from .manifest import MANIFEST_KEY, Manifest, ShippedFile, ShippedObject, remote_metadata, sha256_hex
+from .local import refresh_local
+from .manifest import MANIFEST_KEY, Manifest, ShippedFile, metadata_stamp
 from .metrics import ShipCounters, write_ship_metrics
 from .retention import files_to_prune
 from .store import RemoteCheck, RemoteStore
@@ -68,7 +73,10 @@ class Shipper:
         self.counters = ShipCounters()
         self.manifest: Manifest | None = None
         """The remote manifest as read or written by this run (None until the store answered once)."""
-        self._metadata_synced = False
+        self._synced_stamp: tuple[object, ...] | None = None
+        """Identity of the local metadata files at the last commit: a change makes a pass commit again."""
+        self._held: frozenset[str] | None = None
+        """Committed files retention must keep: the remote LeRobot metadata does not cover them yet."""
         self.health = StoreHealth(settings.ship_backoff_max_s)
         self._last_commit: float | None = None
         self._reported: set[str] = set()
@@ -140,54 +148,7 @@ class Shipper:
     # 1. local --------------------------------------------------------------------------
     def refresh_local(self) -> list[ShipRecord]:
         """A journal record for every sealed file, hashed; records of changed or vanished files updated."""
-        records = []
-        for sealed in sealed_files(self.root):
-            if self.stop.is_set():
-                break
-            record = self._refresh_one(sealed)
-            if record is not None:
-                records.append(record)
-        return records
-
-    def _refresh_one(self, sealed: SealedFile) -> ShipRecord | None:
-        record = self.journal.get(sealed.camera, sealed.location)
-        path = sealed.path(self.root)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            return self._local_missing(sealed, record)
-        if record is not None and record.state == "pruned":
-            log.warning(
-                "local_file_reappeared",
-                path=str(path),
-                action="a file by this name was shipped and pruned before; this one is hashed, and shipped only "
-                "if it is the same file",
-            )
-            return self.journal.write(ShipRecord.hash_file(sealed, path, self.stop))
-        if record is not None and (st.st_size, st.st_mtime_ns, st.st_ino) == (
-            record.size_bytes,
-            record.mtime_ns,
-            record.inode,
-        ):
-            return record
-        if record is not None:
-            log.warning("local_file_changed", path=str(path), action="hashed again and shipped again")
-        return self.journal.write(ShipRecord.hash_file(sealed, path, self.stop))
-
-    def _local_missing(self, sealed: SealedFile, record: ShipRecord | None) -> ShipRecord | None:
-        if record is not None and record.state in ("committed", "pruned"):
-            if record.state == "committed":  # a kill between the delete and its record
-                record = self.journal.write(record.moved_to("pruned", pruned_at=time.time()))
-            return record
-        self._report_once(
-            f"missing:{sealed.relative_key()}",
-            "local_file_missing",
-            path=str(sealed.path(self.root)),
-            state=record.state if record else None,
-            action="a sealed file that was never shipped is gone from the root; it was not deleted by robovid-ship. "
-            "Restore it from a backup if there is one",
-        )
-        return record
+        return refresh_local(self.root, self.journal, self.stop, self._report_once)
 
     # 2. ship ---------------------------------------------------------------------------
     def remote_pass(self, records: list[ShipRecord]) -> None:
@@ -212,7 +173,7 @@ class Shipper:
     def _commit_and_prune(self, records: list[ShipRecord]) -> None:
         try:
             self._commit(records)
-        except MetadataError as error:
+        except (MetadataError, LeRobotMetadataError) as error:
             self._report_once(
                 "metadata",
                 "metadata_unreadable",
@@ -287,35 +248,44 @@ class Shipper:
 
     # 3. commit -------------------------------------------------------------------------
     def _commit(self, records: list[ShipRecord]) -> None:
-        committed = self._committed_manifest()
+        """Commit what was published (:mod:`.commit`); also when only the local metadata changed."""
         for index, record in enumerate(records):
             if record.state == "published" and not self._listed(record):
                 records[index] = self._still_there(record)
         ready = [r for r in records if r.state == "published"]
-        if not ready and self._metadata_synced:
+        stamp = metadata_stamp(self.root)
+        if not ready and stamp == self._synced_stamp:
             return
         now = time.time()
-        manifest = committed.with_files([_entry(r, now) for r in ready if not self._listed(r)])
-        metadata = {}
-        for key, data in sorted(remote_metadata(self.root, list(manifest.files.values())).items()):
-            digest = sha256_hex(data)
-            previous = manifest.metadata.get(key)
-            if previous is None or previous.sha256 != digest:
-                self.store.put_bytes(data, key)
-            metadata[key] = ShippedObject(key, len(data), digest)
-        manifest = Manifest(manifest.robot_id, manifest.generation + 1, now, manifest.files, metadata)
-        if ready or manifest.metadata != committed.metadata:
-            self.store.put_bytes(manifest.to_json(), MANIFEST_KEY)
-            fault_point("ship:after-commit")
-            self.manifest = manifest
+        new = [_entry(r, now) for r in ready if not self._listed(r)]
+        done = commit_generation(self.store, self.root, self._committed_manifest(), new, now)
+        self.manifest, self._synced_stamp = done.manifest, stamp
+        self._report_held(done.held)
+        if done.written:
             self._last_commit = now
             self.counters.commits += 1
-            log.info("committed", generation=manifest.generation, files=len(ready), total_files=len(manifest.files))
-        self._metadata_synced = True
+            log.info(
+                "committed",
+                generation=done.manifest.generation,
+                files=len(ready),
+                total_files=len(done.manifest.files),
+                lerobot_episodes=done.manifest.lerobot_episodes,
+            )
         for index, record in enumerate(records):
             if record.state == "published":
                 records[index] = self.journal.write(record.moved_to("committed", committed_at=now))
                 self.counters.files_committed += 1
+
+    def _report_held(self, held: frozenset[str]) -> None:
+        if held and held != self._held:
+            log.info(
+                "kept_for_lerobot_meta",
+                files=len(held),
+                lerobot_episodes=self._committed_manifest().lerobot_episodes,
+                action="committed files with episodes the remote LeRobot metadata does not list yet stay local "
+                "until it does (LeRobot still writing its episodes file, or robovid's export behind)",
+            )
+        self._held = held
 
     def _still_there(self, record: ShipRecord) -> ShipRecord:
         """A file published in an earlier pass (or run) is listed only if its object is still there, whole."""
@@ -347,7 +317,11 @@ class Shipper:
 
     # 4. prune --------------------------------------------------------------------------
     def _prune(self, records: list[ShipRecord]) -> None:
-        doomed = files_to_prune(records, time.time(), self.settings.keep_bytes, self.settings.ship_keep_days)
+        if self._held is None:
+            return  # no commit yet in this run: what the remote metadata covers is not known
+        held = self._held
+        candidates = [r for r in records if r.relative_key() not in held]
+        doomed = files_to_prune(candidates, time.time(), self.settings.keep_bytes, self.settings.ship_keep_days)
         by_key = {r.relative_key(): i for i, r in enumerate(records)}
         for record in doomed:
             if self.stop.is_set():

@@ -114,6 +114,10 @@ class RemoteStore:
         """The object's bytes, or None when it does not exist."""
         return self._call(self._read_bytes, key)
 
+    def remove(self, key: str) -> None:
+        """Delete the object at ``key`` (gone already is fine)."""
+        self._call(self._remove, key)
+
     def discard_temp(self, key: str) -> None:
         with contextlib.suppress(Exception):
             self.fs.rm(self.temp_path(key))
@@ -190,6 +194,12 @@ class RemoteStore:
         except FileNotFoundError:
             return None
         return data
+
+    def _remove(self, key: str) -> None:
+        path = self.path(key)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(path)
+        self.fs.invalidate_cache(path)
 
     def _makedirs_for(self, path: str) -> None:
         if self.is_local:  # object stores have no folders; creating one could create a bucket

@@ -97,7 +97,8 @@ def check_lerobot_prefix(objects: dict[str, bytes]) -> LeRobotPrefix:
             )
             frames[row["episode_index"]] += 1
     assert dict(frames) == {r["episode_index"]: r["length"] for r in episodes}, "each episode's frames, no more"
-    assert isinstance(json.loads(objects["meta/stats.json"]), dict)
+    if "meta/stats.json" in objects:  # LeRobot loads a dataset without one (load_stats returns None)
+        assert isinstance(json.loads(objects["meta/stats.json"]), dict)
     _check_videos(objects, manifest, info, episodes, keys)
     return LeRobotPrefix(info, episodes, keys)
 

@@ -134,6 +134,7 @@ def test_a_lerobot_root_shipped_to_s3_is_a_dataset_of_its_shipped_episodes_after
         assert shipper.stop() == 0
     remote = check_fully_shipped(root, originals, bucket)
     prefix = check_lerobot_prefix(remote)
+    assert "meta/stats.json" in remote
     assert prefix.info["total_episodes"] == SHIPPED_EPISODES and prefix.info["total_frames"] == 4 * SMALL_LEROBOT.frames
     assert json.loads(info_json_path(root).read_bytes())["total_episodes"] == 6, "the local dataset is left whole"
     folder = download(bucket, tmp_path / "download")

@@ -85,6 +85,13 @@ class _Parquet:
     key: str
     data: bytes
     table: pa.Table
+    _counts: Counter[int] | None = None
+
+    def rows_of(self, episode: int) -> int:
+        """How many rows of this episode the file holds (counted once per file)."""
+        if self._counts is None:
+            self._counts = Counter(self.table.column("episode_index").to_pylist())
+        return self._counts.get(episode, 0)
 
 
 def lerobot_snapshot(root: Path, committed: set[str]) -> LeRobotSnapshot | None:
@@ -111,7 +118,7 @@ def lerobot_snapshot(root: Path, committed: set[str]) -> LeRobotSnapshot | None:
         if key not in data_files:
             data_files[key] = _read_parquet(root, root / key)
         data = data_files[key]
-        if data is None or not _frames_complete(data, count, int(row["length"])):
+        if data is None or data.rows_of(count) != int(row["length"]):
             break
         if not all(_video_key(row, k, video_path) in committed for k in info.video_keys):
             break
@@ -156,7 +163,11 @@ def _stats(root: Path, whole: bool, rows: list[dict[str, Any]]) -> bytes | None:
     per_episode = [_episode_stats(row) for row in rows]
     if not per_episode or any(not stats for stats in per_episode):
         return local  # episodes without their statistics: the root's own file is the best there is
-    return json.dumps(stats_to_json(aggregate_stats(per_episode)), indent=4).encode()
+    try:
+        total = aggregate_stats(per_episode)
+    except (KeyError, ValueError):  # a feature without mean/std/count, or shapes that differ: not LeRobot's
+        return local
+    return json.dumps(stats_to_json(total), indent=4).encode()
 
 
 def _episode_stats(row: Mapping[str, Any]) -> dict[str, FeatureStats]:
@@ -167,11 +178,6 @@ def _episode_stats(row: Mapping[str, Any]) -> dict[str, FeatureStats]:
         feature, _, name = column.removeprefix("stats/").rpartition("/")
         stats.setdefault(feature, {})[name] = np.asarray(value)
     return stats
-
-
-def _frames_complete(data: _Parquet, episode: int, length: int) -> bool:
-    counts = data.table.column("episode_index").to_pylist()
-    return Counter(counts).get(episode, 0) == length
 
 
 def _video_key(row: Mapping[str, Any], key: str, video_path: str) -> str | None:

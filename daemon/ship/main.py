@@ -24,8 +24,10 @@ USAGE = """usage: robovid-ship
 
 Ship the chunk files robovid-watch has finished (sealed) under ROBOVID_ROOT, and the segment
 metadata that points at them, to ROBOVID_SHIP_DEST/ROBOVID_SHIP_ROBOT_ID/; verify each remote
-copy (size and SHA-256 read back); commit the remote manifest; then delete local copies that
-the retention policy (ROBOVID_SHIP_KEEP_GB, ROBOVID_SHIP_KEEP_DAYS) lets go. Configured only
+copy (size and SHA-256 read back); for a LeRobot root, ship its dataset restricted to the
+episodes whose videos are shipped (the prefix loads in LeRobotDataset); commit the remote
+manifest; then delete local copies that the retention policy (ROBOVID_SHIP_KEEP_GB,
+ROBOVID_SHIP_KEEP_DAYS) lets go and the remote metadata covers. SIGTERM, SIGINT or SIGHUP stop it. Configured only
 by ROBOVID_* variables (systemd/robovid-ship.env); credentials come from the store's own
 mechanisms (AWS_* variables, ~/.aws/credentials, ...).
 

@@ -25,6 +25,7 @@ import pytest
 from conftest import ShipTemplate
 from daemon_harness import wait_for
 from lerobot_prefix import LeRobotPrefix, check_lerobot_prefix, check_loadable_state, folder_objects
+from prom import metric, read_metrics
 from s3server import CREDENTIALS, MotoServer
 from ship_harness import (
     ROBOT,
@@ -35,6 +36,7 @@ from ship_harness import (
     file_hashes,
     journal_states,
     s3_dest,
+    sealed_keys,
     start_shipper,
 )
 
@@ -97,6 +99,10 @@ def episode_rows(objects: dict[str, bytes], folder: str) -> set[int]:
     for key in [k for k in objects if k.startswith(folder) and k.endswith(".parquet")]:
         found.update(pq.read_table(io.BytesIO(objects[key]), columns=["episode_index"])["episode_index"].to_pylist())
     return found
+
+
+def _gauge(path: Path, name: str) -> float | None:
+    return metric(read_metrics(path), name) if path.exists() else None
 
 
 def count_one_episode(info_path: Path) -> bytes:
@@ -173,16 +179,23 @@ def test_retention_keeps_every_file_the_remote_lerobot_meta_does_not_cover_until
     info_path = info_json_path(root)
     whole = count_one_episode(info_path)
     bucket = Bucket(s3_server, s3_server.new_bucket())
-    shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url)
+    prom = tmp_path / "metrics" / "robovid_ship.prom"
+    prom.parent.mkdir()
+    shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url, ROBOVID_METRICS_DIR=str(prom.parent))
+    sealed_bytes = sum((root / k).stat().st_size for k in sealed_keys(root))
     try:
         wait_for(lambda: set(journal_states(root).values()) == {"committed"}, "every file committed", daemon=shipper)
         wait_for(lambda: bool(shipper.events_named("kept_for_lerobot_meta")), "files kept", daemon=shipper)
+        wait_for(lambda: _gauge(prom, "robovid_ship_held_bytes") == sealed_bytes, "held bytes", daemon=shipper)
+        assert _gauge(prom, "robovid_ship_lerobot_episodes") == 1
         remote = bucket.objects()
         assert check_lerobot_prefix(remote).info["total_episodes"] == 1
         assert set(journal_states(root).values()) == {"committed"}, "nothing pruned while the meta lags"
         assert file_hashes(root) == originals
         info_path.write_bytes(whole)
         wait_for(lambda: set(journal_states(root).values()) == {"pruned"}, "pruned once covered", daemon=shipper)
+        wait_for(lambda: _gauge(prom, "robovid_ship_lerobot_episodes") == SHIPPED_EPISODES, "M", daemon=shipper)
+        assert _gauge(prom, "robovid_ship_held_bytes") == 0
     finally:
         assert shipper.stop() == 0
     remote = check_fully_shipped(root, originals, bucket)

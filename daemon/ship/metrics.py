@@ -38,7 +38,8 @@ def ship_metrics(shipper: Shipper) -> list[Metric]:
     labels = {"root": str(shipper.root)}
     records = {(r.camera, r.location): r for r in shipper.journal.records()}
     waiting: list[tuple[int, float]] = []  # sealed, not committed: (bytes, sealed_at)
-    retained = 0
+    retained = held = 0
+    held_keys = shipper.held or frozenset()
     for sealed in sealed_files(shipper.root):
         record = records.get((sealed.camera, sealed.location))
         state = record.state if record else "hashed"
@@ -46,6 +47,7 @@ def ship_metrics(shipper: Shipper) -> list[Metric]:
             waiting.append((record.size_bytes if record else sealed.size_bytes, sealed.sealed_at))
         elif state == "committed":
             retained += record.size_bytes if record else 0
+            held += record.size_bytes if record and sealed.relative_key() in held_keys else 0
     open_count, open_bytes = open_files_bytes(shipper.root)
     c = shipper.counters
 
@@ -76,6 +78,19 @@ def ship_metrics(shipper: Shipper) -> list[Metric]:
         ),
         gauge(
             "robovid_ship_retained_bytes", "Bytes of shipped files still kept locally by retention.", retained, labels
+        ),
+        gauge(
+            "robovid_ship_held_bytes",
+            "Bytes of shipped files retention may not delete yet: they hold episodes the committed remote LeRobot "
+            "dataset does not list (LeRobot still writing its episodes file, or the export behind).",
+            held,
+            labels,
+        ),
+        gauge(
+            "robovid_ship_lerobot_episodes",
+            "Episodes in the committed remote LeRobot dataset (0 when the root holds none, or none is shipped yet).",
+            None if shipper.manifest is None else shipper.manifest.lerobot_episodes,
+            labels,
         ),
         counter(
             "robovid_ship_uploaded_bytes_total", "Bytes uploaded and verified (bytes out).", c.uploaded_bytes, labels

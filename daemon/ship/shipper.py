@@ -75,7 +75,7 @@ class Shipper:
         """The remote manifest as read or written by this run (None until the store answered once)."""
         self._synced_stamp: tuple[object, ...] | None = None
         """Identity of the local metadata files at the last commit: a change makes a pass commit again."""
-        self._held: frozenset[str] | None = None
+        self.held: frozenset[str] | None = None
         """Committed files retention must keep: the remote LeRobot metadata does not cover them yet."""
         self.health = StoreHealth(settings.ship_backoff_max_s)
         self._last_commit: float | None = None
@@ -277,7 +277,7 @@ class Shipper:
                 self.counters.files_committed += 1
 
     def _report_held(self, held: frozenset[str]) -> None:
-        if held and held != self._held:
+        if held and held != self.held:
             log.info(
                 "kept_for_lerobot_meta",
                 files=len(held),
@@ -285,7 +285,7 @@ class Shipper:
                 action="committed files with episodes the remote LeRobot metadata does not list yet stay local "
                 "until it does (LeRobot still writing its episodes file, or robovid's export behind)",
             )
-        self._held = held
+        self.held = held
 
     def _still_there(self, record: ShipRecord) -> ShipRecord:
         """A file published in an earlier pass (or run) is listed only if its object is still there, whole."""
@@ -317,9 +317,9 @@ class Shipper:
 
     # 4. prune --------------------------------------------------------------------------
     def _prune(self, records: list[ShipRecord]) -> None:
-        if self._held is None:
+        if self.held is None:
             return  # no commit yet in this run: what the remote metadata covers is not known
-        held = self._held
+        held = self.held
         candidates = [r for r in records if r.relative_key() not in held]
         doomed = files_to_prune(candidates, time.time(), self.settings.keep_bytes, self.settings.ship_keep_days)
         by_key = {r.relative_key(): i for i, r in enumerate(records)}

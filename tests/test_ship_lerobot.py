@@ -243,3 +243,29 @@ def test_kill_9_at_each_lerobot_meta_upload_leaves_a_loadable_prefix_and_loses_n
     remote = check_fully_shipped(root, originals, bucket)
     assert check_lerobot_prefix(remote).info["total_episodes"] == SHIPPED_EPISODES
     assert not second.events_named("file_shipped"), "committed files are not uploaded again"
+
+
+def test_a_local_dataset_covering_fewer_episodes_never_shrinks_the_remote_one(
+    tmp_path: Path, s3_server: MotoServer, ship_template: ShipTemplate
+) -> None:
+    """LeRobot reopens its episodes file (a resumed recording: no footer until it finalizes again): the local
+    dataset reads as 0 episodes for a while. The remote one keeps its 4, byte for byte, and nothing fails."""
+    root = copy_root(ship_template(SMALL_LEROBOT), tmp_path / "root")
+    bucket = Bucket(s3_server, s3_server.new_bucket())
+    prom = tmp_path / "metrics" / "robovid_ship.prom"
+    prom.parent.mkdir()
+    shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url, ROBOVID_METRICS_DIR=str(prom.parent))
+    episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    try:
+        wait_for(lambda: set(journal_states(root).values()) == {"pruned"}, "every sealed file pruned", daemon=shipper)
+        before = bucket.objects()
+        episodes_file.write_bytes(episodes_file.read_bytes()[:-200])  # the footer gone, as while a writer has it
+        for _ in range(2):  # two whole passes after the change (each rewrites the metrics file)
+            stamp = prom.stat().st_mtime_ns
+            wait_for(lambda stamp=stamp: prom.stat().st_mtime_ns != stamp, "a pass", daemon=shipper)  # type: ignore[misc]
+        assert bucket.objects() == before, "the remote dataset was rewritten"
+        assert _gauge(prom, "robovid_ship_lerobot_episodes") == SHIPPED_EPISODES
+    finally:
+        assert shipper.stop() == 0
+    assert not shipper.events_named("metadata_unreadable")
+    assert check_lerobot_prefix(before).info["total_episodes"] == SHIPPED_EPISODES

@@ -82,6 +82,8 @@ class LeRobotSnapshot:
 
 @dataclass
 class _Parquet:
+    """A complete Parquet file read once: its bytes, and its table (a data file: its episode_index column only)."""
+
     key: str
     data: bytes
     table: pa.Table
@@ -116,7 +118,7 @@ def lerobot_snapshot(root: Path, committed: set[str]) -> LeRobotSnapshot | None:
         row = rows[count]
         key = data_path.format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
         if key not in data_files:
-            data_files[key] = _read_parquet(root, root / key)
+            data_files[key] = _read_parquet(root, root / key, columns=["episode_index"])
         data = data_files[key]
         if data is None or data.rows_of(count) != int(row["length"]):
             break
@@ -190,30 +192,30 @@ def _video_key(row: Mapping[str, Any], key: str, video_path: str) -> str | None:
 
 def _restricted(parquet: _Parquet, episodes: int) -> bytes | None:
     """The file's bytes when all its rows are below ``episodes``; else only those rows; None when none is."""
-    indices = parquet.table.column("episode_index")
-    keep = pc.less(indices, episodes)
+    keep = pc.less(parquet.table.column("episode_index"), episodes)
     kept = int(pc.sum(keep).as_py() or 0)
     if kept == parquet.table.num_rows:
         return parquet.data
     if kept == 0:
         return None
+    whole = pq.read_table(io.BytesIO(parquet.data))  # the one file that straddles M: read in full, once
     sink = io.BytesIO()
-    pq.write_table(parquet.table.filter(keep), sink, compression="snappy")
+    pq.write_table(whole.filter(keep), sink, compression="snappy")
     return sink.getvalue()
 
 
-def _read_parquet(root: Path, path: Path) -> _Parquet | None:
+def _read_parquet(root: Path, path: Path, columns: list[str] | None = None) -> _Parquet | None:
     """A complete Parquet file as bytes and table, read once (None while its writer has it open)."""
     data = _read_file(path)
-    table = _parquet(data) if data is not None else None
+    table = _parquet(data, columns) if data is not None else None
     if data is None or table is None:
         return None
     return _Parquet(path.relative_to(root).as_posix(), data, table)
 
 
-def _parquet(data: bytes) -> pa.Table | None:
+def _parquet(data: bytes, columns: list[str] | None = None) -> pa.Table | None:
     try:
-        return pq.read_table(io.BytesIO(data))
+        return pq.read_table(io.BytesIO(data), columns=columns)
     except (OSError, pa.ArrowException):
         return None
 

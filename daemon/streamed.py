@@ -20,7 +20,7 @@ completion marker, so discovery finds the episode as it finds a PNG episode. The
 
 A recording process that died leaves a handoff without ``finished.json`` whose ``writer.lock`` no
 one holds: :func:`prepare` (each rescan) salvages it, turning the frames of its crash log that
-are in no segment into PNGs (:func:`robovid.stream_files.salvage`), then marks it finished.
+are in no segment into PNGs (:func:`robovid.stream_log.salvage`), then marks it finished.
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ from robovid.stream_files import (
     lock_writer,
     published_segments,
     read_segment_data,
-    salvage,
     segment_path,
 )
+from robovid.stream_log import salvage
 from robovid.verify import verify_video
 
 from .discover import EpisodeRef, folder_signature
@@ -170,7 +170,11 @@ def _salvage_if_dead(folder: Path, png_dir: Path) -> Finished | None:
             path=str(folder),
             frames=finished.num_frames,
             in_segments=finished.prefix_frames,
-            detail="the recording process died mid-episode; every frame it was fed is in a segment or a PNG",
+            torn_frames=finished.torn_frames,
+            detail="the recording process died mid-episode; every frame it was fed is in a segment or a PNG"
+            if not finished.torn_frames
+            else "the recording process died mid-episode and its crash log was torn (a power cut?): the episode "
+            "ends at the first frame lost; the frames after it were never counted durable and are left out",
         )
         return finished
     finally:

@@ -8,16 +8,15 @@ folder ``layout.stream_dir(root, camera, episode)`` when robovid-watch finishes 
   frames), published by rename after ``seg-JJJJJJ.npz``: those frames' fingerprints (of the very
   YUV frames encoded) and per-channel byte counts (LeRobot statistics);
 - ``raw-JJJJJJ.rgb``: the crash log: every frame fed for segment ``J``, raw RGB, written by the
-  feeding thread before the frame is queued for the encoder, deleted once ``seg-J`` is published.
-  It lives only in the page cache unless it stays longer than the kernel's writeback delay (30 s),
-  and survives the death of the recording process;
+  feeding thread before the frame is queued for the encoder, deleted once ``seg-J`` is published;
+  when it is synced, and what survives a crash or a power cut: :mod:`robovid.stream_log`;
 - ``finished.json``: the frame count and how many of them are in segments (the rest are PNGs in
   the episode's normal folder), written when the episode is finished or salvaged;
 - ``writer.lock``: flocked by the recording process while the episode is open.
 
-:func:`salvage` turns the folder of a writer that died into a finished one: every logged frame
-not in a segment becomes a PNG in the episode folder. So every frame whose ``feed_frame``
-returned is then in a segment or a PNG.
+:func:`robovid.stream_log.salvage` turns the folder of a writer that died into a finished one:
+every logged frame not in a segment becomes a PNG in the episode folder. So every frame whose
+``feed_frame`` returned is then in a segment or a PNG.
 """
 
 from __future__ import annotations
@@ -39,10 +38,9 @@ import imagecodecs
 import numpy as np
 import numpy.typing as npt
 
-from robovid._movie import read_movie
 from robovid.durable import fsync_dir, fsync_file, temp_path_for, write_bytes_durably
 from robovid.encode import DEMOTE_EVERY_FRAMES, _check_options_used, demote_realtime_threads
-from robovid.errors import FrameSequenceError, StreamingError
+from robovid.errors import StreamingError
 from robovid.fingerprint import Fingerprint
 from robovid.layout import frame_path
 from robovid.lerobot_stats import downsample
@@ -139,9 +137,16 @@ class Finished:
     num_frames: int
     prefix_frames: int
     salvaged: bool = False
+    torn_frames: int = 0
+    """Salvaged: frames found after the log's torn end (a power cut), left out of the episode."""
 
     def write(self, folder: Path) -> None:
-        data = {"num_frames": self.num_frames, "prefix_frames": self.prefix_frames, "salvaged": self.salvaged}
+        data = {
+            "num_frames": self.num_frames,
+            "prefix_frames": self.prefix_frames,
+            "salvaged": self.salvaged,
+            "torn_frames": self.torn_frames,
+        }
         write_bytes_durably(folder / FINISHED_JSON, json.dumps(data).encode())
 
     @staticmethod
@@ -150,7 +155,12 @@ class Finished:
         if data is None:
             return None
         with _damaged(folder / FINISHED_JSON):
-            return Finished(int(data["num_frames"]), int(data["prefix_frames"]), bool(data.get("salvaged", False)))
+            return Finished(
+                int(data["num_frames"]),
+                int(data["prefix_frames"]),
+                bool(data.get("salvaged", False)),
+                int(data.get("torn_frames", 0)),
+            )
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -276,14 +286,17 @@ def read_segment_data(folder: Path, number: int) -> tuple[list[Fingerprint], npt
 
 
 # spilled frames ------------------------------------------------------------------------------
-def write_png(folder: Path, index: int, rgb: npt.NDArray[np.uint8]) -> Path:
+def write_png(folder: Path, index: int, rgb: npt.NDArray[np.uint8], durable: bool = False) -> Path:
     """Frame ``index`` as ``frame-XXXXXX.png`` in ``folder``: a hidden temp file renamed into place.
 
-    A kill mid-write leaves only the temp file; the name appears whole or not at all.
+    A kill mid-write leaves only the temp file; the name appears whole or not at all. ``durable``:
+    its bytes are fsynced before the rename (the caller fsyncs ``folder`` before it relies on the name).
     """
     final = frame_path(folder, index)
     temp = final.with_name(f".{final.name}.part")
     temp.write_bytes(imagecodecs.png_encode(rgb, level=SPILL_PNG_LEVEL))
+    if durable:
+        fsync_file(temp)
     os.replace(temp, final)
     return final
 
@@ -294,12 +307,15 @@ class SpillWriter(threading.Thread):
     The recorder's thread only appends each frame to the log and puts its index here (the PNG
     compression, ~17 ms of CPU a 640x480 frame, happens on this thread). A log file holding only
     spilled frames is deleted once they are all PNGs; frames still waiting here stay in the log
-    (page cache, then disk), so a backlog costs no memory that a crash would lose.
+    (page cache, then disk), so a backlog costs no memory that a crash would lose. ``durable``: each
+    PNG is fsynced, and the folder before a log goes, so the frames never rest on an unsynced copy.
     """
 
-    def __init__(self, folder: Path, png_dir: Path, shape: tuple[int, ...], segment_frames: int, first: int) -> None:
+    def __init__(
+        self, folder: Path, png_dir: Path, shape: tuple[int, ...], segment_frames: int, first: int, durable: bool
+    ) -> None:
         super().__init__(daemon=True, name="robovid-stream-spill")
-        self.folder, self.png_dir, self.shape = folder, png_dir, shape
+        self.folder, self.png_dir, self.shape, self.durable = folder, png_dir, shape, durable
         self.segment_frames, self.first = segment_frames, first
         self.frame_bytes = int(np.prod(shape))
         self.indices: queue.SimpleQueue[int | None] = queue.SimpleQueue()
@@ -314,20 +330,26 @@ class SpillWriter(threading.Thread):
                 with open(raw_path(self.folder, number), "rb") as log:
                     log.seek(offset * self.frame_bytes)
                     rgb = np.frombuffer(log.read(self.frame_bytes), np.uint8).reshape(self.shape)
-                write_png(self.png_dir, index, rgb)
+                write_png(self.png_dir, index, rgb, self.durable)
                 self.counts += channel_counts(rgb)
                 if offset == self.segment_frames - 1 and number > self.first // self.segment_frames:
-                    raw_path(self.folder, number).unlink()  # it held spilled frames only, now all PNGs
+                    self._sync_folder()
+                    raw_path(self.folder, number).unlink()  # it held spilled frames only, now all (durable) PNGs
+            self._sync_folder()
         except BaseException as error:  # reported by finish_episode; the frames stay in the log
             self.error = error
 
+    def _sync_folder(self) -> None:
+        if self.durable:
+            fsync_dir(self.png_dir)
+
     def close(self) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued (durably, with ``durable``), then stop."""
         self.indices.put(None)
         self.join()
 
 
-# the writer's lock and salvage ---------------------------------------------------------------
+# the writer's lock ---------------------------------------------------------------
 def lock_writer(folder: Path) -> int | None:
     """Take ``writer.lock`` (non-blocking): the descriptor, or None while another process holds it."""
     fd = os.open(folder / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -339,55 +361,7 @@ def lock_writer(folder: Path) -> int | None:
     return fd
 
 
-def salvage(folder: Path, png_dir: Path) -> Finished | None:
-    """Finish the folder of a writer that died (the caller holds its lock); None when it holds no frame.
-
-    Every frame in the crash log whose segment was not published becomes a PNG in ``png_dir``
-    (fsynced; a PNG the kill cut short is deleted: its frame is in the log), then ``finished.json`` is
-    written, then the log is deleted. Running it again after
-    a crash part way redoes the same. FrameSequenceError when the frames do not run 0..n-1.
-    """
-    info = StreamInfo.read(folder)
-    if info is None:
-        return None
-    segments = published_segments(folder)
-    # the last segment is short when finish_episode published it and died before finished.json: count, never assume
-    prefix = sum(read_movie(segment_path(folder, n)).num_frames for n in segments)
-    written = []
-    for raw in sorted(folder.glob("raw-*.rgb")):  # spilled frames' logs may be gone already (all PNGs)
-        number = int(raw.stem[4:])
-        if number < len(segments):
-            continue
-        data = raw.read_bytes()
-        for r in range(len(data) // info.frame_bytes):  # a frame cut short by the kill was never fed
-            index = number * info.segment_frames + r
-            if not frame_path(png_dir, index).exists():
-                rgb = np.frombuffer(data, np.uint8, info.frame_bytes, r * info.frame_bytes)
-                png_dir.mkdir(parents=True, exist_ok=True)
-                written.append(write_png(png_dir, index, rgb.reshape(info.height, info.width, 3)))
-    for part in png_dir.glob(".frame-*.png.part"):  # a PNG cut short by the kill: its frame is in the log
-        part.unlink()
-    for path in written:
-        fsync_file(path)
-    if written:
-        fsync_dir(png_dir)
-    tail = _png_indices(png_dir)
-    num_frames = max([prefix - 1, *tail]) + 1
-    missing = sorted(set(range(prefix, num_frames)) - set(tail))
-    if missing:
-        raise FrameSequenceError(
-            f"{folder}: the streamed episode's frames {missing[:10]} are in no segment and no PNG in {png_dir}; "
-            "the segments and PNGs are kept."
-        )
-    finished = Finished(num_frames, prefix, salvaged=True)
-    finished.write(folder)
-    for raw in sorted(folder.glob("raw-*.rgb")):
-        raw.unlink()
-    fsync_dir(folder)
-    return finished
-
-
-def _png_indices(png_dir: Path) -> list[int]:
+def png_indices(png_dir: Path) -> list[int]:
     try:
         names = os.listdir(png_dir)
     except FileNotFoundError:

@@ -16,10 +16,11 @@ a video prefix plus a PNG tail. ``finish_episode`` then
   and returns at once: robovid-watch verifies the segments against the fingerprints taken from the
   fed arrays, encodes the PNG tail, appends and commits the episode, then deletes the handoff.
 
-With ``handoff=True`` every frame is also written to a crash log before it is queued (a copy into
-the page cache, deleted once its segment is published), so when the recording process dies, every
-frame whose ``feed_frame`` returned is in a published segment, in the log or a PNG, and
-robovid-watch turns the log into PNGs and finishes the episode (README "Streaming").
+With ``handoff=True`` every frame is also written to a crash log before it is queued (deleted once
+its segment is published), so when the recording process dies, every frame whose ``feed_frame``
+returned is in a published segment, in the log or a PNG, and robovid-watch turns the log into PNGs
+and finishes the episode. A power cut spares the frames counted by ``durable_frames``: the log is
+synced by a thread of its own as frames come (:mod:`robovid.stream_log`, README "Streaming").
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import structlog
 
 from robovid._stream_encoder import SEGMENT_FRAMES, _CameraEncoderThread, as_rgb_frame, join_videos, lerobot_shaped
@@ -51,9 +51,9 @@ from robovid.stream_files import (
     SpillWriter,
     StreamInfo,
     lock_writer,
-    raw_path,
     settings_dict,
 )
+from robovid.stream_log import CrashLog
 
 log = structlog.get_logger(__name__)
 
@@ -86,8 +86,7 @@ class _CameraStream:
         self.fed = 0
         self.spilled_from: int | None = None
         self.shape: tuple[int, ...] | None = None
-        self._raw_fd: int | None = None
-        self._raw_number = -1
+        self.log = CrashLog(workdir, owner.segment_frames, power_safe=owner.handoff and owner.power_safe)
         self.spill: SpillWriter | None = None
 
     def feed(self, image: Any) -> None:
@@ -117,30 +116,16 @@ class _CameraStream:
                 detail="the encoder fell behind (its queue is full); this and every later frame of the episode are "
                 "written as PNGs, and nothing is dropped",
             )
-            self.spill = SpillWriter(self.workdir, self.png_dir, rgb.shape, self.thread.segment_frames, index)
+            self.spill = SpillWriter(
+                self.workdir, self.png_dir, rgb.shape, self.thread.segment_frames, index, self.log.power_safe
+            )
             self.spill.start()
-        self._log(index, rgb)  # first the crash log: a copy into the page cache
+        self.log.append(index, rgb)  # first the crash log: a copy into the page cache, synced by its own thread
         if self.spill is not None:
             self.spill.indices.put(index)
         else:
             self.queue.put_nowait(rgb)
         self.fed += 1
-
-    def _log(self, index: int, rgb: npt.NDArray[np.uint8]) -> None:
-        number = index // self.thread.segment_frames
-        if number != self._raw_number:
-            self._close_log()
-            self._raw_fd = os.open(raw_path(self.workdir, number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            self._raw_number = number
-        assert self._raw_fd is not None
-        view = memoryview(rgb.data).cast("B")
-        while view:
-            view = view[os.write(self._raw_fd, view) :]
-
-    def _close_log(self) -> None:
-        if self._raw_fd is not None:
-            os.close(self._raw_fd)
-            self._raw_fd = None
 
     def check_alive(self) -> None:
         if self.thread.is_alive():
@@ -170,7 +155,7 @@ class _CameraStream:
             except queue.Full:
                 continue
         self.thread.join()
-        self._close_log()
+        self.log.close()  # power_safe: every frame's log bytes are durable (segments and PNGs are already)
         status, data = self.results.get()
         if status == "error":
             raise StreamingError(f"Encoder thread for {self.key} failed: {data}")
@@ -208,7 +193,7 @@ class _CameraStream:
             self.png_dir.rmdir()
 
     def cancel(self) -> None:
-        self.halt()
+        self.halt(sync=False)  # its files are deleted next
         if self.spilled_from is not None:
             for i in range(self.spilled_from, self.fed):
                 frame_path(self.png_dir, i).unlink(missing_ok=True)
@@ -217,13 +202,14 @@ class _CameraStream:
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.release()
 
-    def halt(self) -> None:
-        """Stop the threads, keeping every file (a no-op once finished)."""
+    def halt(self, sync: bool = True) -> None:
+        """Stop the threads, keeping every file (a no-op once finished); ``sync``: the crash log too."""
         with contextlib.suppress(StreamingError):
             self._close_spill()
         self.stop.set()
         self.thread.join(timeout=30)
-        self._close_log()
+        with contextlib.suppress(StreamingError):
+            self.log.close(sync)
 
     def release(self) -> None:
         if self.lock_fd is not None:
@@ -238,7 +224,10 @@ class StreamingVideoEncoder:
     per camera waiting for its encoder) and ``encoder_threads`` as LeRobot's. ``depth_encoder`` is
     accepted for LeRobot's signature; depth cameras are not streamed yet (StreamingError).
     ``handoff=True`` leaves each finished episode to robovid-watch (module docstring);
-    ``segment_frames`` is the length of the closed MP4 segments the encoder writes.
+    ``segment_frames`` is the length of the closed MP4 segments the encoder writes. ``power_safe``
+    (with ``handoff``) syncs the crash log as frames come, so :attr:`durable_frames` follows
+    the frames fed within a sync or two; without it only a process crash is survived
+    (:mod:`robovid.stream_log` has the contract).
     """
 
     def __init__(
@@ -251,6 +240,7 @@ class StreamingVideoEncoder:
         *,
         handoff: bool = False,
         segment_frames: int = SEGMENT_FRAMES,
+        power_safe: bool = True,
     ) -> None:
         if queue_maxsize < 1:
             raise ValueError(f"queue_maxsize must be 1 or more (got {queue_maxsize}): the queue is bounded.")
@@ -263,6 +253,7 @@ class StreamingVideoEncoder:
         self.queue_maxsize = queue_maxsize
         self.handoff = handoff
         self.segment_frames = segment_frames
+        self.power_safe = power_safe
         self._streams: dict[str, _CameraStream] = {}
         self._threads: dict[str, _CameraEncoderThread] = {}
         self._dropped_frames: dict[str, int] = {}
@@ -354,6 +345,14 @@ class StreamingVideoEncoder:
         stream.feed(image)
         if stream.spilled_from is not None:
             self.spilled_frames[video_key] = stream.fed - stream.spilled_from
+
+    @property
+    def durable_frames(self) -> dict[str, int]:
+        """Per camera of the open episode, how many of the frames fed a power cut can no longer lose (0, 1, ...).
+
+        Only with ``handoff`` and ``power_safe``; ``finish_episode`` returns once all of them are.
+        """
+        return {key: stream.log.durable_frames for key, stream in self._streams.items()}
 
     def finish_episode(self) -> dict[str, tuple[Path, dict[str, Any] | None]]:
         """Wait for the encoders; per camera ``(video path, LeRobot statistics or None)``.

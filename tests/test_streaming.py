@@ -21,7 +21,8 @@ import robovid._faults as faults
 from robovid import FrameSizeError, RGBEncoderConfig, StreamingError, StreamingVideoEncoder
 from robovid.frames import read_frame_rgb
 from robovid.layout import episode_dir, frame_path, stream_dir
-from robovid.stream_files import Finished, StreamInfo, published_segments, read_segment_data, salvage
+from robovid.stream_files import Finished, StreamInfo, published_segments, read_segment_data
+from robovid.stream_log import salvage
 from robovid.synthetic import read_index, render_frame, scene
 from robovid.verify import psnr_db
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -23,6 +21,7 @@ from typing import Any, BinaryIO, cast
 from robovid._faults import fault_point
 from robovid._movie import Movie, read_movie, slice_movie
 from robovid._records import run_entry
+from robovid._root_lock import hold_root_lock
 from robovid.append import append_movie, recover_chunk
 from robovid.durable import is_stale_temp_path, make_dirs_durably, unlink_durably, write_bytes_durably
 from robovid.errors import MergeError, MismatchedVideosError
@@ -32,7 +31,6 @@ from robovid.layout import (
     chunk_path,
     lerobot_dirs,
     list_chunks,
-    lock_path,
     merge_dir,
     segments_dir,
 )
@@ -200,34 +198,19 @@ def clear_stale_temp_files(dest: Path) -> None:
 @contextlib.contextmanager
 def root_lock(root: Path, exclusive: bool) -> Iterator[None]:
     """The root lock robovid-watch takes (flock on the root folder): exclusive for DEST, shared for a source."""
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise MergeError(f"{root}: no such folder. Name a robot's recording root.") from None
-    try:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = _read_holder(root)
-            what = "DEST" if exclusive else "a source"
-            raise MergeError(
-                f"{root} ({what}) is in use by another robovid process (pid {holder}: robovid-watch, robovid process, "
-                "compact or another merge). A root being written cannot be merged safely: stop it "
-                "(systemctl stop robovid-watch) or wait for it to finish, then run the merge again."
-            ) from None
+    what = "DEST" if exclusive else "a source"
+
+    def refuse(holder: str) -> MergeError:
+        return MergeError(
+            f"{root} ({what}) is in use by another robovid process (pid {holder}: robovid-watch, robovid process, "
+            "compact or another merge). A root being written cannot be merged safely: stop it "
+            "(systemctl stop robovid-watch) or wait for it to finish, then run the merge again."
+        )
+
+    def missing() -> MergeError:
+        return MergeError(f"{root}: no such folder. Name a robot's recording root.")
+
+    with hold_root_lock(root, exclusive=exclusive, refuse=refuse, missing=missing):
         if exclusive:
             make_dirs_durably(merge_dir(root))
-            with contextlib.suppress(OSError):
-                write_bytes_durably(lock_path(root), str(os.getpid()).encode())
         yield
-    finally:
-        os.close(fd)
-
-
-def _read_holder(root: Path) -> str:
-    try:
-        return lock_path(root).read_text(encoding="utf-8", errors="replace").strip()[:32] or "unknown"
-    except OSError:
-        return "unknown"

@@ -24,8 +24,6 @@ commits its row again, placed from the file's own sample table like the service 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,9 +34,10 @@ from typing import Any
 from robovid._faults import fault_point
 from robovid._movie import Movie, read_movie
 from robovid._records import read_records, sizes_digest
-from robovid.durable import is_stale_temp_path, unlink_durably, write_bytes_durably
+from robovid._root_lock import hold_root_lock
+from robovid.durable import is_stale_temp_path, unlink_durably
 from robovid.errors import RepairError, RobovidError
-from robovid.layout import StrPath, list_cameras, list_chunks, lock_path, segments_dir
+from robovid.layout import StrPath, list_cameras, list_chunks, segments_dir
 from robovid.metadata import SegmentRow, SegmentStore, read_segments
 
 
@@ -204,30 +203,16 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
 @contextlib.contextmanager
 def _root_lock(root: Path) -> Iterator[None]:
     """The lock robovid-watch holds on the root folder (flock), taken without waiting."""
-    try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        raise RepairError(f"{root}: no such folder. Name a recording root.") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise RepairError(
-                f"{root} is in use by another robovid process (pid {_holder(root)}: robovid-watch, robovid process, "
-                "compact or merge). Rows are rebuilt only while nothing writes the root: stop it "
-                "(systemctl stop robovid-watch), then run `robovid verify --repair` again."
-            ) from None
-        with contextlib.suppress(OSError):
-            write_bytes_durably(lock_path(root), str(os.getpid()).encode())
+
+    def refuse(holder: str) -> RepairError:
+        return RepairError(
+            f"{root} is in use by another robovid process (pid {holder}: robovid-watch, robovid process, "
+            "compact or merge). Rows are rebuilt only while nothing writes the root: stop it "
+            "(systemctl stop robovid-watch), then run `robovid verify --repair` again."
+        )
+
+    def missing() -> RepairError:
+        return RepairError(f"{root}: no such folder. Name a recording root.")
+
+    with hold_root_lock(root, exclusive=True, refuse=refuse, missing=missing):
         yield
-    finally:
-        os.close(fd)
-
-
-def _holder(root: Path) -> str:
-    try:
-        return lock_path(root).read_text(encoding="utf-8", errors="replace").strip()[:32] or "unknown"
-    except OSError:
-        return "unknown"

@@ -101,6 +101,12 @@ def test_retention_keeps_the_newest_gigabytes_and_never_an_unshipped_file(
 ) -> None:
     root = copy_root(ship_template(SMALL), tmp_path / "root")
     sealed = sorted(sealed_keys(root), key=lambda k: (root / k).stat().st_mtime_ns)
+    # File times tick in ~4 ms steps, and the service seals two cameras' files within one tick often enough
+    # that "the newest" was a tie the test and retention broke differently (CI: all 4 pruned, never 3).
+    # Space the files a second apart, in the order they were sealed, so the newest is unambiguous.
+    start = time.time() - 3600
+    for i, key in enumerate(sealed):
+        os.utime(root / key, (start + i, start + i))
     newest = sealed[-1]
     keep_gb = (root / newest).stat().st_size / 1e9  # room for exactly the newest file
     bucket = Bucket(s3_server, s3_server.new_bucket())

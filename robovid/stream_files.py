@@ -7,9 +7,11 @@ folder ``layout.stream_dir(root, camera, episode)`` when robovid-watch finishes 
 - ``seg-JJJJJJ.mp4``: frames ``J*K .. J*K+K-1`` as a complete, fsynced MP4 (``K`` = segment
   frames), published by rename after ``seg-JJJJJJ.npz``: those frames' fingerprints (of the very
   YUV frames encoded) and per-channel byte counts (LeRobot statistics);
-- ``raw-JJJJJJ.rgb``: the crash log: every frame fed for segment ``J``, raw RGB, written by the
-  feeding thread before the frame is queued for the encoder, deleted once ``seg-J`` is published;
-  when it is synced, and what survives a crash or a power cut: :mod:`robovid.stream_log`;
+- ``raw-JJJJJJ.rgb``: the crash log: every frame fed for segment ``J``, raw RGB followed by a
+  trailer of its index and the CRC-32 of its bytes (``LOG_FORMAT`` 2; logs of format 1 have no
+  trailer), written by the feeding thread before the frame is queued for the encoder, deleted once
+  ``seg-J`` is published; when it is synced, and what survives a crash or a power cut:
+  :mod:`robovid.stream_log`;
 - ``finished.json``: the frame count and how many of them are in segments (the rest are PNGs in
   the episode's normal folder), written when the episode is finished or salvaged;
 - ``writer.lock``: flocked by the recording process while the episode is open.
@@ -26,7 +28,9 @@ import fcntl
 import json
 import os
 import queue
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -53,6 +57,11 @@ COMPLETE_MARKER = ".complete"
 """The marker a finished stream leaves in its episode folder (robovid-watch's default ``ROBOVID_COMPLETE_MARKER``)."""
 SPILL_PNG_LEVEL = 1
 """zlib level of spilled PNGs: the recorder's thread writes them, so the fastest."""
+LOG_FORMAT = 2
+"""The crash log's record layout this robovid writes: 2 = frame bytes + ``TRAILER`` (1: frame bytes alone)."""
+TRAILER = struct.Struct("<II")
+"""After each frame's bytes in a format-2 log: the frame's index and the CRC-32 of its bytes. A record whose
+trailer does not match (a write cut short, blocks a power cut left zero-filled or stale) is not a frame."""
 
 
 def segment_path(folder: Path, number: int) -> Path:
@@ -65,6 +74,19 @@ def segment_data_path(folder: Path, number: int) -> Path:
 
 def raw_path(folder: Path, number: int) -> Path:
     return folder / f"raw-{number:06d}.rgb"
+
+
+def log_trailer(index: int, data: memoryview) -> bytes:
+    """The trailer written after frame ``index``'s ``data`` in a format-2 crash log."""
+    return TRAILER.pack(index, zlib.crc32(data))
+
+
+def log_record_ok(index: int, record: bytes, frame_bytes: int) -> bool:
+    """Whether a format-2 ``record`` (frame bytes + trailer) is frame ``index`` exactly as it was written."""
+    if len(record) != frame_bytes + TRAILER.size:
+        return False
+    data = memoryview(record)[:frame_bytes]
+    return TRAILER.unpack_from(record, frame_bytes) == (index, zlib.crc32(data))
 
 
 def channel_counts(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
@@ -84,10 +106,16 @@ class StreamInfo:
     height: int
     segment_frames: int
     settings: dict[str, Any]
+    log_format: int = LOG_FORMAT
 
     @property
     def frame_bytes(self) -> int:
         return self.width * self.height * 3
+
+    @property
+    def record_bytes(self) -> int:
+        """Bytes of one frame's record in the crash log."""
+        return self.frame_bytes + (TRAILER.size if self.log_format >= 2 else 0)
 
     def encoder_settings(self) -> EncoderSettings:
         data = dict(self.settings)
@@ -103,6 +131,7 @@ class StreamInfo:
             "height": self.height,
             "segment_frames": self.segment_frames,
             "settings": self.settings,
+            "log_format": self.log_format,
         }
         write_bytes_durably(folder / STREAM_JSON, json.dumps(data, sort_keys=True).encode())
 
@@ -120,6 +149,7 @@ class StreamInfo:
                 int(data["height"]),
                 int(data["segment_frames"]),
                 dict(data["settings"]),
+                int(data.get("log_format", 1)),  # written before log records had trailers
             )
 
 
@@ -318,6 +348,7 @@ class SpillWriter(threading.Thread):
         self.folder, self.png_dir, self.shape, self.durable = folder, png_dir, shape, durable
         self.segment_frames, self.first = segment_frames, first
         self.frame_bytes = int(np.prod(shape))
+        self.record_bytes = self.frame_bytes + TRAILER.size
         self.indices: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self.counts = np.zeros((3, 256), np.int64)
         self.error: BaseException | None = None
@@ -328,7 +359,7 @@ class SpillWriter(threading.Thread):
             while (index := self.indices.get()) is not None:
                 number, offset = divmod(index, self.segment_frames)
                 with open(raw_path(self.folder, number), "rb") as log:
-                    log.seek(offset * self.frame_bytes)
+                    log.seek(offset * self.record_bytes)
                     rgb = np.frombuffer(log.read(self.frame_bytes), np.uint8).reshape(self.shape)
                 write_png(self.png_dir, index, rgb, self.durable)
                 self.counts += channel_counts(rgb)

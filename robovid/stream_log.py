@@ -1,8 +1,8 @@
 """The crash log of one streamed camera episode, and when its frames are safe from a power cut.
 
-Every frame fed to a :class:`robovid.StreamingVideoEncoder` is appended, raw RGB, to
-``raw-JJJJJJ.rgb`` (the frames of segment ``J``) by the feeding thread before it is queued for the
-encoder. The log is deleted once its segment is published (fsynced) or, for spilled frames, once
+Every frame fed to a :class:`robovid.StreamingVideoEncoder` is appended, raw RGB followed by its
+index and CRC-32 (:data:`robovid.stream_files.TRAILER`), to ``raw-JJJJJJ.rgb`` (the frames of
+segment ``J``) by the feeding thread before it is queued for the encoder. The log is deleted once its segment is published (fsynced) or, for spilled frames, once
 they are fsynced PNGs. The durability contract (README "Streaming"):
 
 - **``feed_frame`` returned**: the frame survives the death of the recording process (its bytes
@@ -37,6 +37,8 @@ from robovid.errors import FrameSequenceError, StreamingError
 from robovid.stream_files import (
     Finished,
     StreamInfo,
+    log_record_ok,
+    log_trailer,
     png_indices,
     published_segments,
     raw_path,
@@ -80,9 +82,10 @@ class CrashLog:
                 self._fd, self._number, self._new_entry = fd, number, True
             self._start()
         assert self._fd is not None
-        view = memoryview(rgb.data).cast("B")
-        while view:
-            view = view[os.write(self._fd, view) :]
+        data = memoryview(rgb.data).cast("B")
+        for view in (data, memoryview(log_trailer(index, data))):  # the trailer last: a record is whole once it is
+            while view:
+                view = view[os.write(self._fd, view) :]
         with self._cond:
             self._written = index + 1
             self._cond.notify_all()
@@ -207,20 +210,26 @@ def salvage(folder: Path, png_dir: Path) -> Finished | None:
 def _logged_frames(folder: Path, info: StreamInfo, published: int) -> dict[int, tuple[Path, int]]:
     """Frame index -> (log file, record) of every whole record in the logs of unpublished segments.
 
-    A partial record at a log's end (a write cut short, a power cut) is not a frame.
+    A partial record at a log's end (a write cut short, a power cut) is not a frame; nor, in a log
+    with trailers, is a record whose trailer does not match its bytes: after a power cut a file may
+    hold blocks the disk never received (zero-filled on XFS and others, or stale).
     """
     frames: dict[int, tuple[Path, int]] = {}
     for raw in sorted(folder.glob("raw-*.rgb")):  # spilled frames' logs may be gone already (all PNGs)
         number = int(raw.stem[4:])
         if number < published:
             continue
-        for record in range(raw.stat().st_size // info.frame_bytes):
-            frames[number * info.segment_frames + record] = (raw, record)
+        with open(raw, "rb") as log:
+            for record in range(os.fstat(log.fileno()).st_size // info.record_bytes):
+                index = number * info.segment_frames + record
+                if info.log_format >= 2 and not log_record_ok(index, log.read(info.record_bytes), info.frame_bytes):
+                    continue
+                frames[index] = (raw, record)
     return frames
 
 
 def _read_record(raw: Path, record: int, info: StreamInfo) -> npt.NDArray[np.uint8]:
     with open(raw, "rb") as log:
-        log.seek(record * info.frame_bytes)
+        log.seek(record * info.record_bytes)
         data = log.read(info.frame_bytes)
     return np.frombuffer(data, np.uint8).reshape(info.height, info.width, 3)

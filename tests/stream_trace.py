@@ -26,10 +26,10 @@ MARKER = re.compile(rb"fed (\d+) durable (\d+)|finished (\d+)")
 
 
 def check_stream_durability(
-    trace: Trace, folder: Path, png_dir: Path, markers: Path, segment_frames: int, frame_bytes: int
+    trace: Trace, folder: Path, png_dir: Path, markers: Path, segment_frames: int, record_bytes: int
 ) -> tuple[list[Violation], int]:
     """The breaches of the contract, and how many (marker, frame) promises were checked."""
-    checker = _Checker(trace, folder, png_dir, segment_frames, frame_bytes)
+    checker = _Checker(trace, folder, png_dir, segment_frames, record_bytes)
     out: dict[tuple[int, str], Violation] = {}
     checked = 0
     for marker in (op for op in trace.of_kind("write") if op.path == str(markers)):
@@ -46,9 +46,9 @@ def check_stream_durability(
 
 
 class _Checker:
-    def __init__(self, trace: Trace, folder: Path, png_dir: Path, segment_frames: int, frame_bytes: int) -> None:
+    def __init__(self, trace: Trace, folder: Path, png_dir: Path, segment_frames: int, record_bytes: int) -> None:
         self.trace, self.folder, self.png_dir = trace, str(folder), str(png_dir)
-        self.segment_frames, self.frame_bytes = segment_frames, frame_bytes
+        self.segment_frames, self.record_bytes = segment_frames, record_bytes
 
     def raw(self, number: int) -> str:
         return f"{self.folder}/raw-{number:06d}.rgb"
@@ -71,7 +71,7 @@ class _Checker:
         covering, end = None, 0
         for write in (op for op in trace.of_kind("write") if op.path == raw and op.seq < marker.seq):
             end += write.size
-            if end >= (record + 1) * self.frame_bytes:
+            if end >= (record + 1) * self.record_bytes:  # the frame and its trailer
                 covering = write
                 break
         if covering is None:

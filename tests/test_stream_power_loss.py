@@ -24,6 +24,7 @@ from stream_trace import check_stream_durability
 from syscall_trace import Trace, format_violations, strace_argv, strace_unusable
 
 from robovid.layout import episode_dir, stream_dir
+from robovid.stream_files import TRAILER
 
 WIDTH, HEIGHT, SEGMENT, QUEUE, FRAMES = 64, 48, 4, 3, 22
 
@@ -105,7 +106,12 @@ def traced_recorder(base: Path, mode: str) -> tuple[Trace, Path]:
 
 def check(trace: Trace, root: Path, base: Path) -> tuple[list[object], int]:
     return check_stream_durability(
-        trace, stream_dir(root, "cam", 0), episode_dir(root, "cam", 0), base / "markers", SEGMENT, WIDTH * HEIGHT * 3
+        trace,
+        stream_dir(root, "cam", 0),
+        episode_dir(root, "cam", 0),
+        base / "markers",
+        SEGMENT,
+        WIDTH * HEIGHT * 3 + TRAILER.size,
     )
 
 

@@ -1,9 +1,12 @@
 """What LeRobot's video tests import from LeRobot's own test tree, rebuilt for robovid.
 
 The tests in this folder are ported from huggingface/lerobot at commit 7427f31
-(``tests/datasets/test_video_encoding.py``, ``test_video_decoder_cache.py``) and from its
-pull request #3179 (``tests/datasets/test_video_timestamp_drift.py``), Apache-2.0. Their
-assertions are unchanged; only imports and fixtures differ, and they are all here:
+(``tests/datasets/test_video_encoding.py``, ``test_video_decoder_cache.py``,
+``test_streaming_video_encoder.py``) and from its pull request #3179
+(``tests/datasets/test_video_timestamp_drift.py``), Apache-2.0. Their assertions are unchanged;
+only imports and fixtures differ, and those of the tests that run in robovid's python are all here
+(the 9 that run in LeRobot main's python, through its dataset writer, carry theirs in
+``lerobot_main_writer.py``):
 
 - LeRobot's clips in ``tests/artifacts/encoded_videos`` are Git LFS objects not stored
   here. ``write_artifacts`` makes clips with the same properties (96x64, 30 fps, AV1 but

@@ -3,11 +3,13 @@
 From huggingface/lerobot ``tests/datasets/test_streaming_video_encoder.py`` at 7427f31
 (Apache-2.0): the 3 tests of ``_CameraEncoderThread`` and the 12 of ``StreamingVideoEncoder``.
 Adapted only in imports (``OBS_IMAGES`` is LeRobot's constant ``"observation.images"``; the
-VideoToolbox skip marker, which no streaming test uses, is left out). Not ported: the 5 of
-``TestStreamingEncoderIntegration``: they test LeRobot's dataset writer
+VideoToolbox skip marker, which no streaming test uses, is left out). The 5 of
+``TestStreamingEncoderIntegration`` test LeRobot's dataset writer
 (``LeRobotDataset.create(streaming_encoding=True)``, ``dataset.writer``), which robovid does not
-have; tests/test_streaming_service.py records several episodes of several cameras through
-robovid's own handoff to robovid-watch instead.
+have: they are in ``lerobot_main_writer.py``, run by ``test_lerobot_dataset_writer.py`` in LeRobot
+main's python with robovid's ``StreamingVideoEncoder`` in its writer.
+tests/test_streaming_service.py records several episodes of several cameras through robovid's own
+handoff to robovid-watch.
 
 Where robovid deliberately differs: ``test_graceful_frame_dropping`` passes unchanged (its only
 assertion on drops is ``dropped >= 0``), but robovid drops nothing: it spills the frames its

@@ -3,9 +3,10 @@
 From huggingface/lerobot ``tests/datasets/test_video_encoding.py`` at 7427f31 (Apache-2.0):
 ``TestGetVideoInfo.test_depth_encoder_config_sets_is_depth_map_true``, ``TestEncodeDepthVideoFrames``
 (5) and ``TestDepthFromVideoInfo`` (1). Adapted only in imports and fixtures (``lerobot_fixtures``:
-``write_image`` writes the uint16 TIFFs with Pillow, as LeRobot's does). Not ported: the 2 tests of
-``TestDepthEncoderConfigPersistence``, which test LeRobot's dataset writer (``save_episode``
-writing ``info.json``), like their RGB twins.
+``write_image`` writes the uint16 TIFFs with Pillow, as LeRobot's does). The 2 tests of
+``TestDepthEncoderConfigPersistence`` test LeRobot's dataset writer (``save_episode`` writing
+``info.json``): like their RGB twins they are in ``lerobot_main_writer.py`` (run by
+``test_lerobot_dataset_writer.py`` in LeRobot main's python).
 
 robovid's own depth tests (exactness, the quantizer's bound, append, decode) are in
 ``tests/test_depth_video.py``.

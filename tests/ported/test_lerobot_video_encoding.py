@@ -1,16 +1,18 @@
 """LeRobot's encoding tests, run against robovid (ported; assertions unchanged).
 
 From huggingface/lerobot ``tests/datasets/test_video_encoding.py`` at 7427f31 (Apache-2.0).
-Adapted only in imports and fixtures (``lerobot_fixtures`` says how). Not ported here:
+Adapted only in imports and fixtures (``lerobot_fixtures`` says how). Elsewhere:
 
 - the 9 depth tests (``DepthEncoderConfig``, ``TestEncodeDepthVideoFrames``,
   ``TestDepthEncoderConfigPersistence``, ``TestDepthFromVideoInfo``): 7 are in
-  ``test_lerobot_video_depth.py``; the 2 of ``TestDepthEncoderConfigPersistence`` are not
-  ported, for the reason below;
+  ``test_lerobot_video_depth.py``, the 2 of ``TestDepthEncoderConfigPersistence`` in
+  ``lerobot_main_writer.py``, for the reason below;
 - the 2 tests of ``TestEncoderConfigPersistence``: they test LeRobot's dataset writer
-  (``LeRobotDataset.save_episode`` writing ``info.json``), which robovid does not have;
-  ``tests/test_encoder_config.py`` proves the robovid side of it (the settings come back
-  from ``get_video_info`` on a chunk grown by appends).
+  (``LeRobotDataset.save_episode`` writing ``info.json``), so they run in LeRobot main's own
+  python with robovid as its video module (``lerobot_main_writer.py``, run by
+  ``test_lerobot_dataset_writer.py`` when ``ROBOVID_LEROBOT_MAIN_PYTHON`` is set);
+  ``tests/test_encoder_config.py`` proves the robovid side of it without LeRobot (the settings
+  come back from ``get_video_info`` on a chunk grown by appends).
 
 Where robovid deliberately differs, the test is marked ``deliberate_difference`` (an
 xfail that must fail) and a robovid test shows the difference (README: "Differences").

@@ -139,6 +139,8 @@ _SPECS = [
         quality=_crf("crf"),
         pix_fmts=("yuv420p",),
         preset_range=(0, 13),
+        # SVT-AV1's default, pinned: irefresh-type=1 (forward keyframes) opens the GOPs and leaves one sync sample.
+        random_access={"svtav1-params": "irefresh-type=2"},
         threads_option="lp",
     ),
     EncoderSpec(
@@ -151,7 +153,8 @@ _SPECS = [
         quality=_crf("crf"),
         pix_fmts=("yuv420p", "yuv444p"),
         preset_choices=X26X_PRESETS,
-        random_access={"bf": 0},  # x264's GOPs are closed by default
+        # x264's GOPs are closed by default; pinned in x264-params too, which x264 parses after bf (and x264opts)
+        random_access={"bf": 0, "x264-params": "bframes=0:open-gop=0"},
         threads_option="threads",
     ),
     EncoderSpec(
@@ -283,8 +286,9 @@ def codec_options(
 
     ``threads=None`` is robovid's choice: one SVT-AV1 thread (``lp=1``, measured best on 2
     cores, benchmarks/README.md), the encoder's own choice elsewhere; 0 lets the encoder decide.
-    ``*-params`` strings (``x265-params``, ``svtav1-params``) are merged key by key, robovid's
-    keys last (they win), so ``extra_options={"x265-params": "lossless=1"}`` still gets closed GOPs.
+    ``*-params`` strings (``x264-params``, ``x265-params``, ``svtav1-params``) are merged key by key,
+    robovid's keys last (they win), so ``extra_options={"x265-params": "lossless=1"}`` still gets closed
+    GOPs and ``{"x264opts": "bframes=3"}`` no B-frames (x264 parses ``x264-params`` after ``x264opts``).
     """
     options: Options = {}
     if g is not None:
@@ -307,7 +311,10 @@ def codec_options(
             options["tune"] = "fastdecode"
         if threads:
             options[spec.threads_option or "threads"] = threads
-    options.update(spec.random_access)
+    for key, value in spec.random_access.items():
+        options[key] = (
+            _merge_params(str(options[key]), str(value)) if key.endswith("-params") and key in options else value
+        )
     for key, value in extra_options.items():
         if key.endswith("-params") and key in options:
             options[key] = _merge_params(str(value), str(options[key]))

@@ -64,6 +64,33 @@ def test_extra_options_cannot_bring_back_b_frames_or_open_gops(tmp_path: Path, f
     assert pyav_seek_indices(video, queries) == [(3, n) for n in queries]
 
 
+def packets(video: Path) -> tuple[bool, list[int]]:
+    """Whether any packet's pts differs from its dts (B-frames reorder), and the keyframe packets' numbers."""
+    with av.open(str(video)) as container:
+        demuxed = [(p.pts, p.dts, p.is_keyframe) for p in container.demux(video=0) if p.size]
+    return any(pts != dts for pts, dts, _ in demuxed), [n for n, (_, _, key) in enumerate(demuxed) if key]
+
+
+@pytest.mark.parametrize(
+    ("vcodec", "extra_options"),
+    [
+        ("h264", {"x264-params": "bframes=3:open-gop=1"}),  # x264 parses its params after bf=0
+        ("h264", {"x264opts": "bframes=3:open-gop=1"}),
+        ("libsvtav1", {"svtav1-params": "irefresh-type=1"}),  # forward keyframes: an open GOP, no sync sample
+    ],
+)
+def test_encoder_params_strings_cannot_bring_back_b_frames_or_open_gops(
+    tmp_path: Path, frames_dir: Path, vcodec: str, extra_options: dict[str, str]
+) -> None:
+    config = RGBEncoderConfig(vcodec=vcodec, g=4, extra_options=extra_options)
+    video = tmp_path / "out.mp4"
+    encode_video_frames(frames_dir, video, FPS, video_encoder=config)
+
+    assert packets(video) == (False, [0, 4, 8, 12, 16, 20])  # what g=4 and the file's record say
+    queries = random.Random(5).choices(range(24), k=12)
+    assert pyav_seek_indices(video, queries) == [(3, n) for n in queries]
+
+
 def test_an_option_ffmpeg_does_not_use_is_refused_and_nothing_is_written(tmp_path: Path, frames_dir: Path) -> None:
     config = RGBEncoderConfig(extra_options={"totally_made_up_option": "value"})  # kept, as LeRobot keeps it
     video = tmp_path / "out.mp4"

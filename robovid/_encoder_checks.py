@@ -79,7 +79,23 @@ def check_settings(
             raise InvalidEncoderOptionError(f"Invalid extra_options key ({key!r}): it must be an option name.", key)
         if key in _published_options(spec.ffmpeg_name):
             _check_value(spec, key, f"Invalid extra option {key}={value!r} for {spec.ffmpeg_name}", value, key)
+        if key in spec.params_options:
+            _check_params(spec, key, value)
     return spec
+
+
+def _check_params(spec: EncoderSpec, option: str, value: object) -> None:
+    """Refuse a ``*-params`` setting that would override a structured field: the encoder parses these strings
+    after the fields' options, and the file would record the field's value while the encoder used another."""
+    for item in str(value).split(":"):
+        name, _, setting = item.partition("=")
+        field = spec.field_params.get(name.strip().lower().replace("_", "-"))
+        if field is not None:
+            raise InvalidEncoderOptionError(
+                f"Invalid extra option {option}={value!r} for {spec.ffmpeg_name}: {name}={setting} sets what robovid's "
+                f"{field} sets (and records in the file). Remove it from {option} and set {field} instead.",
+                option,
+            )
 
 
 def _check_depth_pix_fmt(spec: EncoderSpec, pix_fmt: object) -> None:

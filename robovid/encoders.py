@@ -75,6 +75,10 @@ class EncoderSpec:
     """Options that give closed GOPs without B-frames."""
     threads_option: str | None = None
     """Where ``threads`` goes (``lp`` for SVT-AV1, ``threads`` for x264/x265); None: ignored."""
+    params_options: tuple[str, ...] = ()
+    """Options holding the encoder's own ``key=value:key=value`` settings (``x264-params``, ...)."""
+    field_params: Mapping[str, str] = field(default_factory=dict)
+    """Keys of those settings that set what a structured field sets (``keyint``: ``g``), so refused there."""
     depth_pix_fmts: tuple[str, ...] = ()
     """Pixel formats robovid encodes depth maps to with this encoder (``robovid.depth_config``; first: the default)."""
     depth_only: bool = False
@@ -99,6 +103,14 @@ X26X_PRESETS = (
     "veryslow",
     "placebo",
 )
+
+
+_X26X_FIELD_PARAMS = {
+    **dict.fromkeys(("keyint", "keyint-max"), "g"),
+    **dict.fromkeys(("crf", "qp", "bitrate"), "crf"),  # the rate control: crf's, recorded as crf
+    "threads": "encoder_threads",
+}
+"""x264/x265 settings a structured field sets (their presets and tunes are not params keys)."""
 
 
 def _hardware(
@@ -142,6 +154,14 @@ _SPECS = [
         # SVT-AV1's default, pinned: irefresh-type=1 (forward keyframes) opens the GOPs and leaves one sync sample.
         random_access={"svtav1-params": "irefresh-type=2"},
         threads_option="lp",
+        params_options=("svtav1-params",),
+        field_params={
+            "keyint": "g",
+            **dict.fromkeys(("crf", "qp", "rc", "tbr"), "crf"),
+            "preset": "preset",
+            "fast-decode": "fast_decode",
+            "lp": "encoder_threads",
+        },
     ),
     EncoderSpec(
         vcodec="h264",
@@ -156,6 +176,8 @@ _SPECS = [
         # x264's GOPs are closed by default; pinned in x264-params too, which x264 parses after bf (and x264opts)
         random_access={"bf": 0, "x264-params": "bframes=0:open-gop=0"},
         threads_option="threads",
+        params_options=("x264opts", "x264-params"),
+        field_params=_X26X_FIELD_PARAMS,
     ),
     EncoderSpec(
         vcodec="hevc",
@@ -171,6 +193,8 @@ _SPECS = [
         # libx265 opens GOPs by default: frames after a keyframe then came back 1-2 late.
         random_access={"bf": 0, "x265-params": "log-level=error:no-open-gop=1:bframes=0"},
         threads_option="threads",
+        params_options=("x265-params",),
+        field_params=_X26X_FIELD_PARAMS,
     ),
     # FFV1: lossless and intra-only (g=1: with g > 1 a frame's coder state carries over from the frame
     # before, so a seek could not start there). robovid's exact depth codec: 16-bit samples kept as they are.

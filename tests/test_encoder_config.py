@@ -91,6 +91,27 @@ def test_encoder_params_strings_cannot_bring_back_b_frames_or_open_gops(
     assert pyav_seek_indices(video, queries) == [(3, n) for n in queries]
 
 
+@pytest.mark.parametrize(
+    ("vcodec", "extra_options", "field"),
+    [
+        ("libsvtav1", {"svtav1-params": "preset=12"}, "preset"),  # a stale-content preset, recorded as 6
+        ("libsvtav1", {"svtav1-params": "tune=0:keyint=60"}, "g"),
+        ("libsvtav1", {"svtav1-params": "crf=50"}, "crf"),
+        ("libsvtav1", {"svtav1-params": "fast-decode=2"}, "fast_decode"),
+        ("h264", {"x264-params": "keyint=30"}, "g"),
+        ("h264", {"x264opts": "qp=40"}, "crf"),
+        ("hevc", {"x265-params": "aq-mode=1:crf=40"}, "crf"),
+    ],
+)
+def test_encoder_params_strings_that_set_a_structured_field_are_refused(
+    vcodec: str, extra_options: dict[str, str], field: str
+) -> None:
+    """The file records the structured fields; a params string overriding one would make that record false."""
+    with pytest.raises(InvalidEncoderOptionError, match=f"set {field} instead") as error:
+        RGBEncoderConfig(vcodec=vcodec, extra_options=extra_options)
+    assert error.value.option == next(iter(extra_options))
+
+
 def test_an_option_ffmpeg_does_not_use_is_refused_and_nothing_is_written(tmp_path: Path, frames_dir: Path) -> None:
     config = RGBEncoderConfig(extra_options={"totally_made_up_option": "value"})  # kept, as LeRobot keeps it
     video = tmp_path / "out.mp4"

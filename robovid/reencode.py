@@ -10,18 +10,22 @@ fingerprints of the new samples; a trimmed output carries none (its runs no long
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import av
+import numpy as np
+import numpy.typing as npt
 import structlog
 
 from robovid import _records
 from robovid._movie import Movie, read_movie
+from robovid.depth import DEPTH_PIX_FMTS, DepthQuantizer, depth_frame, frame_samples
 from robovid.durable import atomic_output
 from robovid.encode import encode_stream
 from robovid.encoder_config import VideoEncoderConfig, rgb_encoder_defaults
@@ -50,8 +54,11 @@ def reencode_video(
     With ``start_time_s`` / ``end_time_s``, only the frames whose time lies in
     ``[start_time_s, end_time_s)`` (seconds from the first frame) are kept, and the output
     starts at 0. The frame rate is the input's. An existing output is kept (with a warning)
-    unless ``overwrite``. Raises :class:`FrameTimestampError` for a negative or empty window,
-    :class:`VideoFormatError` for an input without video.
+    unless ``overwrite``. A depth video takes a :class:`~robovid.DepthEncoderConfig` and keeps its depth:
+    millimetres (``gray16le``) are quantized to the config's 12-bit codes, and codes whose quantizer the file
+    records are turned back into millimetres or into another quantizer's codes. Raises
+    :class:`FrameTimestampError` for a negative or empty window, :class:`VideoFormatError` for an input
+    without video, a depth video with a colour config, or the reverse.
     """
     settings = (video_encoder or rgb_encoder_defaults()).to_settings(encoder_threads)
     _check_window(start_time_s, end_time_s)
@@ -79,7 +86,8 @@ def reencode_at_rate(
         fps = fps or Fraction(stream.average_rate or stream.base_rate or 0)
         if not fps:
             raise VideoFormatError(f"{input_video_path}: the video stream declares no frame rate.")
-        frames = _frames_in_window(source, stream, start_time_s, end_time_s, settings.pix_fmt, fps)
+        convert = _converter(stream.pix_fmt, source.metadata.get("comment"), settings, input_video_path)
+        frames = _frames_in_window(source, stream, start_time_s, end_time_s, convert, fps)
         first = next(frames, None)
         if first is None:
             raise FrameTimestampError(
@@ -126,10 +134,10 @@ def _frames_in_window(
     stream: VideoStream,
     start_s: float | None,
     end_s: float | None,
-    pix_fmt: str,
+    convert: Callable[[av.VideoFrame], av.VideoFrame],
     fps: Fraction,
 ) -> Iterator[av.VideoFrame]:
-    """The decoded frames in ``[start_s, end_s)``, converted to ``pix_fmt``, renumbered from 0 at ``fps``."""
+    """The decoded frames in ``[start_s, end_s)``, ``convert``ed, renumbered from 0 at ``fps``."""
     origin = stream.start_time or 0
     time_base = stream.time_base or Fraction(1, 1)
     if start_s:
@@ -143,10 +151,53 @@ def _frames_in_window(
             continue
         if end_s is not None and seconds >= end_s:
             return
-        converted = frame.reformat(format=pix_fmt)
+        converted = convert(frame)
         converted.pts, converted.time_base = index, 1 / fps
         index += 1
         yield converted
+
+
+def _converter(
+    pix_fmt: str | None, tag: str | None, settings: EncoderSettings, path: Path | str
+) -> Callable[[av.VideoFrame], av.VideoFrame]:
+    """How a decoded frame becomes one of ``settings``: colour by pixel format conversion; depth through its
+    meaning (millimetres, or the codes of the quantizer the source recorded), never by rescaling samples."""
+    source_depth = pix_fmt in DEPTH_PIX_FMTS
+    if settings.depth is None:
+        if source_depth:
+            raise VideoFormatError(
+                f"{path} is a depth video ({pix_fmt}): re-encoded as colour, its samples would become 8-bit RGB. "
+                "Pass a DepthEncoderConfig (DepthEncoderConfig.exact() keeps millimetres exactly)."
+            )
+        return lambda frame: frame.reformat(format=settings.pix_fmt)
+    if not source_depth:
+        raise VideoFormatError(
+            f"{path} is not a depth video ({pix_fmt}): a DepthEncoderConfig re-encodes depth videos "
+            f"({', '.join(DEPTH_PIX_FMTS)}); use an RGBEncoderConfig."
+        )
+    recorded = (EncoderSettings.from_tag(tag) or {}).get("depth")
+    source = DepthQuantizer(**recorded) if pix_fmt == "gray12le" and isinstance(recorded, dict) else None
+    if pix_fmt == "gray12le" and source is None and settings.pix_fmt != "gray12le":
+        raise VideoFormatError(
+            f"{path} holds 12-bit depth codes without robovid's record of their quantizer: their depth is unknown. "
+            "Re-encode it with a gray12le DepthEncoderConfig (its codes are kept as they are)."
+        )
+    return functools.partial(_depth_frame_of, source=source, target=settings.depth, pix_fmt=settings.pix_fmt)
+
+
+def _depth_frame_of(
+    frame: av.VideoFrame, source: DepthQuantizer | None, target: DepthQuantizer, pix_fmt: str
+) -> av.VideoFrame:
+    """``frame``'s depth as ``pix_fmt`` holds it: millimetres (gray16le) or ``target``'s codes (gray12le).
+
+    ``source``: the quantizer of a gray12le ``frame``'s codes (None for millimetres, or unrecorded codes)."""
+    samples = frame_samples(frame)
+    converted: npt.NDArray[np.generic] = samples
+    if frame.format.name != "gray12le" or (source is not None and (pix_fmt != "gray12le" or source != target)):
+        millimetres = source.dequantize(samples) if source is not None else samples
+        converted = target.quantize(millimetres) if pix_fmt == "gray12le" else millimetres
+    # else: codes of the target's quantizer, or of an unrecorded one: kept as they are
+    return depth_frame(np.array(converted, dtype=np.uint16, order="C"), pix_fmt)
 
 
 def _chain(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:

@@ -7,18 +7,24 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from videocheck import pyav_indices, sha256, temp_leftovers
 
 from robovid import (
+    DepthEncoderConfig,
     FrameTimestampError,
     RGBEncoderConfig,
+    VideoFormatError,
+    decode_video_frames,
     encode_video_frames,
     get_video_duration_in_s,
     get_video_info,
     reencode_video,
 )
+from robovid.depth import DepthQuantizer, read_depth_frame
 from robovid.synthetic import write_episode
+from robovid.synthetic_depth import write_depth_episode
 
 FPS = 30
 FRAMES = 24
@@ -120,3 +126,43 @@ def test_a_kill_mid_encode_leaves_the_previous_output_whole(
     assert result.returncode == -9, result.stderr
     assert sha256(video) == before
     assert pyav_indices(video) == [(5, n) for n in range(FRAMES)]
+
+
+def depth_samples(video: Path, frames: int) -> np.ndarray:
+    return np.asarray(decode_video_frames(video, [i / FPS for i in range(frames)], 1e-4, is_depth=True))[:, 0]
+
+
+def test_a_depth_video_reencoded_holds_its_depth_as_the_target_config_records_it(tmp_path: Path) -> None:
+    """Re-encoding converted depth samples as a pixel format change: millimetres shifted down 4 bits under a
+    record of LeRobot's log quantizer, and 12-bit codes shifted up 4 bits as if they were millimetres."""
+    folder = tmp_path / "depth"
+    write_depth_episode(folder, 0, 6, 64, 48, seed=3, marker=None)
+    recorded_mm = np.stack([read_depth_frame(p) for p in sorted(folder.glob("frame-*.png"))])
+    exact = tmp_path / "exact.mp4"
+    encode_video_frames(folder, exact, FPS, video_encoder=DepthEncoderConfig.exact())
+    codes, quantizer = tmp_path / "codes.mp4", DepthQuantizer(depth_max=6.0)
+    relog = tmp_path / "relog.mp4"
+
+    reencode_video(exact, codes, video_encoder=DepthEncoderConfig(depth_max=6.0))
+    reencode_video(codes, exact, video_encoder=DepthEncoderConfig.exact(), overwrite=True, start_time_s=2 / FPS)
+    reencode_video(codes, relog, video_encoder=DepthEncoderConfig(use_log=False))
+
+    np.testing.assert_array_equal(depth_samples(codes, 6), quantizer.quantize(recorded_mm))
+    np.testing.assert_array_equal(depth_samples(exact, 4), quantizer.dequantize(quantizer.quantize(recorded_mm[2:])))
+    relinear = DepthQuantizer(use_log=False)
+    np.testing.assert_array_equal(
+        depth_samples(relog, 6), relinear.quantize(quantizer.dequantize(quantizer.quantize(recorded_mm)))
+    )
+
+
+def test_depth_is_not_reencoded_as_colour_nor_colour_as_depth(tmp_path: Path, av1_episode: Path) -> None:
+    folder = tmp_path / "depth"
+    write_depth_episode(folder, 0, 3, 64, 48, seed=3, marker=None)
+    depth = tmp_path / "depth.mp4"
+    encode_video_frames(folder, depth, FPS, video_encoder=DepthEncoderConfig.exact())
+
+    with pytest.raises(VideoFormatError, match=r"depth video .*DepthEncoderConfig"):
+        reencode_video(depth, tmp_path / "colour.mp4", video_encoder=RGBEncoderConfig(vcodec="h264"))
+    with pytest.raises(VideoFormatError, match="not a depth video"):
+        reencode_video(av1_episode, tmp_path / "depth-of-colour.mp4", video_encoder=DepthEncoderConfig.exact())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["depth", "depth.mp4"]

@@ -269,11 +269,46 @@ def check_compatible(chunk: Movie, episode: Movie) -> None:
         differences.append(f"frame duration ({_frame_duration(chunk)} vs {_frame_duration(episode)} ticks)")
     if chunk.edit_media_time != episode.edit_media_time:
         differences.append("start delay (edit list)")
+    differences += _recorded_differences(chunk, episode)
     if differences:
         raise MismatchedVideosError(
             f"Cannot append {episode.path} to {chunk.path}: they differ in {', '.join(differences)}. "
             "Encode the episode with the chunk's settings, or start a new chunk file."
         )
+
+
+RECORDED_FIELDS = ("vcodec", "pix_fmt", "g", "crf", "preset", "fast_decode", "extra_options", "depth")
+"""The recorded encoder settings a joined file must share: one file records one set (``get_video_info``)."""
+
+
+def _recorded_differences(chunk: Movie, episode: Movie) -> list[str]:
+    """The recorded settings in which two robovid-written files differ (none when either has no record)."""
+    ours, theirs = recorded_settings(chunk), recorded_settings(episode)
+    if ours is None or theirs is None:
+        return []
+    return [
+        f"recorded {name} ({ours.get(name)!r} vs {theirs.get(name)!r})"
+        for name in RECORDED_FIELDS
+        if ours.get(name) != theirs.get(name)
+    ]
+
+
+def recorded_settings(movie: Movie) -> dict[str, object] | None:
+    """The encoder settings robovid recorded in the movie's comment tag (``udta/meta/ilst/©cmt``), or None."""
+    from robovid.settings import EncoderSettings  # it loads the encoders; the movie code does not need them
+
+    where = str(movie.path)
+    udta = movie.moov.child(b"udta")
+    try:
+        for meta in _mp4.parse_boxes(udta.payload, where) if udta is not None else ():
+            for ilst in _mp4.parse_boxes(meta.payload[4:], where) if meta.type == b"meta" else ():
+                for item in _mp4.parse_boxes(ilst.payload, where) if ilst.type == b"ilst" else ():
+                    for data in _mp4.parse_boxes(item.payload, where) if item.type == b"\xa9cmt" else ():
+                        if data.type == b"data":  # 4 bytes type, 4 bytes locale, then the text
+                            return EncoderSettings.from_tag(data.payload[8:].decode("utf-8", "replace"))
+    except VideoFormatError:
+        return None  # a tag robovid cannot read is no record
+    return None
 
 
 def _frame_duration(movie: Movie) -> int:

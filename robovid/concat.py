@@ -27,7 +27,8 @@ def concatenate_video_files(
 
     Unlike the reference, no ffconcat list is built (any file name works), every input
     is checked before anything is written (missing file: FileNotFoundError naming it;
-    codec, size, pixel format or frame rate differing: MismatchedVideosError), the
+    codec, size, pixel format, frame rate or the encoder settings robovid recorded in them
+    differing: MismatchedVideosError), the
     output is written beside its destination, fsynced and renamed into place, and
     timestamps are rebuilt from the sample tables, so they are monotonic by construction.
     Writes ``sum(input sizes)`` bytes once: use :func:`robovid.append_video` to grow a

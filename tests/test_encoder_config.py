@@ -15,6 +15,7 @@ from videocheck import pyav_indices, pyav_seek_indices
 
 from robovid import (
     InvalidEncoderOptionError,
+    MismatchedVideosError,
     RGBEncoderConfig,
     append_video,
     concatenate_video_files,
@@ -156,6 +157,25 @@ def test_settings_survive_appends_and_concatenation(tmp_path: Path, frames_dir: 
 
     for path in (chunk, joined):
         assert RGBEncoderConfig.from_video_info(get_video_info(path)) == config
+
+
+def test_episodes_encoded_with_other_recorded_settings_are_not_joined(tmp_path: Path, frames_dir: Path) -> None:
+    """SVT-AV1's stream header carries neither crf nor preset, so these streams would join by stream copy; the
+    joined file would then record the first file's settings for frames encoded with others."""
+    first, other = tmp_path / "first.mp4", tmp_path / "other.mp4"
+    encode_video_frames(frames_dir, first, FPS, video_encoder=RGBEncoderConfig(g=4, crf=28, preset=10))
+    encode_video_frames(frames_dir, other, FPS, video_encoder=RGBEncoderConfig(g=4, crf=40, preset=8))
+    chunk = tmp_path / "chunk.mp4"
+    append_video(chunk, first)
+    before = chunk.read_bytes()
+
+    with pytest.raises(MismatchedVideosError, match=r"recorded crf \(28 vs 40\), recorded preset \(10 vs 8\)"):
+        append_video(chunk, other)
+    with pytest.raises(MismatchedVideosError, match="recorded crf"):
+        concatenate_video_files([first, other], tmp_path / "joined.mp4")
+
+    assert chunk.read_bytes() == before and not (tmp_path / "joined.mp4").exists()
+    assert RGBEncoderConfig.from_video_info(get_video_info(chunk)) == RGBEncoderConfig(g=4, crf=28, preset=10)
 
 
 def test_what_the_file_records_wins_over_a_config_passed_to_get_video_info(tmp_path: Path, frames_dir: Path) -> None:

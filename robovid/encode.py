@@ -66,7 +66,7 @@ def encode_video_frames(
     imgs_dir: Path | str,
     video_path: Path | str,
     fps: int,
-    vcodec: str | VideoEncoderConfig = "libsvtav1",
+    vcodec: str | VideoEncoderConfig | None = "libsvtav1",
     pix_fmt: str | int | None = "yuv420p",
     g: int | None = 2,
     crf: int | float | None = 30,
@@ -111,7 +111,7 @@ _SEED_DEFAULTS = {"pix_fmt": "yuv420p", "g": 2, "crf": 30, "fast_decode": 0, "pr
 
 
 def _call_settings(
-    vcodec: str | VideoEncoderConfig,
+    vcodec: str | VideoEncoderConfig | None,
     pix_fmt: str | int | None,
     g: int | None,
     crf: int | float | None,
@@ -121,11 +121,12 @@ def _call_settings(
     encoder_threads: int | None,
 ) -> EncoderSettings:
     """The settings of an ``encode_video_frames`` call, in either of its two forms."""
-    # LeRobot's current order, positional: (imgs_dir, video_path, fps, video_encoder, encoder_threads)
-    if isinstance(vcodec, VideoEncoderConfig):
-        if video_encoder is not None:
+    # LeRobot's current order, positional: (imgs_dir, video_path, fps, video_encoder, encoder_threads); its
+    # video_encoder=None (the defaults) takes the seed era's vcodec place, where None was never a codec
+    if isinstance(vcodec, VideoEncoderConfig) or vcodec is None:
+        if video_encoder is not None and vcodec is not None:
             raise TypeError("encode_video_frames() got video_encoder twice (positionally and by keyword).")
-        video_encoder, vcodec = vcodec, "libsvtav1"
+        video_encoder, vcodec = video_encoder if vcodec is None else vcodec, "libsvtav1"
         if pix_fmt is None or (isinstance(pix_fmt, int) and not isinstance(pix_fmt, bool)):
             if pix_fmt is not None and encoder_threads is not None:
                 raise TypeError("encode_video_frames() got encoder_threads twice (after the config and later).")

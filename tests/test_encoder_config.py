@@ -195,6 +195,16 @@ def recorded_threads(video: Path) -> object:
     return recorded["threads"]
 
 
+def test_lerobots_positional_video_encoder_none_means_the_defaults(tmp_path: Path, frames_dir: Path) -> None:
+    """LeRobot's order is (imgs_dir, video_path, fps, video_encoder=None, encoder_threads=None): a caller passing its
+    optional config positionally passes None; robovid took it for the seed era's vcodec and refused it."""
+    video = tmp_path / "defaults.mp4"
+    encode_video_frames(frames_dir, video, FPS, None, 1)
+
+    assert RGBEncoderConfig.from_video_info(get_video_info(video)) == RGBEncoderConfig()
+    assert recorded_threads(video) == 1
+
+
 def test_the_seed_signature_and_the_config_signature_both_encode(tmp_path: Path, frames_dir: Path) -> None:
     positional = tmp_path / "positional.mp4"
     encode_video_frames(frames_dir, positional, FPS, "h264", "yuv420p", 4, 28)

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from robovid.depth import frame_samples
-from robovid.fingerprint import TILE_PX, TileMismatch
+from robovid.fingerprint import TileMismatch, mean_of_tiles, tile_mismatch
 
 DEPTH_PLANE = "depth"
 """The plane name a depth :class:`~robovid.fingerprint.TileMismatch` reports."""
@@ -61,25 +61,7 @@ def frame_depth_fingerprint(frame: av.VideoFrame) -> DepthFingerprint:
 
 def _tile_means(samples: Samples) -> npt.NDArray[np.uint16]:
     """Rounded mean of every TILE_PX square; partial edge tiles are averaged over the samples they have."""
-    height, width = samples.shape
-    t = TILE_PX
-    rows, cols = -(-height // t), -(-width // t)
-    wide = np.zeros((rows * t, cols * t), dtype=np.uint32)
-    wide[:height, :width] = samples
-    sums = wide[:, 0::t].copy()
-    for k in range(1, t):
-        sums += wide[:, k::t]
-    tiles = sums[0::t].copy()
-    for k in range(1, t):
-        tiles += sums[k::t]
-    counts = np.outer(_counts(height), _counts(width))
-    return np.rint(tiles / counts).astype(np.uint16)
-
-
-def _counts(n: int) -> npt.NDArray[np.int64]:
-    counts = np.full(-(-n // TILE_PX), TILE_PX)
-    counts[-1] = n - TILE_PX * (len(counts) - 1)
-    return counts
+    return np.rint(mean_of_tiles(samples, np.uint32)).astype(np.uint16)
 
 
 def compare_depth(
@@ -96,23 +78,8 @@ def compare_depth(
         prev = previous.tiles.astype(np.int32)
         stale = (s != prev) & (np.abs(d - prev) < own_err)
         if stale.any():
-            return _mismatch(index, "stale", decoded, np.argmax(np.where(stale, own_err, -1)), d, s, prev)
+            worst = np.argmax(np.where(stale, own_err, -1))
+            return tile_mismatch(index, "stale", DEPTH_PLANE, (1, 1), (own.width, own.height), worst, d, s, prev)
     if not own_err.any():  # samples differ too little to move any tile mean: report the whole frame
         return TileMismatch(index, "off", DEPTH_PLANE, 0, 0, own.width, own.height, int(d.mean()), int(s.mean()), None)
-    return _mismatch(index, "off", decoded, np.argmax(own_err), d, s, None)
-
-
-def _mismatch(
-    index: int,
-    kind: str,
-    fp: DepthFingerprint,
-    flat: np.intp,
-    d: npt.NDArray[np.int32],
-    s: npt.NDArray[np.int32],
-    prev: npt.NDArray[np.int32] | None,
-) -> TileMismatch:
-    row, col = np.unravel_index(flat, d.shape)
-    x, y = int(col) * TILE_PX, int(row) * TILE_PX
-    w, h = min(TILE_PX, fp.width - x), min(TILE_PX, fp.height - y)
-    previous = None if prev is None else int(prev[row, col])
-    return TileMismatch(index, kind, DEPTH_PLANE, x, y, w, h, int(d[row, col]), int(s[row, col]), previous)
+    return tile_mismatch(index, "off", DEPTH_PLANE, (1, 1), (own.width, own.height), np.argmax(own_err), d, s, None)

@@ -37,6 +37,7 @@ OFF_LEVELS = 48
 _PLANE_NAMES = ("Y", "U", "V")
 
 TileMeans = npt.NDArray[np.uint8]
+FloatTiles = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -70,20 +71,28 @@ def _plane_array(plane: av.video.plane.VideoPlane) -> npt.NDArray[np.uint8]:
 def tile_means(plane: npt.NDArray[np.uint8]) -> TileMeans:
     """Rounded mean of every ``TILE_PX`` square of ``plane``; a partial last row or column of tiles
     is averaged over the samples it has."""
-    height, width = plane.shape
+    return np.rint(mean_of_tiles(plane, np.uint16)).astype(np.uint8)
+
+
+def mean_of_tiles(samples: npt.NDArray[np.unsignedinteger], sum_dtype: type[np.unsignedinteger]) -> FloatTiles:
+    """Mean of every ``TILE_PX`` square of a 2-D array, summed in ``sum_dtype`` (it must hold ``TILE_PX**2``
+    samples); a partial last row or column of tiles is averaged over the samples it has."""
+    height, width = samples.shape
     t = TILE_PX
     if height % t or width % t:
-        padded = np.zeros((-(-height // t) * t, -(-width // t) * t), dtype=np.uint8)
-        padded[:height, :width] = plane
+        padded = np.zeros((-(-height // t) * t, -(-width // t) * t), dtype=samples.dtype)
+        padded[:height, :width] = samples
         counts = np.outer(_counts(height), _counts(width))
-        return _rounded(_tile_sums(padded) / counts)
-    return _rounded(_tile_sums(plane) / (t * t))
+        return _tile_sums(padded, sum_dtype) / counts
+    return _tile_sums(samples, sum_dtype) / (t * t)
 
 
-def _tile_sums(plane: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint16]:
+def _tile_sums(
+    samples: npt.NDArray[np.unsignedinteger], sum_dtype: type[np.unsignedinteger]
+) -> npt.NDArray[np.unsignedinteger]:
     """Sums of TILE_PX squares by strided adds (3-5x faster than a reshape + sum over two axes)."""
     t = TILE_PX
-    wide = plane.astype(np.uint16)
+    wide = samples.astype(sum_dtype)
     cols = wide[:, 0::t].copy()
     for k in range(1, t):
         cols += wide[:, k::t]
@@ -97,10 +106,6 @@ def _counts(n: int) -> npt.NDArray[np.int64]:
     counts = np.full(-(-n // TILE_PX), TILE_PX)
     counts[-1] = n - TILE_PX * (len(counts) - 1)
     return counts
-
-
-def _rounded(means: npt.NDArray[np.floating]) -> TileMeans:
-    return np.rint(means).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -165,10 +170,26 @@ def _mismatch(
     s: npt.NDArray[np.int16],
     prev: npt.NDArray[np.int16] | None,
 ) -> TileMismatch:
-    row, col = np.unravel_index(flat, d.shape)
-    sx, sy = fp.scales[p]
-    x, y = int(col) * TILE_PX * sx, int(row) * TILE_PX * sy
-    w, h = min(TILE_PX * sx, fp.width - x), min(TILE_PX * sy, fp.height - y)
-    previous = None if prev is None else int(prev[row, col])
     name = _PLANE_NAMES[p] if p < len(_PLANE_NAMES) else str(p)
-    return TileMismatch(index, kind, name, x, y, w, h, int(d[row, col]), int(s[row, col]), previous)
+    return tile_mismatch(index, kind, name, fp.scales[p], (fp.width, fp.height), flat, d, s, prev)
+
+
+def tile_mismatch(
+    index: int,
+    kind: str,
+    plane: str,
+    scale: tuple[int, int],
+    frame_size: tuple[int, int],
+    flat: np.intp,
+    d: npt.NDArray[np.signedinteger],
+    s: npt.NDArray[np.signedinteger],
+    prev: npt.NDArray[np.signedinteger] | None,
+) -> TileMismatch:
+    """The mismatch of tile ``flat`` (an index into the flattened tile means ``d``, decoded, and ``s``, its
+    source's) of a plane whose samples cover ``scale`` (x, y) frame pixels each, in a frame of ``frame_size``."""
+    row, col = np.unravel_index(flat, d.shape)
+    (sx, sy), (width, height) = scale, frame_size
+    x, y = int(col) * TILE_PX * sx, int(row) * TILE_PX * sy
+    w, h = min(TILE_PX * sx, width - x), min(TILE_PX * sy, height - y)
+    previous = None if prev is None else int(prev[row, col])
+    return TileMismatch(index, kind, plane, x, y, w, h, int(d[row, col]), int(s[row, col]), previous)

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 _Float = npt.NDArray[np.floating]  # float32 at run time
+Frame = TypeVar("Frame", bound=npt.NDArray[np.unsignedinteger])
 
 # Scene: values stay inside video range, so sensor noise never clips and yuv420p keeps them.
 _SCENE_MIN, _SCENE_MAX = 16, 239
@@ -230,12 +232,32 @@ def _write_frames(
     compress_level: int = 1,
 ) -> list[Path]:
     """Render ``num_frames`` frames of ``size`` (width, height) from ``background``, then the marker."""
+    return write_frames(
+        episode_dir,
+        num_frames,
+        lambda i: render_frame(background, *size, episode, i),
+        lambda path, img: _write_png(path, img, compress_level),
+        marker,
+    )
+
+
+def write_frames(
+    episode_dir: Path,
+    num_frames: int,
+    render: Callable[[int], Frame],
+    write: Callable[[Path, Frame], None],
+    marker: str | None,
+) -> list[Path]:
+    """``write(path, render(i))`` each frame ``i`` of an episode into ``episode_dir`` (created), then the marker.
+
+    Returns the frame paths (:func:`robovid.layout.frame_path`) in order; ``num_frames=0`` makes an empty episode.
+    """
     if num_frames < 0:
         raise ValueError(f"num_frames={num_frames} for {episode_dir}; it must be 0 or more.")
     episode_dir.mkdir(parents=True, exist_ok=True)
     paths = [layout.frame_path(episode_dir, i) for i in range(num_frames)]
     for i, path in enumerate(paths):
-        _write_png(path, render_frame(background, *size, episode, i), compress_level)
+        write(path, render(i))
     _write_marker(episode_dir, marker)
     return paths
 

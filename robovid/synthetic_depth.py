@@ -20,6 +20,7 @@ cells, drawn at two depths (:data:`INDEX_NEAR_MM`, :data:`INDEX_FAR_MM`) without
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import imagecodecs
 import numpy as np
 import numpy.typing as npt
 
-from robovid.synthetic import burn_index, read_index
+from robovid.synthetic import burn_index, read_index, write_frames
 
 Depth16 = npt.NDArray[np.uint16]
 _F = npt.NDArray[np.float64]
@@ -247,10 +248,5 @@ def write_depth_episode(
 ) -> list[Path]:
     """Write ``num_frames`` 16-bit depth PNGs ``frame-000000.png``.. into ``episode_dir``, then the marker."""
     scene = depth_scene(seed)
-    episode_dir.mkdir(parents=True, exist_ok=True)
-    paths = [episode_dir / f"frame-{i:06d}.png" for i in range(num_frames)]
-    for i, path in enumerate(paths):
-        write_depth_png(path, render_depth(scene, width, height, episode, i, noise_scale))
-    if marker is not None:
-        (episode_dir / marker).touch()
-    return paths
+    render = functools.partial(render_depth, scene, width, height, episode, noise_scale=noise_scale)
+    return write_frames(episode_dir, num_frames, render, write_depth_png, marker)

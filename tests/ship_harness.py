@@ -14,12 +14,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from daemon_harness import Daemon, record, start_daemon
+from daemon_harness import Daemon, record, start_daemon, wait_for
 from s3server import CREDENTIALS, MotoServer
 
 from robovid.layout import ChunkLocation, chunk_key, segments_dir, videos_dir
@@ -101,6 +102,12 @@ def copy_root(template: Path, destination: Path) -> Path:
     return destination
 
 
+def copied_root(template: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of a template root at ``tmp_path/root``, and its chunk files' hashes before anything is shipped."""
+    root = copy_root(template, tmp_path / "root")
+    return root, file_hashes(root)
+
+
 def file_hashes(root: Path) -> dict[str, str]:
     """SHA-256 of every chunk file under the root, by its key (``videos/...``)."""
     return {
@@ -135,6 +142,21 @@ def start_shipper(root: Path, dest: str, endpoint: str | None = None, **override
     return start_daemon(root, module=SHIP_MODULE, **ship_env(dest, endpoint, **overrides))
 
 
+def all_sealed_files(root: Path, state: str) -> Callable[[], bool]:
+    """A condition for wait_for: every sealed file's journal record is in ``state`` (``committed``, ``pruned``)."""
+    return lambda: set(journal_states(root).values()) == {state}
+
+
+def ship_until(root: Path, dest: str, endpoint: str | None, state: str, what: str, **overrides: str) -> Daemon:
+    """Run the real shipper until every sealed file is in ``state`` (waiting for ``what``), then stop it: exit 0."""
+    shipper = start_shipper(root, dest, endpoint, **overrides)
+    try:
+        wait_for(all_sealed_files(root, state), what, daemon=shipper)
+    finally:
+        assert shipper.stop() == 0
+    return shipper
+
+
 def s3_dest(bucket: str) -> str:
     return f"s3://{bucket}/{PREFIX}"
 
@@ -147,6 +169,16 @@ class Bucket:
         self.server = server
         self.name = name
         self.prefix = f"{PREFIX}/{ROBOT}/"
+
+    @classmethod
+    def new(cls, server: MotoServer) -> Bucket:
+        """A new, empty bucket on the server."""
+        return cls(server, server.new_bucket())
+
+    @property
+    def dest(self) -> str:
+        """The shipper's destination for this bucket (ROBOVID_SHIP_DEST)."""
+        return s3_dest(self.name)
 
     def objects(self) -> dict[str, bytes]:
         client = self.server.client()

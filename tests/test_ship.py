@@ -24,13 +24,14 @@ from ship_harness import (
     SHIP_MODULE,
     SMALL,
     Bucket,
+    all_sealed_files,
     check_fully_shipped,
-    copy_root,
-    file_hashes,
+    copied_root,
     journal_states,
     s3_dest,
     sealed_keys,
     ship_env,
+    ship_until,
     start_shipper,
 )
 
@@ -42,16 +43,15 @@ from robovid_watch.ship.manifest import MANIFEST_KEY
 def test_sealed_files_are_shipped_verified_committed_then_pruned(
     tmp_path: Path, s3_server: MotoServer, ship_template: ShipTemplate
 ) -> None:
-    root = copy_root(ship_template(SMALL), tmp_path / "root")
-    originals = file_hashes(root)
+    root, originals = copied_root(ship_template(SMALL), tmp_path)
     sealed = sealed_keys(root)
     assert len(sealed) == 4 and len(originals) == 6, "2 cameras x (2 finished files + 1 open)"
-    bucket = Bucket(s3_server, s3_server.new_bucket())
+    bucket = Bucket.new(s3_server)
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url, ROBOVID_METRICS_DIR=str(metrics_dir))
+    shipper = start_shipper(root, bucket.dest, s3_server.url, ROBOVID_METRICS_DIR=str(metrics_dir))
     try:
-        wait_for(lambda: set(journal_states(root).values()) == {"pruned"}, "every sealed file pruned", daemon=shipper)
+        wait_for(all_sealed_files(root, "pruned"), "every sealed file pruned", daemon=shipper)
         wait_for(lambda: (metrics_dir / "robovid_ship.prom").exists(), "the metrics file", daemon=shipper)
     finally:
         assert shipper.stop() == 0
@@ -81,14 +81,10 @@ def test_sealed_files_are_shipped_verified_committed_then_pruned(
 def test_remote_copies_hold_the_episodes_frames_in_order(
     tmp_path: Path, s3_server: MotoServer, ship_template: ShipTemplate
 ) -> None:
-    root = copy_root(ship_template(SMALL), tmp_path / "root")
+    root, _ = copied_root(ship_template(SMALL), tmp_path)
     expected = {key: decoded_indices(root / key) for key in sealed_keys(root)}
-    bucket = Bucket(s3_server, s3_server.new_bucket())
-    shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url)
-    try:
-        wait_for(lambda: set(journal_states(root).values()) == {"pruned"}, "shipped and pruned", daemon=shipper)
-    finally:
-        assert shipper.stop() == 0
+    bucket = Bucket.new(s3_server)
+    ship_until(root, bucket.dest, s3_server.url, "pruned", "shipped and pruned")
     remote = bucket.objects()
     for key, frames in expected.items():
         copy = tmp_path / "copy.mp4"
@@ -99,7 +95,7 @@ def test_remote_copies_hold_the_episodes_frames_in_order(
 def test_retention_keeps_the_newest_gigabytes_and_never_an_unshipped_file(
     tmp_path: Path, s3_server: MotoServer, ship_template: ShipTemplate
 ) -> None:
-    root = copy_root(ship_template(SMALL), tmp_path / "root")
+    root, _ = copied_root(ship_template(SMALL), tmp_path)
     sealed = sorted(sealed_keys(root), key=lambda k: (root / k).stat().st_mtime_ns)
     # File times tick in ~4 ms steps, and the service seals two cameras' files within one tick often enough
     # that "the newest" was a tie the test and retention broke differently (CI: all 4 pruned, never 3).
@@ -109,14 +105,14 @@ def test_retention_keeps_the_newest_gigabytes_and_never_an_unshipped_file(
         os.utime(root / key, (start + i, start + i))
     newest = sealed[-1]
     keep_gb = (root / newest).stat().st_size / 1e9  # room for exactly the newest file
-    bucket = Bucket(s3_server, s3_server.new_bucket())
+    bucket = Bucket.new(s3_server)
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     prom = metrics_dir / "robovid_ship.prom"
     proxy = FaultProxy(s3_server.port).start()
     proxy.cut()  # offline from the start: retention 0 bytes must still delete nothing
     shipper = start_shipper(
-        root, s3_dest(bucket.name), proxy.url, ROBOVID_SHIP_KEEP_GB=str(keep_gb), ROBOVID_METRICS_DIR=str(metrics_dir)
+        root, bucket.dest, proxy.url, ROBOVID_SHIP_KEEP_GB=str(keep_gb), ROBOVID_METRICS_DIR=str(metrics_dir)
     )
     try:
         wait_for(lambda: len(shipper.events_named("remote_unavailable")) >= 2, "two failed attempts", daemon=shipper)
@@ -147,14 +143,14 @@ def test_retention_keeps_the_newest_gigabytes_and_never_an_unshipped_file(
 def test_retention_by_days_keeps_young_files(
     tmp_path: Path, s3_server: MotoServer, ship_template: ShipTemplate
 ) -> None:
-    root = copy_root(ship_template(SMALL), tmp_path / "root")
+    root, _ = copied_root(ship_template(SMALL), tmp_path)
     sealed = sorted(sealed_keys(root))
     old = sealed[:2]
     ten_days_ago = time.time() - 10 * 86400
     for key in old:
         os.utime(root / key, (ten_days_ago, ten_days_ago))
-    bucket = Bucket(s3_server, s3_server.new_bucket())
-    shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url, ROBOVID_SHIP_KEEP_DAYS="7")
+    bucket = Bucket.new(s3_server)
+    shipper = start_shipper(root, bucket.dest, s3_server.url, ROBOVID_SHIP_KEEP_DAYS="7")
     try:
         wait_for(lambda: list(journal_states(root).values()).count("pruned") == 2, "old files pruned", daemon=shipper)
         wait_for(lambda: len(bucket.committed()) == 4, "all four committed", daemon=shipper)
@@ -167,21 +163,12 @@ def test_retention_by_days_keeps_young_files(
 def test_a_restarted_shipper_ships_nothing_twice(
     tmp_path: Path, s3_server: MotoServer, ship_template: ShipTemplate
 ) -> None:
-    root = copy_root(ship_template(SMALL), tmp_path / "root")
-    originals = file_hashes(root)
-    bucket = Bucket(s3_server, s3_server.new_bucket())
-    first = start_shipper(root, s3_dest(bucket.name), s3_server.url, ROBOVID_SHIP_KEEP_GB="1")
-    try:
-        wait_for(lambda: set(journal_states(root).values()) == {"committed"}, "all committed", daemon=first)
-    finally:
-        assert first.stop() == 0
+    root, originals = copied_root(ship_template(SMALL), tmp_path)
+    bucket = Bucket.new(s3_server)
+    ship_until(root, bucket.dest, s3_server.url, "committed", "all committed", ROBOVID_SHIP_KEEP_GB="1")
     generation = bucket.manifest()["generation"]  # type: ignore[index]
     shutil.rmtree(ship_dir(root))  # even with its journal lost, the manifest says what is shipped
-    second = start_shipper(root, s3_dest(bucket.name), s3_server.url, ROBOVID_SHIP_KEEP_GB="1")
-    try:
-        wait_for(lambda: set(journal_states(root).values()) == {"committed"}, "all committed again", daemon=second)
-    finally:
-        assert second.stop() == 0
+    second = ship_until(root, bucket.dest, s3_server.url, "committed", "all committed again", ROBOVID_SHIP_KEEP_GB="1")
     assert second.events_named("file_shipped") == [], "nothing is uploaded again"
     assert bucket.manifest()["generation"] <= generation + 1  # type: ignore[index]
     check_fully_shipped(root, originals, bucket)
@@ -234,13 +221,13 @@ def test_the_metrics_file_is_valid_prometheus_text(
         if os.environ.get("ROBOVID_REQUIRE_SYSTEM_TOOLS") == "1":
             pytest.fail("promtool is missing (apt-get install prometheus)")
         pytest.skip("promtool is missing (apt-get install prometheus)")
-    root = copy_root(ship_template(SMALL), tmp_path / "root")
+    root, _ = copied_root(ship_template(SMALL), tmp_path)
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    bucket = s3_server.new_bucket()
-    shipper = start_shipper(root, s3_dest(bucket), s3_server.url, ROBOVID_METRICS_DIR=str(metrics_dir))
+    bucket = Bucket.new(s3_server)
+    shipper = start_shipper(root, bucket.dest, s3_server.url, ROBOVID_METRICS_DIR=str(metrics_dir))
     try:
-        wait_for(lambda: set(journal_states(root).values()) == {"pruned"}, "shipped", daemon=shipper)
+        wait_for(all_sealed_files(root, "pruned"), "shipped", daemon=shipper)
         wait_for(lambda: (metrics_dir / "robovid_ship.prom").exists(), "metrics", daemon=shipper)
     finally:
         assert shipper.stop() == 0
@@ -248,7 +235,7 @@ def test_the_metrics_file_is_valid_prometheus_text(
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert oct((metrics_dir / "robovid_ship.prom").stat().st_mode & 0o777) == "0o644"
-    assert json.loads(Bucket(s3_server, bucket).objects()[MANIFEST_KEY])["robot_id"] == "robot-7"
+    assert json.loads(bucket.objects()[MANIFEST_KEY])["robot_id"] == "robot-7"
 
 
 def test_the_service_and_the_shipper_run_side_by_side_and_every_episode_lands_remotely(
@@ -256,9 +243,9 @@ def test_the_service_and_the_shipper_run_side_by_side_and_every_episode_lands_re
 ) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    bucket = Bucket(s3_server, s3_server.new_bucket())
+    bucket = Bucket.new(s3_server)
     service = start_daemon(root, ROBOVID_VCODEC="libsvtav1", ROBOVID_VIDEO_FILE_SIZE_MB="0.01", ROBOVID_SEAL_IDLE_S="2")
-    shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url)
+    shipper = start_shipper(root, bucket.dest, s3_server.url)
     try:
         for last in (3, 6):  # recorded while both run
             record(root, ["front", "wrist cam"], range(last - 3, last))

@@ -31,12 +31,13 @@ from ship_harness import (
     ROBOT,
     SMALL_LEROBOT,
     Bucket,
+    all_sealed_files,
     check_fully_shipped,
-    copy_root,
+    copied_root,
     file_hashes,
     journal_states,
-    s3_dest,
     sealed_keys,
+    ship_until,
     start_shipper,
 )
 
@@ -130,14 +131,9 @@ def download(bucket: Bucket, destination: Path) -> Path:
 def test_a_lerobot_root_shipped_to_s3_is_a_dataset_of_its_shipped_episodes_after_a_download(
     tmp_path: Path, s3_server: MotoServer, ship_template: ShipTemplate
 ) -> None:
-    root = copy_root(ship_template(SMALL_LEROBOT), tmp_path / "root")
-    originals = file_hashes(root)
-    bucket = Bucket(s3_server, s3_server.new_bucket())
-    shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url)
-    try:
-        wait_for(lambda: set(journal_states(root).values()) == {"pruned"}, "every sealed file pruned", daemon=shipper)
-    finally:
-        assert shipper.stop() == 0
+    root, originals = copied_root(ship_template(SMALL_LEROBOT), tmp_path)
+    bucket = Bucket.new(s3_server)
+    ship_until(root, bucket.dest, s3_server.url, "pruned", "every sealed file pruned")
     remote = check_fully_shipped(root, originals, bucket)
     prefix = check_lerobot_prefix(remote)
     assert "meta/stats.json" in remote
@@ -152,15 +148,10 @@ def test_a_lerobot_root_shipped_to_s3_is_a_dataset_of_its_shipped_episodes_after
 
 def test_a_lerobot_root_shipped_to_a_folder_loads_where_it_lies(tmp_path: Path, ship_template: ShipTemplate) -> None:
     """A ``file://`` destination (a mounted NAS): ``LeRobotDataset(repo_id, root=<dest>/<robot>)`` directly."""
-    root = copy_root(ship_template(SMALL_LEROBOT), tmp_path / "root")
-    originals = file_hashes(root)
+    root, originals = copied_root(ship_template(SMALL_LEROBOT), tmp_path)
     nas = tmp_path / "nas"
     nas.mkdir()
-    shipper = start_shipper(root, nas.as_uri())
-    try:
-        wait_for(lambda: set(journal_states(root).values()) == {"pruned"}, "every sealed file pruned", daemon=shipper)
-    finally:
-        assert shipper.stop() == 0
+    ship_until(root, nas.as_uri(), None, "pruned", "every sealed file pruned")
     objects = folder_objects(nas / ROBOT)
     check_loadable_state(root, originals, objects)
     prefix = check_lerobot_prefix(objects)
@@ -174,17 +165,16 @@ def test_retention_keeps_every_file_the_remote_lerobot_meta_does_not_cover_until
     """The local info.json counts one episode (LeRobot still recording, an export behind): every sealed file is
     shipped and committed, but only the file with nothing past episode 0 may go... none here: each holds
     episode 1, 2 or 3. Once info.json counts all 6, the remote meta follows (no new file needed) and they go."""
-    root = copy_root(ship_template(SMALL_LEROBOT), tmp_path / "root")
-    originals = file_hashes(root)
+    root, originals = copied_root(ship_template(SMALL_LEROBOT), tmp_path)
     info_path = info_json_path(root)
     whole = count_one_episode(info_path)
-    bucket = Bucket(s3_server, s3_server.new_bucket())
+    bucket = Bucket.new(s3_server)
     prom = tmp_path / "metrics" / "robovid_ship.prom"
     prom.parent.mkdir()
-    shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url, ROBOVID_METRICS_DIR=str(prom.parent))
+    shipper = start_shipper(root, bucket.dest, s3_server.url, ROBOVID_METRICS_DIR=str(prom.parent))
     sealed_bytes = sum((root / k).stat().st_size for k in sealed_keys(root))
     try:
-        wait_for(lambda: set(journal_states(root).values()) == {"committed"}, "every file committed", daemon=shipper)
+        wait_for(all_sealed_files(root, "committed"), "every file committed", daemon=shipper)
         wait_for(lambda: bool(shipper.events_named("kept_for_lerobot_meta")), "files kept", daemon=shipper)
         wait_for(lambda: _gauge(prom, "robovid_ship_held_bytes") == sealed_bytes, "held bytes", daemon=shipper)
         assert _gauge(prom, "robovid_ship_lerobot_episodes") == 1
@@ -193,7 +183,7 @@ def test_retention_keeps_every_file_the_remote_lerobot_meta_does_not_cover_until
         assert set(journal_states(root).values()) == {"committed"}, "nothing pruned while the meta lags"
         assert file_hashes(root) == originals
         info_path.write_bytes(whole)
-        wait_for(lambda: set(journal_states(root).values()) == {"pruned"}, "pruned once covered", daemon=shipper)
+        wait_for(all_sealed_files(root, "pruned"), "pruned once covered", daemon=shipper)
         wait_for(lambda: _gauge(prom, "robovid_ship_lerobot_episodes") == SHIPPED_EPISODES, "M", daemon=shipper)
         assert _gauge(prom, "robovid_ship_held_bytes") == 0
     finally:
@@ -209,19 +199,14 @@ def test_kill_9_at_each_lerobot_meta_upload_leaves_a_loadable_prefix_and_loses_n
     """A remote generation of 1 episode grows to 4: the second commit uploads the episodes file, the data file,
     stats.json and info.json (tasks and the segment table are unchanged). Killed after each of them, the
     prefix is one LeRobot loads, nothing is lost, and the restarted shipper finishes the commit."""
-    root = copy_root(ship_template(SMALL_LEROBOT), tmp_path / "root")
-    originals = file_hashes(root)
+    root, originals = copied_root(ship_template(SMALL_LEROBOT), tmp_path)
     info_path = info_json_path(root)
     whole = count_one_episode(info_path)
-    bucket = Bucket(s3_server, s3_server.new_bucket())
-    first = start_shipper(root, s3_dest(bucket.name), s3_server.url)
-    try:
-        wait_for(lambda: set(journal_states(root).values()) == {"committed"}, "generation of 1", daemon=first)
-    finally:
-        assert first.stop() == 0
+    bucket = Bucket.new(s3_server)
+    ship_until(root, bucket.dest, s3_server.url, "committed", "generation of 1")
     info_path.write_bytes(whole)
     point = f"ship:after-metadata-object:{upload}"
-    killed = start_shipper(root, s3_dest(bucket.name), s3_server.url, ROBOVID_FAULT_POINT=point)
+    killed = start_shipper(root, bucket.dest, s3_server.url, ROBOVID_FAULT_POINT=point)
     wait_for(lambda: killed.process.poll() is not None, f"the kill at {point}")
     killed.kill()
     assert killed.process.returncode == -9
@@ -235,11 +220,7 @@ def test_kill_9_at_each_lerobot_meta_upload_leaves_a_loadable_prefix_and_loses_n
     results = lerobot_load(folder)
     if results is not None:
         assert results["indexing"]["wrong"] == 0 and results["dataloader"]["wrong"] == 0, results
-    second = start_shipper(root, s3_dest(bucket.name), s3_server.url)
-    try:
-        wait_for(lambda: set(journal_states(root).values()) == {"pruned"}, "finished after the restart", daemon=second)
-    finally:
-        assert second.stop() == 0
+    second = ship_until(root, bucket.dest, s3_server.url, "pruned", "finished after the restart")
     remote = check_fully_shipped(root, originals, bucket)
     assert check_lerobot_prefix(remote).info["total_episodes"] == SHIPPED_EPISODES
     assert not second.events_named("file_shipped"), "committed files are not uploaded again"
@@ -250,14 +231,14 @@ def test_a_local_dataset_covering_fewer_episodes_never_shrinks_the_remote_one(
 ) -> None:
     """LeRobot reopens its episodes file (a resumed recording: no footer until it finalizes again): the local
     dataset reads as 0 episodes for a while. The remote one keeps its 4, byte for byte, and nothing fails."""
-    root = copy_root(ship_template(SMALL_LEROBOT), tmp_path / "root")
-    bucket = Bucket(s3_server, s3_server.new_bucket())
+    root, _ = copied_root(ship_template(SMALL_LEROBOT), tmp_path)
+    bucket = Bucket.new(s3_server)
     prom = tmp_path / "metrics" / "robovid_ship.prom"
     prom.parent.mkdir()
-    shipper = start_shipper(root, s3_dest(bucket.name), s3_server.url, ROBOVID_METRICS_DIR=str(prom.parent))
+    shipper = start_shipper(root, bucket.dest, s3_server.url, ROBOVID_METRICS_DIR=str(prom.parent))
     episodes_file = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
     try:
-        wait_for(lambda: set(journal_states(root).values()) == {"pruned"}, "every sealed file pruned", daemon=shipper)
+        wait_for(all_sealed_files(root, "pruned"), "every sealed file pruned", daemon=shipper)
         before = bucket.objects()
         episodes_file.write_bytes(episodes_file.read_bytes()[:-200])  # the footer gone, as while a writer has it
         for _ in range(2):  # two whole passes after the change (each rewrites the metrics file)

@@ -35,7 +35,6 @@ from robovid.depth import (
 from robovid.encoder_config import VideoEncoderConfig
 from robovid.encoders import spec_of
 from robovid.errors import InvalidEncoderOptionError
-from robovid.settings import EncoderSettings
 
 DEPTH_ENCODER_INFO_FIELD_NAMES: frozenset[str] = frozenset({"depth_min", "depth_max", "shift", "use_log"})
 """The quantizer's fields, reported as ``video.<name>`` by ``get_video_info``."""
@@ -81,18 +80,8 @@ class DepthEncoderConfig(VideoEncoderConfig):
     def quantizer(self) -> DepthQuantizer:
         return DepthQuantizer(self.depth_min, self.depth_max, self.shift, self.use_log)
 
-    def to_settings(self, encoder_threads: int | None = None) -> EncoderSettings:
-        return EncoderSettings(
-            vcodec=self.vcodec,
-            pix_fmt=self.pix_fmt,
-            g=self.g,
-            crf=self.crf,
-            preset=self.preset,
-            fast_decode=self.fast_decode,
-            threads=encoder_threads,
-            extra_options=tuple(self.extra_options.items()),
-            depth=self.quantizer(),
-        )
+    def _depth_quantizer(self) -> DepthQuantizer:
+        return self.quantizer()
 
     @classmethod
     def _kwargs_from_video_info(cls, video_info: dict[str, Any] | None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import av
 
 from robovid import encoders
 from robovid._encoder_checks import check_settings
+from robovid.depth import DepthQuantizer
 from robovid.encoders import codec_options, spec_of
 from robovid.errors import InvalidEncoderOptionError
 from robovid.hardware import resolve_vcodec
@@ -139,7 +140,12 @@ class VideoEncoderConfig:
             fast_decode=self.fast_decode,
             threads=encoder_threads,
             extra_options=tuple(self.extra_options.items()),
+            depth=self._depth_quantizer(),
         )
+
+    def _depth_quantizer(self) -> DepthQuantizer | None:
+        """The quantizer of depth frames (:class:`~robovid.depth_config.DepthEncoderConfig`'s); None for colour."""
+        return None
 
     def video_info(self) -> dict[str, Any]:
         """The ``video.<field>`` entries ``get_video_info`` reports for this config."""

@@ -39,6 +39,7 @@ from robovid.durable import is_stale_temp_path, unlink_durably
 from robovid.errors import RepairError, RobovidError
 from robovid.layout import StrPath, list_cameras, list_chunks, segments_dir
 from robovid.metadata import SegmentRow, SegmentStore, read_segments
+from robovid.verify import _runs
 
 
 @dataclass
@@ -187,17 +188,6 @@ def _summary(row: SegmentRow, path: Path) -> dict[str, Any]:
         "first_frame": row.first_frame,
         "num_frames": row.num_frames,
     }
-
-
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    """(first, last) of each run of consecutive numbers in sorted ``indices``."""
-    runs: list[tuple[int, int]] = []
-    for index in indices:
-        if runs and runs[-1][1] == index - 1:
-            runs[-1] = (runs[-1][0], index)
-        else:
-            runs.append((index, index))
-    return runs
 
 
 @contextlib.contextmanager

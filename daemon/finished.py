@@ -36,19 +36,12 @@ from robovid.layout import ChunkLocation, chunk_key, chunk_path, list_cameras, l
 from .state import camera_id
 
 
-@dataclass(frozen=True)
-class SealedFile:
-    """One finished chunk file, as the service sealed it."""
+class ChunkFileRecord:
+    """A record of one chunk file, named by its camera, chunk and file index: where the file lies."""
 
     camera: str
     chunk_index: int
     file_index: int
-    size_bytes: int
-    """The file's size when it was sealed; it never changes after."""
-    sealed_at: float
-    """Unix time of the seal."""
-    reason: str
-    """``rollover``, ``skipped``, ``start`` or ``idle``."""
 
     @property
     def location(self) -> ChunkLocation:
@@ -60,6 +53,21 @@ class SealedFile:
     def relative_key(self) -> str:
         """The file's path under a root, with ``/`` separators (also its key under a remote prefix)."""
         return chunk_key(self.camera, self.location)
+
+
+@dataclass(frozen=True)
+class SealedFile(ChunkFileRecord):
+    """One finished chunk file, as the service sealed it."""
+
+    camera: str
+    chunk_index: int
+    file_index: int
+    size_bytes: int
+    """The file's size when it was sealed; it never changes after."""
+    sealed_at: float
+    """Unix time of the seal."""
+    reason: str
+    """``rollover``, ``skipped``, ``start`` or ``idle``."""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=True).encode()

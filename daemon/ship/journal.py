@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from robovid.durable import is_temp_path, make_dirs_durably, unlink_durably, write_bytes_durably
-from robovid.layout import ChunkLocation, chunk_key, chunk_path, ship_dir, ship_records_dir
+from robovid.layout import ChunkLocation, ship_dir, ship_records_dir
 
 from ..errors import RootLockedError
-from ..finished import SealedFile, record_name
+from ..finished import ChunkFileRecord, SealedFile, record_name
 from ..stop_signals import StopRequest
 
 STATES = ("hashed", "published", "committed", "pruned")
@@ -35,7 +35,7 @@ HASH_BLOCK = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class ShipRecord:
+class ShipRecord(ChunkFileRecord):
     """What the shipper knows about one sealed chunk file."""
 
     camera: str
@@ -53,16 +53,6 @@ class ShipRecord:
     """Unix time of the last full read-back of the remote object that matched ``sha256``."""
     committed_at: float = 0.0
     pruned_at: float = 0.0
-
-    @property
-    def location(self) -> ChunkLocation:
-        return ChunkLocation(self.chunk_index, self.file_index)
-
-    def path(self, root: Path) -> Path:
-        return chunk_path(root, self.camera, self.chunk_index, self.file_index)
-
-    def relative_key(self) -> str:
-        return chunk_key(self.camera, self.location)
 
     @classmethod
     def hash_file(cls, sealed: SealedFile, path: Path, stop: StopRequest) -> ShipRecord:

@@ -260,14 +260,12 @@ def encode_and_verify(
         done = ctx.offload.encode_and_verify(ctx, frames, temp, fps, timings)
         fault_point("stage:after-encode")
         return done
-    stats = FrameStatsAccumulator(len(frames))
+    stats = FrameStatsAccumulator(len(frames), depth=depth_frame_kind(frames[0]) == "depth")
     with stage_timer(timings, "encode_s"):
         encoded = encode(ctx, frames, temp, fps, stats)
     fault_point("stage:after-encode")
     with stage_timer(timings, "verify_s"):
         report = verify(ctx, temp, len(frames), encoded)
-    if isinstance(encoded, DepthEncodeResult):
-        return encoded, report, None  # no LeRobot statistics for depth yet (README "Depth cameras")
     return encoded, report, feature_stats_to_json(stats.stats())
 
 
@@ -279,10 +277,10 @@ def encode(
     Keeps the decoded source of the frames :func:`verify` compares, so no PNG is read twice, and
     counts LeRobot's statistics of the episode into ``stats`` from the frames it decodes anyway.
     A depth camera's episode (16-bit greyscale PNGs) is encoded exactly instead (:data:`DEPTH_ENCODER`),
-    keeping every frame's depth fingerprint for :func:`verify`; no statistics are counted for it.
+    keeping every frame's depth fingerprint for :func:`verify`; ``stats`` is then a depth accumulator.
     """
     if depth_frame_kind(frames[0]) == "depth":
-        return encode_depth_frames_into(temp, frames, fps, DEPTH_ENCODER, stop=ctx.stop, fingerprints=True)
+        return encode_depth_frames_into(temp, frames, fps, DEPTH_ENCODER, stop=ctx.stop, fingerprints=True, stats=stats)
     width, height = frame_size(frames[0])
     keep = _sample_indices(len(frames), samples=VERIFY_KEEP_BYTES // max(1, width * height * 3) - 2)
     return encode_frames_into(temp, frames, fps, ctx.encoder, keep=keep, stop=ctx.stop, fingerprints=True, stats=stats)

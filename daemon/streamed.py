@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Collection
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -188,8 +188,8 @@ class _CountAll(FrameStatsAccumulator):
         super().__init__(0)
         self.counts: npt.NDArray[np.int64] = np.zeros((3, 256), np.int64)
 
-    def add(self, index: int, rgb: npt.NDArray[np.uint8]) -> None:
-        self.counts += channel_counts(rgb)
+    def add(self, index: int, frame: npt.NDArray[Any]) -> None:
+        self.counts += channel_counts(frame)  # a stream is colour: uint8 H x W x 3
 
 
 def process_streamed(ctx: Context, ref: EpisodeRef) -> Outcome:

@@ -30,6 +30,7 @@ from robovid.encode import EncodeResult, _frame_rate, encode_stream
 from robovid.errors import EmptyEpisodeError, FrameMismatchError, FrameSizeError, VerificationError
 from robovid.frames import list_episode_frames
 from robovid.layout import FRAME_RE
+from robovid.lerobot_stats import FrameStatsAccumulator
 from robovid.settings import EncoderSettings
 from robovid.verify import DECODER_THREADS, VerifyReport
 
@@ -79,18 +80,20 @@ def encode_depth_frames_into(
     settings: EncoderSettings,
     stop: StopFlag | None = None,
     fingerprints: bool = False,
+    stats: FrameStatsAccumulator | None = None,
 ) -> DepthEncodeResult:
     """Encode depth frames, in order, as an MP4 into a seekable file object (``settings.depth`` must be set).
 
     With ``fingerprints``, each source frame's depth fingerprint (of the samples the encoder gets)
-    is returned for :func:`verify_depth_video`. ``stop`` abandons the encode between frames.
+    is returned for :func:`verify_depth_video`. ``stats`` (a depth accumulator) counts LeRobot's
+    statistics of the source depth. ``stop`` abandons the encode between frames.
     """
     if settings.depth is None:
         raise ValueError("encode_depth_frames_into needs depth settings (DepthEncoderConfig().to_settings()).")
     if not frame_paths:
         raise EmptyEpisodeError(f"No depth frames to encode in {frame_paths!r}.")
     started = time.perf_counter()
-    reader = _DepthFrames(frame_paths, settings, fingerprints)
+    reader = _DepthFrames(frame_paths, settings, fingerprints, stats)
     frames = iter(reader)
     first = next(frames)
     if first.width < 16 or first.height < 16:
@@ -119,8 +122,11 @@ def _chain(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av.V
 class _DepthFrames:
     """Reads depth frames one by one into frames of the settings' pixel format, checking they keep one size."""
 
-    def __init__(self, paths: Sequence[Path], settings: EncoderSettings, fingerprints: bool) -> None:
+    def __init__(
+        self, paths: Sequence[Path], settings: EncoderSettings, fingerprints: bool, stats: FrameStatsAccumulator | None
+    ) -> None:
         self._paths = paths
+        self._stats = stats
         self._settings = settings
         self._fingerprints = fingerprints
         self.fingerprints: list[DepthFingerprint] = []
@@ -129,7 +135,7 @@ class _DepthFrames:
     def __iter__(self) -> Iterator[av.VideoFrame]:
         quantizer = self._settings.depth
         shape: tuple[int, ...] | None = None
-        for path in self._paths:
+        for index, path in enumerate(self._paths):
             started = time.thread_time()
             mm = read_depth_frame(path)
             if shape is None:
@@ -142,6 +148,8 @@ class _DepthFrames:
             samples = mm if self._settings.pix_fmt == "gray16le" or quantizer is None else quantizer.quantize(mm)
             if self._fingerprints:
                 self.fingerprints.append(depth_fingerprint(samples))
+            if self._stats is not None:
+                self._stats.add(index, mm)
             frame = depth_frame(np.ascontiguousarray(samples), self._settings.pix_fmt)
             self.cpu_s += time.thread_time() - started
             yield frame

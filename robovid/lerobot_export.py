@@ -211,19 +211,24 @@ def stats_from_video(path: Path, row: Mapping[str, Any], batch: int = 8) -> Feat
     """Statistics of a committed segment from its decoded frames (for segments committed without them).
 
     Decoded frames differ slightly from the PNGs they were encoded from, so these are close to,
-    not equal to, what the encode would have computed.
+    not equal to, what the encode would have computed (a depth camera's exact depth: equal).
     """
     from robovid._decode_pyav import decode_video_frames_pyav
 
-    accumulator = FrameStatsAccumulator(int(row["num_frames"]))
+    depth = bool(row.get("video.is_depth_map"))
+    accumulator = FrameStatsAccumulator(int(row["num_frames"]), depth=depth)
     wanted = sample_indices(int(row["num_frames"]))
     fps = float(row["fps"])
     for start in range(0, len(wanted), batch):
         chunk = wanted[start : start + batch]
-        frames = decode_video_frames_pyav(path, [row["from_timestamp"] + i / fps for i in chunk], 1e-4)
+        timestamps = [row["from_timestamp"] + i / fps for i in chunk]
+        frames = decode_video_frames_pyav(path, timestamps, 1e-4, is_depth=depth)
         pixels = np.asarray(frames.numpy() if hasattr(frames, "numpy") else frames)
-        rgb = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-        for index, image in zip(chunk, rgb, strict=True):
+        if depth:  # [N, 1, H, W] samples as stored
+            images = pixels[:, 0]
+        else:
+            images = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        for index, image in zip(chunk, images, strict=True):
             accumulator.add(index, image)
     return accumulator.stats()
 

@@ -11,6 +11,9 @@ holds the same keys aggregated over every episode. This module implements the sa
   histogram between the channel's min and max, interpolated within the bin, as LeRobot does.
   The per-channel byte counts (:class:`FrameStatsAccumulator`) are all that is kept: 3 x 256
   integers, whatever the episode length.
+- **depth frames** (16-bit samples, e.g. millimetres): as LeRobot's current main computes them for
+  a feature marked ``is_depth_map``: one channel, in the stored unit (not divided by anything),
+  shape ``(1, 1, 1)``; the counts are 65536 integers.
 - **per-frame numbers** (``timestamp``, ``frame_index``, ``index``, ...): :func:`vector_stats`.
 
 One deliberate difference: LeRobot 0.4.4 squares the ``uint8`` pixels before averaging them, which
@@ -50,26 +53,28 @@ def sample_indices(num_frames: int) -> list[int]:
     return [int(i) for i in np.round(np.linspace(0, num_frames - 1, wanted)).astype(int)]
 
 
-def downsample(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """Every k-th row and column of an ``H x W x 3`` frame, so its long side is about 150 px (below 300 px: as is)."""
-    height, width = rgb.shape[:2]
+def downsample(frame: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Every k-th row and column of an ``H x W (x C)`` frame, so its long side is about 150 px (below 300 px: as is)."""
+    height, width = frame.shape[:2]
     if max(width, height) < _DOWNSAMPLE_ABOVE_PX:
-        return rgb
+        return frame
     step = int((width if width > height else height) / _DOWNSAMPLE_TARGET_PX)
-    return rgb[::step, ::step]
+    return frame[::step, ::step]
 
 
 class FrameStatsAccumulator:
-    """Collects the sampled frames of one camera episode as per-channel byte counts.
+    """Collects the sampled frames of one camera episode as per-channel value counts.
 
     Feed every frame with :meth:`add`; only the sampled ones are counted. :meth:`stats` then
-    gives the episode's statistics. Safe to feed from one thread at a time.
+    gives the episode's statistics. Safe to feed from one thread at a time. ``depth``: the frames
+    are ``H x W`` 16-bit depth samples (LeRobot's depth statistics) instead of ``H x W x 3`` RGB.
     """
 
-    def __init__(self, num_frames: int) -> None:
+    def __init__(self, num_frames: int, depth: bool = False) -> None:
         self.num_frames = num_frames
+        self.depth = depth
         self._wanted = set(sample_indices(num_frames))
-        self._counts = np.zeros((3, 256), dtype=np.int64)
+        self._counts = np.zeros((1, 1 << 16) if depth else (3, 256), dtype=np.int64)
         self.samples = 0
         """Frames counted so far."""
 
@@ -77,28 +82,44 @@ class FrameStatsAccumulator:
         """True when frame ``index`` is one of the sampled frames."""
         return index in self._wanted
 
-    def add(self, index: int, rgb: npt.NDArray[np.uint8]) -> None:
-        """Count frame ``index`` (``H x W x 3`` uint8) if it is a sampled frame."""
+    def add(self, index: int, frame: npt.NDArray[Any]) -> None:
+        """Count frame ``index`` (``H x W x 3`` uint8, or ``H x W`` uint16 depth) if it is a sampled frame."""
         if index not in self._wanted:
             return
-        small = downsample(rgb)
-        for channel in range(3):
-            self._counts[channel] += np.bincount(small[..., channel].ravel(), minlength=256)
+        small = downsample(frame)
+        if self.depth:
+            self._counts[0] += np.bincount(small.ravel(), minlength=1 << 16)
+        else:
+            for channel in range(3):
+                self._counts[channel] += np.bincount(small[..., channel].ravel(), minlength=256)
         self.samples += 1
 
     def stats(self) -> FeatureStats:
-        """The episode's statistics: ``(3, 1, 1)`` float arrays in [0, 1], ``count`` of shape ``(1,)``."""
+        """The episode's statistics: ``(3, 1, 1)`` float arrays in [0, 1] (depth: ``(1, 1, 1)`` in the stored
+        unit), ``count`` of shape ``(1,)``."""
         if self.samples != len(self._wanted):
             raise ValueError(
                 f"Statistics need all {len(self._wanted)} sampled frames of this {self.num_frames}-frame episode; "
                 f"{self.samples} were counted. Feed every frame to add() before calling stats()."
             )
+        if self.depth:
+            return depth_stats_from_counts(self._counts, self.samples)
         return image_stats_from_counts(self._counts, self.samples)
 
 
 def image_stats_from_counts(counts: npt.NDArray[np.int64], num_images: int) -> FeatureStats:
     """Per-channel statistics of pixels given as byte counts (``3 x 256``), in LeRobot's image format."""
-    values = np.arange(256)
+    return _stats_from_counts(counts, num_images, scale=255.0)
+
+
+def depth_stats_from_counts(counts: npt.NDArray[np.int64], num_images: int) -> FeatureStats:
+    """Statistics of depth samples given as value counts (``1 x 65536``), in the stored unit, shape ``(1, 1, 1)``."""
+    return _stats_from_counts(counts, num_images, scale=1.0)
+
+
+def _stats_from_counts(counts: npt.NDArray[np.int64], num_images: int, scale: float) -> FeatureStats:
+    """Per-channel statistics of values ``0..len(counts[c])-1`` given as counts, divided by ``scale``."""
+    values = np.arange(counts.shape[1], dtype=np.int64)
     pixels = int(counts[0].sum())
     per_channel: dict[str, list[float]] = {key: [] for key in STAT_KEYS if key != "count"}
     for channel_counts in counts:
@@ -115,7 +136,8 @@ def image_stats_from_counts(counts: npt.NDArray[np.int64], num_images: int) -> F
         histogram, _ = np.histogram(values, bins=edges, weights=channel_counts.astype(np.float64))
         for key, q in zip(QUANTILE_KEYS, QUANTILES, strict=True):
             per_channel[key].append(_quantile(histogram, edges, q * pixels))
-    stats: FeatureStats = {key: np.array(per_channel[key]).reshape(3, 1, 1) / 255.0 for key in per_channel}
+    channels = counts.shape[0]
+    stats: FeatureStats = {key: np.array(per_channel[key]).reshape(channels, 1, 1) / scale for key in per_channel}
     stats["count"] = np.array([num_images])
     return {key: stats[key] for key in STAT_KEYS}
 

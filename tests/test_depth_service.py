@@ -83,6 +83,18 @@ def test_a_depth_camera_beside_a_colour_camera_is_kept_exactly_and_exported_as_d
     assert depth_feature["info"]["is_depth_map"] is True and depth_feature["info"]["depth_unit"] == "mm"
     assert depth_feature["info"]["video.codec"] == "ffv1"
     assert "is_depth_map" not in info["features"]["front"]["info"]
+    # LeRobot's statistics of a depth feature (its current main): one channel, in the stored millimetres
+    for episode in range(2):
+        stats = json.loads(rows[("depth", episode)][0]["lerobot_stats"])
+        mm = recorded[episode].astype(np.float64)  # 64x48, 8 frames: every pixel of every frame is sampled
+        assert (stats["min"], stats["max"], stats["count"]) == ([[[mm.min()]]], [[[mm.max()]]], [FRAMES])
+        np.testing.assert_allclose(stats["mean"], [[[mm.mean()]]], rtol=1e-12)
+        np.testing.assert_allclose(stats["std"], [[[mm.std()]]], rtol=1e-9)
+    dataset_stats = json.loads((tmp_path / "meta" / "stats.json").read_text())["depth"]
+    both = np.concatenate([recorded[0], recorded[1]]).astype(np.float64)
+    assert dataset_stats["max"] == [[[both.max()]]] and dataset_stats["count"] == [2 * FRAMES]
+    np.testing.assert_allclose(dataset_stats["mean"], [[[both.mean()]]], rtol=1e-12)
+    assert np.asarray(json.loads((tmp_path / "meta" / "stats.json").read_text())["front"]["mean"]).shape == (3, 1, 1)
 
 
 def test_a_depth_encode_that_does_not_show_each_frames_own_depth_fails_verification(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robovid.depth import read_depth_frame
 from robovid.frames import read_frame_rgb
 from robovid.lerobot_stats import (
     QUANTILE_KEYS,
@@ -26,6 +27,7 @@ from robovid.lerobot_stats import (
     vector_stats,
 )
 from robovid.synthetic import write_episode
+from robovid.synthetic_depth import write_depth_episode
 
 
 @pytest.mark.parametrize(
@@ -94,6 +96,27 @@ def test_frame_statistics_equal_numpy_on_the_sampled_downsampled_pixels(tmp_path
         expected = [_reference_quantile(pixels[:, c], q) / 255.0 for c in range(3)]
         np.testing.assert_allclose(stats[key].ravel(), expected, rtol=1e-12)
         assert np.all(stats["min"] - 1e-9 <= stats[key]) and np.all(stats[key] <= stats["max"] + 1e-9)
+
+
+def test_depth_statistics_are_one_channel_in_the_stored_millimetres(tmp_path: Path) -> None:
+    """As LeRobot's current main computes them for an ``is_depth_map`` feature: shape (1, 1, 1), not divided by 255."""
+    frames = write_depth_episode(tmp_path / "episode-000000", 0, 12, 320, 240, seed=5)
+    accumulator = FrameStatsAccumulator(len(frames), depth=True)
+    for index, path in enumerate(frames):
+        accumulator.add(index, read_depth_frame(path))
+    stats = accumulator.stats()
+    samples = np.concatenate([downsample(read_depth_frame(frames[i])).ravel() for i in sample_indices(12)])
+    assert samples.max() > 1000 and (samples == 0).any()  # millimetres well past 8 bits, and holes
+    assert list(stats) == list(STAT_KEYS)
+    assert stats["count"].tolist() == [12]
+    for key in STAT_KEYS:
+        if key != "count":
+            assert stats[key].shape == (1, 1, 1)
+    assert stats["min"].item() == samples.min() and stats["max"].item() == samples.max()
+    np.testing.assert_allclose(stats["mean"].item(), samples.astype(np.float64).mean(), rtol=1e-12)
+    np.testing.assert_allclose(stats["std"].item(), samples.astype(np.float64).std(), rtol=1e-9)
+    for key, q in zip(QUANTILE_KEYS, QUANTILES, strict=True):
+        np.testing.assert_allclose(stats[key].item(), _reference_quantile(samples.astype(np.float64), q), rtol=1e-9)
 
 
 def test_frame_statistics_refuse_an_episode_not_fully_fed() -> None:

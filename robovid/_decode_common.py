@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from robovid.errors import FrameTimestampError
+from robovid.errors import FrameTimestampError, VideoFormatError
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +53,18 @@ def check_request(timestamps: Sequence[float], tolerance_s: float, video_path: P
             "Timestamps are seconds from the first frame of the video, 0 or more; check how they were computed."
         )
     return query
+
+
+def refuse_depth_as_colour(pix_fmt: str | None, video_path: Path | str) -> None:
+    """VideoFormatError for a depth video decoded without ``is_depth``: its 16-bit samples would come back as
+    8-bit RGB of a converted grey, a picture that is not the depth the camera measured."""
+    from robovid.depth import DEPTH_PIX_FMTS  # not at import: PyAV loads with it
+
+    if pix_fmt in DEPTH_PIX_FMTS:
+        raise VideoFormatError(
+            f"{video_path} is a depth video ({pix_fmt}): decoded as colour, its samples would be cut to 8-bit RGB. "
+            "Decode it with is_depth=True (uint16 [N, 1, H, W], the samples as stored)."
+        )
 
 
 def frame_indices(query: Sequence[float], fps: float, num_frames: int | None) -> list[int]:

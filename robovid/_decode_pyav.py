@@ -28,6 +28,7 @@ from robovid._decode_common import (
     frame_indices,
     is_local_path,
     log_loaded,
+    refuse_depth_as_colour,
     to_depth_frames,
     to_float_frames,
     to_uint8_frames,
@@ -76,6 +77,8 @@ def decode_video_frames_pyav(
                 f"{video_path}: is_depth=True, but the stream's pixel format is {stream.pix_fmt}, not a depth format "
                 f"({', '.join(DEPTH_PIX_FMTS)}). Decode it without is_depth."
             )
+        if not is_depth:
+            refuse_depth_as_colour(stream.pix_fmt, video_path)
         reader = _ForwardReader(container, stream, clock, video_path)
         decoded = _decode_indices(reader, clock, sorted(set(indices)), depth_planes if is_depth else rgb_pixels)
     loaded = [decoded[i][1] for i in indices]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from robovid._decode_common import check_request, check_tolerance, frame_indices, log_loaded
+from robovid._decode_common import check_request, check_tolerance, frame_indices, log_loaded, refuse_depth_as_colour
 from robovid.cache import VideoDecoderCache
 from robovid.errors import VideoFormatError
 
@@ -60,6 +60,7 @@ def decode_video_frames_torchcodec(
         metadata = decoder.metadata
         if not metadata.average_fps:
             raise VideoFormatError(f"{video_path}: the video stream declares no frame rate.")
+        refuse_depth_as_colour(metadata.pixel_format, video_path)
         indices = frame_indices(query, metadata.average_fps, metadata.num_frames)
         batch = decoder.get_frames_at(indices=indices)
     begin_s = metadata.begin_stream_seconds or 0.0

@@ -271,8 +271,9 @@ def _check_row(
         if end > frames_in[path]:
             return f"{path} holds {frames_in[path]} frames, the segment needs frames up to {end}"
         last = row["to_timestamp"] - 1.0 / row["fps"]
-        frames = decode(path, [row["from_timestamp"], last], ROOT_TOLERANCE_S, backend)
-        if tuple(frames.shape[:2]) != (2, 3):
+        depth = bool(row.get("video.is_depth_map"))  # a depth camera's samples, as stored (not cut to RGB)
+        frames = decode(path, [row["from_timestamp"], last], ROOT_TOLERANCE_S, backend, is_depth=depth)
+        if tuple(frames.shape[:2]) != (2, 1 if depth else 3):
             return f"decoded an unexpected shape {tuple(frames.shape)}"
     except (RobovidError, OSError, ValueError) as error:
         return f"{type(error).__name__}: {error}"

@@ -28,6 +28,7 @@ from robovid.errors import FrameMismatchError
 from robovid.layout import chunk_path, episode_dir
 from robovid.synthetic import write_episode
 from robovid.synthetic_depth import depth_scene, render_depth, write_depth_episode
+from robovid.verify import verify_root
 
 W, H = 64, 48
 FRAMES = 8
@@ -95,6 +96,8 @@ def test_a_depth_camera_beside_a_colour_camera_is_kept_exactly_and_exported_as_d
     assert dataset_stats["max"] == [[[both.max()]]] and dataset_stats["count"] == [2 * FRAMES]
     np.testing.assert_allclose(dataset_stats["mean"], [[[both.mean()]]], rtol=1e-12)
     assert np.asarray(json.loads((tmp_path / "meta" / "stats.json").read_text())["front"]["mean"]).shape == (3, 1, 1)
+    assert verify_root(tmp_path) == ([], 4)  # the depth rows' frames read back as depth, with either backend
+    assert verify_root(tmp_path, backend="torchcodec") == ([], 4)
 
 
 def test_a_depth_encode_that_does_not_show_each_frames_own_depth_fails_verification(tmp_path: Path) -> None:

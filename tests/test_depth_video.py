@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from videocheck import require_torchcodec
 
 from robovid import (
     DepthEncoderConfig,
@@ -129,6 +130,23 @@ def test_colour_and_depth_do_not_mix(tmp_path: Path) -> None:
         DepthEncoderConfig(vcodec="h264", pix_fmt="yuv420p")
     with pytest.raises(InvalidEncoderOptionError, match="depth_min \\+ shift"):
         DepthEncoderConfig(depth_min=0.5, shift=-1.0)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "torchcodec", None])
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "lerobot-12-bit"])
+def test_a_depth_video_decoded_as_colour_is_refused_naming_is_depth(
+    tmp_path: Path, backend: str | None, exact: bool
+) -> None:
+    """Without is_depth, 16-bit depth came back as 8-bit RGB: three channels of a converted grey, not the depth."""
+    if backend != "pyav":
+        require_torchcodec()
+    folder, _ = depth_episode(tmp_path, 0, 3)
+    video = tmp_path / "depth.mp4"
+    encode_video_frames(folder, video, FPS, video_encoder=DepthEncoderConfig.exact() if exact else DepthEncoderConfig())
+    for return_uint8 in (False, True):
+        with pytest.raises(VideoFormatError, match=r"depth video .*is_depth=True"):
+            decode_video_frames(video, [0.0], 1e-4, backend, return_uint8=return_uint8)
+    assert every_frame(video, 3, backend).shape == (3, 1, H, W)  # the way to read it
 
 
 def test_a_frame_of_another_size_fails_the_encode_and_publishes_nothing(tmp_path: Path) -> None:

@@ -57,10 +57,12 @@ def test_every_frame_the_service_committed_from_streamed_episodes_is_checked(tmp
     check = check_root(tmp_path, fed)
 
     assert (check.committed, check.checked, check.extra, check.wrong) == (20, 20, 0, [])
-    rows = {r["episode_index"]: r for r in read_segments(tmp_path).to_pylist()}
-    assert rows[1]["first_frame"] == 10  # both in one file: the checker found episode 1 after episode 0
-    chunk = chunk_path(tmp_path, CAM, rows[1]["chunk_index"], rows[1]["file_index"])
-    alone = check_chunk(chunk, [Placement(10, 1, 10)], fed)
+    rows = read_segments(tmp_path).to_pylist()
+    # both in one file, in the order the service's workers appended them (either may come first)
+    assert sorted((r["chunk_index"], r["file_index"], r["first_frame"]) for r in rows) == [(0, 0, 0), (0, 0, 10)]
+    later = next(r["episode_index"] for r in rows if r["first_frame"] == 10)
+    chunk = chunk_path(tmp_path, CAM, 0, 0)
+    alone = check_chunk(chunk, [Placement(10, later, 10)], fed)
     assert (alone.checked, alone.extra, alone.wrong) == (10, 10, [])
-    misplaced = check_chunk(chunk, [Placement(0, 1, 10)], fed)  # episode 0's frames taken for episode 1's
-    assert misplaced.wrong == [(1, i) for i in range(10)]
+    misplaced = check_chunk(chunk, [Placement(0, later, 10)], fed)  # the other episode's frames taken for it
+    assert misplaced.wrong == [(later, i) for i in range(10)]

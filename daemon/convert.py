@@ -55,7 +55,8 @@ from robovid.verify import verify_video
 from .config import Settings
 from .discover import EpisodeRef
 from .errors import ArchiveError
-from .stages import Context, append, commit, recover_intents
+from .rows import commit
+from .stages import Context, append, recover_intents
 from .state import RootState
 
 log = structlog.get_logger("robovid_watch")

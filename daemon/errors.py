@@ -64,6 +64,12 @@ class RowNotStorableError(EpisodeError):
     UTF-8): found before the chunk is touched, so the episode fails alone and its PNGs are kept."""
 
 
+class CommitFailedError(RobovidError, RuntimeError):
+    """An episode's metadata row could not be committed for a reason that is not its frames' (a disk error,
+    a segment table robovid cannot write): the append was taken back and the PNGs kept. The message says what
+    failed and what to do; a restart, or any change to the folder, retries the episode."""
+
+
 class EpisodeChangedError(RobovidError, RuntimeError):
     """The folder changed while it was being encoded; the encode is dropped and the episode queued again."""
 
@@ -95,6 +101,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "ArchiveError",
+    "CommitFailedError",
     "ConfigError",
     "DuplicateEpisodeError",
     "EpisodeChangedError",

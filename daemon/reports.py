@@ -9,7 +9,7 @@ import structlog
 from robovid.errors import FrameMismatchError
 
 from .discover import EpisodeRef, folder_signature
-from .errors import DuplicateEpisodeError, EpisodeContinuedError
+from .errors import CommitFailedError, DuplicateEpisodeError, EpisodeContinuedError
 from .state import Failure, RootState
 
 log = structlog.get_logger("robovid_watch")
@@ -25,6 +25,13 @@ MISMATCH_ACTION = (
     "folder retries it)"
 )
 """What an ``episode_failed`` event for a frame that does not show its source tells the operator."""
+COMMIT_ACTION = (
+    "the frames are fine and were kept: the disk or the segment table is at fault (the reason says which error). "
+    "Free space or fix the disk, restore or repair the segment table (`robovid verify ROOT`; a damaged part: stop "
+    "the service, move it aside, `robovid verify --repair ROOT`), then restart robovid-watch (a restart retries the "
+    "episode, as does any change to its folder)"
+)
+"""What an ``episode_failed`` event for a row that could not be committed tells the operator."""
 KEPT_ACTION = (
     "the episode is committed and the files named were kept as they are: the reason says what they are and how to "
     "encode them; any change to the folder looks at it again"
@@ -60,6 +67,15 @@ def _what_to_do(error: BaseException) -> dict[str, object]:
     """The event's action, and for a frame that does not show its source, which frame and tile."""
     if isinstance(error, FrameMismatchError):
         return {"action": MISMATCH_ACTION, "frame": error.frame, "tile": error.tile, "mismatch": error.kind}
+    if isinstance(error, CommitFailedError):
+        return {"action": COMMIT_ACTION}
     if isinstance(error, (EpisodeContinuedError, DuplicateEpisodeError)):
         return {"action": KEPT_ACTION}
     return {"action": FAIL_ACTION}
+
+
+def forget_commit_failures(state: RootState) -> None:
+    """At start: episodes whose row could not be committed are tried again (what :data:`COMMIT_ACTION` promises)."""
+    for failure in state.failures():
+        if failure.error_type == CommitFailedError.__name__:
+            state.clear_failure(failure.camera, failure.episode)

@@ -5,12 +5,14 @@ would leave an appended episode with no row, and every later attempt to commit i
 same way: the camera stopped for good and every restart exited 1. So the row is built and
 checked against the table's schema before the chunk is touched (:func:`check_storable`), and
 if a commit still fails for any reason but a full disk, the append is taken back
-(:func:`undo_uncommitted`): the episode fails alone, its PNGs kept. A full disk and an unreadable
+(:func:`undo_uncommitted`): the episode fails alone with a :class:`CommitFailedError` that blames the disk
+or the metadata, not the frames (:func:`commit_or_undo`), its PNGs kept. A full disk and an unreadable
 segment table keep the intent instead (:func:`commit_can_wait`).
 """
 
 from __future__ import annotations
 
+import shlex
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -19,13 +21,13 @@ import structlog
 
 from robovid.append import VideoSegment, undo_append
 from robovid.errors import MetadataError, RobovidError
-from robovid.layout import MAX_EPISODE_INDEX
+from robovid.layout import MAX_EPISODE_INDEX, existing_segments_dir
 from robovid.metadata import SEGMENT_SCHEMA, SegmentRow
 
 from . import retakes
 from .chunks import location_of
 from .discover import EpisodeRef
-from .errors import RowNotStorableError
+from .errors import CommitFailedError, RowNotStorableError
 from .health import is_disk_full
 
 if TYPE_CHECKING:
@@ -77,11 +79,12 @@ def commit_can_wait(error: BaseException) -> bool:
     return is_disk_full(error) or isinstance(error, MetadataError)
 
 
-def undo_uncommitted(ctx: Context, camera: str, episode: int, segment: VideoSegment, error: BaseException) -> None:
+def undo_uncommitted(ctx: Context, camera: str, episode: int, segment: VideoSegment, error: BaseException) -> bool:
     """The row of an appended episode could not be committed: take the append back and forget the intent.
 
     The episode's PNGs are all still there (nothing is deleted before the commit), so it fails alone with
-    a clear event; the camera's later episodes, the other cameras and a restart go on.
+    a clear event; the camera's later episodes, the other cameras and a restart go on. True if the append
+    was taken back (False: its frames stay in the chunk file, claimed by no row; ``append_not_undone`` says so).
     """
     try:
         undo_append(segment)
@@ -95,13 +98,40 @@ def undo_uncommitted(ctx: Context, camera: str, episode: int, segment: VideoSegm
             action=f"the PNGs were kept; frames {segment.first_frame}..{segment.first_frame + segment.num_frames - 1} "
             "of the chunk file belong to no row (robovid verify reports them)",
         )
-    else:
-        log.error(
-            "append_undone",
-            camera=camera,
-            episode=episode,
-            chunk=str(segment.path),
-            detail=f"{type(error).__name__}: {error}",
-            action="the row could not be committed, so the append was taken back; the PNGs were kept",
-        )
+        ctx.state.clear_intent(camera, episode)
+        return False
+    log.error(
+        "append_undone",
+        camera=camera,
+        episode=episode,
+        chunk=str(segment.path),
+        detail=f"{type(error).__name__}: {error}",
+        action="the row could not be committed, so the append was taken back; the PNGs were kept",
+    )
     ctx.state.clear_intent(camera, episode)
+    return True
+
+
+def commit_or_undo(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: SegmentRow) -> None:
+    """:func:`commit`; if that fails in a way no wait can fix, take the append back and raise CommitFailedError."""
+    try:
+        commit(ctx, ref, segment, row)
+    except Exception as error:
+        if commit_can_wait(error):
+            raise
+        undone = undo_uncommitted(ctx, ref.camera, ref.episode, segment, error)
+        raise _commit_failed(ctx, ref, error, undone) from error
+
+
+def _commit_failed(ctx: Context, ref: EpisodeRef, error: BaseException, undone: bool) -> CommitFailedError:
+    """The episode's failure: the disk or the segment table is at fault, not the frames."""
+    root = shlex.quote(str(ctx.root))
+    taken_back = "the append was taken back" if undone else "its frames stay in the chunk file, claimed by no row"
+    return CommitFailedError(
+        f"{ref.path}: the metadata row of episode {ref.episode} of camera {ref.camera!r} could not be committed to "
+        f"{existing_segments_dir(ctx.root)} ({type(error).__name__}: {error}). The frames are not at fault: "
+        f"{taken_back} and the episode's frames were kept. Check the disk of the root (free space, permissions, I/O "
+        f"errors in `dmesg`) and the segment table (`robovid verify {root}`; a damaged part: stop robovid-watch, move "
+        f"it aside and run `robovid verify --repair {root}`), then restart robovid-watch or touch a file in the "
+        "episode folder to retry."
+    )

@@ -41,13 +41,19 @@ from .discover import (
     scan,
     start_observer,
 )
-from .errors import EpisodeChangedError, ObserverDiedError, RemoteTaskError, RootReplacedError
+from .errors import (
+    CommitFailedError,
+    EpisodeChangedError,
+    ObserverDiedError,
+    RemoteTaskError,
+    RootReplacedError,
+)
 from .health import BacklogWatch, DiskGuard, is_disk_full
 from .lerobot import LeRobotMode, Verdict
 from .migrate import migrate_state
 from .notify import sd_notify
 from .recovery import recover_intents
-from .reports import report_failure
+from .reports import forget_commit_failures, report_failure
 from .stages import Context, Offload, Outcome, process_episode
 from .state import RetakeRequest, RootState
 from .stop_signals import StopRequest, block_stop_signals, stop_signals_blocked
@@ -127,6 +133,7 @@ class Service:
         self._done, self._takes = ctx.done, ctx.takes
         self.lerobot.load_committed(SegmentStore(self.root).rows())
         removed = self.state.clear_temp_files()
+        forget_commit_failures(self.state)
         try:
             recover_intents(ctx)
         except OSError as error:
@@ -390,7 +397,7 @@ class Service:
                 detail=str(error),
                 action=f"free space on {self.root}; robovid retries by itself (every {max(5.0, self.settings.rescan_s):.0f} s)",
             )
-        elif isinstance(error, (EpisodeError, VerificationError, VideoFormatError)):
+        elif isinstance(error, (EpisodeError, VerificationError, VideoFormatError, CommitFailedError)):
             self._fail(ref, error)
         else:
             self._fail(ref, error, unexpected=True)

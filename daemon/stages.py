@@ -60,7 +60,7 @@ from .cleaning import clean, frame_identities
 from .discover import EpisodeRef, folder_signature
 from .errors import EpisodeChangedError
 from .recovery import recover_intents
-from .rows import check_storable, commit, commit_can_wait, undo_uncommitted
+from .rows import check_storable, commit_or_undo
 from .state import Intent, RetakeRequest, RootState
 
 log = structlog.get_logger("robovid_watch")
@@ -180,12 +180,7 @@ def process_episode(ctx: Context, ref: EpisodeRef, fps: int, retake: RetakeReque
             with stage_timer(timings, "append_s"):
                 segment = append(ctx, ref, temp, len(frames), row, source_mtime_ns, encoded_ids)
             fault_point("stage:after-append")
-            try:
-                commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
-            except Exception as error:
-                if not commit_can_wait(error):
-                    undo_uncommitted(ctx, ref.camera, ref.episode, segment, error)
-                raise
+            commit_or_undo(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
             fault_point("stage:after-commit")
     clean(ctx, ref, ctx.state.intent(*key))
     retakes.answer(ctx.state, ctx.takes, key, retake)

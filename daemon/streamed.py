@@ -65,7 +65,7 @@ from robovid.verify import verify_video
 
 from .discover import EpisodeRef, folder_signature
 from .errors import DuplicateEpisodeError, EpisodeChangedError
-from .rows import check_storable, commit_can_wait, undo_uncommitted
+from .rows import check_storable, commit_or_undo
 from .stages import (
     SPOOL_MAX_BYTES,
     VERIFY_KEEP_BYTES,
@@ -75,7 +75,6 @@ from .stages import (
     _source_stamp,
     append,
     clean,
-    commit,
     recover_intents,
     stage_timer,
 )
@@ -253,12 +252,7 @@ def process_streamed(ctx: Context, ref: EpisodeRef) -> Outcome:
             with stage_timer(timings, "append_s"):
                 segment = append(ctx, ref, temp, finished.num_frames, row, source_mtime_ns)
             fault_point("streamed:after-append")
-            try:
-                commit(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))
-            except Exception as error:
-                if not commit_can_wait(error):
-                    undo_uncommitted(ctx, ref.camera, ref.episode, segment, error)  # the handoff keeps the frames
-                raise
+            commit_or_undo(ctx, ref, segment, dataclasses.replace(row, append_s=timings["append_s"]))  # handoff kept
             fault_point("streamed:after-commit")
             _remove_handoff(folder)  # committed: a kill before this leaves APPENDING, and prepare() removes it
             fault_point("streamed:after-handoff-removed")

@@ -13,7 +13,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from daemon_harness import rows_by_key, run_daemon, start_daemon, wait_for
+from daemon_harness import rows_by_key, run_cli, run_daemon, start_daemon, wait_for
 from frame_oracle import Ledger, check_frames, poll_until
 
 from robovid.append import count_frames
@@ -110,6 +110,45 @@ def test_a_commit_failing_while_running_takes_the_append_back_and_the_camera_goe
         wait_for(lambda: ("cam", 2) in rows_by_key(root), "a later episode committed", daemon=daemon)
         (episode_dir(root, "cam", 1) / ".complete").touch()  # any change to the folder retries it
         wait_for(lambda: ("cam", 1) in rows_by_key(root), "episode 1 committed when retried", daemon=daemon)
+    finally:
+        assert daemon.stop() == 0
+    check_frames(root, ledger, final=True)
+
+
+def test_a_commit_failure_blames_the_disk_or_the_metadata_not_the_frames_and_a_restart_retries_it(
+    tmp_path: Path,
+) -> None:
+    """The event, the failure record and `robovid status` say the row could not be committed and what to do
+    (disk, `robovid verify --repair`, restart), never to fix the frames; the PNGs are kept and a restart retries it."""
+    root = tmp_path / "root"
+    root.mkdir()
+    ledger = Ledger(root)
+    ledger.write_episode("cam", 0)
+    daemon = start_daemon(root, ROBOVID_WORKERS="1")
+    try:
+        wait_for(lambda: ("cam", 0) in rows_by_key(root), "episode 0 committed", daemon=daemon)
+        aside = _hide_segments(root)
+        ledger.write_episode("cam", 1)
+        wait_for(lambda: bool(daemon.events_named("episode_failed")), "episode 1 failed", daemon=daemon)
+    finally:
+        assert daemon.stop() == 0
+    (event,) = daemon.events_named("episode_failed")
+    assert event["episode"] == 1 and event["error_type"] == "CommitFailedError", event
+    assert "NotADirectoryError" in event["reason"] and "frames are not at fault" in event["reason"], event
+    assert "the append was taken back" in event["reason"] and daemon.events_named("append_undone"), event
+    assert "fix or replace the frames" not in event["action"], event
+    assert "robovid verify --repair" in event["action"] and "restart" in event["action"], event
+    assert event.get("exc_info") is None and "unexpected" not in event["reason"], event
+    status = run_cli("status", str(root), root=root)
+    assert status.returncode == 0, status.stderr
+    (line,) = [line for line in status.stdout.splitlines() if "episode 1:" in line]
+    assert "could not be committed" in line and f"robovid verify --repair {root}" in line, status.stdout
+    _restore_segments(root, aside)
+    check_frames(root, ledger)  # episode 1's PNGs intact, episode 0 in its segment
+    daemon = start_daemon(root)  # the folder untouched: the restart alone retries it, as the action says
+    try:
+        wait_for(lambda: ("cam", 1) in rows_by_key(root), "episode 1 committed after a restart", daemon=daemon)
+        wait_for(lambda: not list(episode_dir(root, "cam", 1).glob("*.png")), "episode 1 cleaned", daemon=daemon)
     finally:
         assert daemon.stop() == 0
     check_frames(root, ledger, final=True)

@@ -75,7 +75,9 @@ def check_storable(row: SegmentRow) -> None:
 
 def commit_can_wait(error: BaseException) -> bool:
     """The row can be committed later exactly as it is: once space is freed, or the unreadable segment table is
-    restored (MetadataError: the service stops with exit 65 rather than loop). The intent is then kept."""
+    restored or repaired. The intent is then kept. On MetadataError the service stops with exit 65 rather than
+    fail every episode after it (:meth:`robovid_watch.service.Service._finish`, as at start), and the next start
+    commits the row from the intent once the table reads again."""
     return is_disk_full(error) or isinstance(error, MetadataError)
 
 

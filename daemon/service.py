@@ -23,7 +23,7 @@ import structlog
 from watchdog.observers.api import BaseObserver
 
 from robovid._faults import fault_point
-from robovid.errors import EpisodeError, UnsafePathError, VerificationError, VideoFormatError
+from robovid.errors import EpisodeError, MetadataError, UnsafePathError, VerificationError, VideoFormatError
 from robovid.layout import check_inside, images_dir
 from robovid.metadata import SegmentStore, find_segment, read_segments
 
@@ -117,6 +117,8 @@ class Service:
         self._verdicts: dict[tuple[str, int], Verdict] = {}
         self._done: set[tuple[str, int]] = set()
         self._takes: dict[tuple[str, int], int] = {}
+        self._unreadable_metadata: MetadataError | None = None
+        """A worker found the segment table unreadable: the run stops and raises it (exit 65), as at start."""
 
     # lifecycle -------------------------------------------------------------------------
     def run(self) -> int:
@@ -183,6 +185,8 @@ class Service:
                 self._collect_finished()
                 self.metrics.write(self.backlog, self.disk, self.state, force=True)
         self.state.check_root()  # a stop caused by a replaced root is not a clean stop
+        if self._unreadable_metadata is not None:
+            raise self._unreadable_metadata
         log.info("stopped", episodes_done=self.counters.done, failed=self.counters.failed)
         return 0
 
@@ -378,6 +382,15 @@ class Service:
         if isinstance(error, RootReplacedError):
             self.stop.set()  # the main loop's own check raises it; nothing is recorded in the new folder
             log.info("episode_abandoned", camera=ref.camera, episode=ref.episode, reason=str(error))
+        elif isinstance(error, MetadataError):  # the table, not the episode: every commit would fail the same way
+            self._unreadable_metadata = self._unreadable_metadata or error
+            self.stop.set()  # run() raises it: exit 65, as when the table is unreadable at start
+            log.info(
+                "episode_abandoned",
+                camera=ref.camera,
+                episode=ref.episode,
+                reason="the segment metadata is unreadable: the service stops (exit 65); PNGs and journal kept",
+            )
         elif isinstance(error, InterruptedError):
             log.info("episode_abandoned", camera=ref.camera, episode=ref.episode, reason="stop requested; PNGs kept")
         elif isinstance(error, RemoteTaskError):  # the cluster's fault, not the episode's: nothing recorded

@@ -967,28 +967,34 @@ def test_corrupt_metadata_part_exits_with_a_code_systemd_does_not_restart(
     assert code in _unit_restart_prevent_codes()
 
 
-def test_metadata_part_corrupted_while_running_keeps_the_pngs_until_it_is_restored(tmp_path: Path) -> None:
-    episodes = [Episode(CAM, 0, NUM_FRAMES), Episode(CAM, 1, NUM_FRAMES)]
+def test_metadata_part_damaged_while_running_stops_the_service_with_exit_65_and_every_png_kept(tmp_path: Path) -> None:
+    """A worker's commit finds the segment table unreadable: the service stops as it does when the table is
+    unreadable at start (exit 65, systemd does not restart it, the message names the part and `robovid verify
+    --repair`) instead of failing every later episode as unexpected; restored, a restart commits from the journal."""
+    done, pending = Episode(CAM, 0, NUM_FRAMES), [Episode(CAM, 1, NUM_FRAMES), Episode(OTHER, 1, NUM_FRAMES)]
     write_episode(episode_dir(tmp_path, CAM, 0), 0, NUM_FRAMES, W, H)
     daemon = start_daemon(tmp_path)
     try:
-        wait_for(lambda: _done(tmp_path, episodes[:1]), "episode 0 done", daemon=daemon)
+        wait_for(lambda: _done(tmp_path, [done]), "episode 0 done", daemon=daemon)
         (part,) = sorted(segments_dir(tmp_path).glob("part-*.parquet"))
         backup = part.read_bytes()
         _corrupt_metadata_part(tmp_path)
-        write_episode(episode_dir(tmp_path, CAM, 1), 1, NUM_FRAMES, W, H)
-        pending = png_digest(tmp_path, episodes[1])
-        wait_for(lambda: (CAM, 1) in _failed_keys(daemon), "episode 1 failed", daemon=daemon)
+        for seed, episode in enumerate(pending):
+            write_episode(episode_dir(tmp_path, episode.camera, 1), 1, NUM_FRAMES, W, H, seed=seed)
+        originals = {episode: png_digest(tmp_path, episode) for episode in pending}
+        wait_for(lambda: daemon.process.poll() is not None, "the service to stop on the unreadable part")
     finally:
-        daemon.stop()
-    (event,) = _events_for(daemon, "episode_failed", (CAM, 1))
-    assert str(part) in event["reason"] and KEPT in event["action"]
-    assert png_digest(tmp_path, episodes[1]) == pending
-    part.write_bytes(backup)  # the operator restores the file; the journal finishes episode 1
+        code = daemon.stop()
+    assert code == 65 and code in _unit_restart_prevent_codes(), daemon.stderr[-20:]
+    (event,) = daemon.events_named("metadata_unreadable")
+    assert str(part) in event["detail"] and "robovid verify --repair" in event["detail"], event
+    assert not daemon.events_named("episode_failed") and RootState(tmp_path, read_only=True).failures() == []
+    assert {episode: png_digest(tmp_path, episode) for episode in pending} == originals
+    part.write_bytes(backup)  # the operator restores the file
+    check_invariants(tmp_path, [done, *pending], originals, final=False)  # each episode committed or untouched
     daemon = start_daemon(tmp_path, ROBOVID_RESCAN_S=str(RESCAN_S))
     try:
-        wait_for(lambda: (CAM, 1) in rows_by_key(tmp_path), "episode 1 committed from the journal", daemon=daemon)
-        wait_for(lambda: _done(tmp_path, episodes), "episode 1 cleaned", timeout=30, daemon=daemon)
+        wait_for(lambda: _done(tmp_path, pending), "the pending episodes committed and cleaned", daemon=daemon)
     finally:
         assert daemon.stop() == 0
-    check_invariants(tmp_path, episodes, {}, final=True)
+    check_invariants(tmp_path, [done, *pending], {}, final=True)

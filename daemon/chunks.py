@@ -187,7 +187,7 @@ def compact_finished(path: Path) -> None:
             return
         started = time.monotonic()
         compact_chunk(path)
-    except (RobovidError, OSError, EOFError) as error:  # EOFError: a sample run past the end of the file
+    except (RobovidError, OSError) as error:  # TruncatedVideoError: a sample run past the end of the file
         log.warning(
             "chunk_not_compacted",
             chunk=str(path),

@@ -127,7 +127,7 @@ def convert_archive(src: Path, settings: Settings, runner: Runner | None = None)
             for episode, future in _prepared(pool, todo, 2 * settings.workers, fps, ctx, run):
                 try:  # landed in archive order; the next few are prepared meanwhile
                     reencoded = _land(ctx, episode, fps, future.result())
-                except (RobovidError, OSError, EOFError) as error:  # EOFError: a file shorter than its table
+                except (RobovidError, OSError) as error:  # TruncatedVideoError: a file shorter than its table
                     report.failed.append(f"{episode.path}: {type(error).__name__}: {error}")
                     log.error("episode_failed", camera=episode.video_key, episode=episode.episode, reason=str(error))
                     continue

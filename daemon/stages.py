@@ -43,6 +43,7 @@ from robovid.errors import (
     FrameSequenceError,
     FrameSizeError,
     MismatchedVideosError,
+    TruncatedVideoError,
     VerificationError,
     VideoFormatError,
 )
@@ -343,6 +344,9 @@ def append(
         fault_point("stage:after-intent", ctx.stop)
         try:
             segment = append_video(path, temp, identity=row.identity(datetime.now(UTC)))
+        except TruncatedVideoError:  # the episode's temp file, not the chunk: the episode fails alone
+            _undo_partial_append(ctx, ref, path)
+            raise
         except MismatchedVideosError as error:
             ctx.state.clear_intent(ref.camera, ref.episode)
             log.info(

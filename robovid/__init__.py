@@ -35,6 +35,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "RepairError",
         "RobovidError",
         "StreamingError",
+        "TruncatedVideoError",
         "UnreadableFrameError",
         "UnsafePathError",
         "VerificationError",
@@ -119,6 +120,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import RepairError as RepairError
     from robovid.errors import RobovidError as RobovidError
     from robovid.errors import StreamingError as StreamingError
+    from robovid.errors import TruncatedVideoError as TruncatedVideoError
     from robovid.errors import UnreadableFrameError as UnreadableFrameError
     from robovid.errors import UnsafePathError as UnsafePathError
     from robovid.errors import VerificationError as VerificationError

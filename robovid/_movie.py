@@ -409,7 +409,7 @@ def write_samples(dst: BinaryIO, movie: Movie, position: int) -> list[tuple[int,
     with movie.data() as src:
         for offset, length in runs:
             copied.append((offset, dst.tell()))
-            copy_range(src, dst, offset, length)
+            copy_range(src, dst, offset, length, where=str(movie.path))
     return copied
 
 
@@ -425,7 +425,7 @@ def write_movie(out: BinaryIO, movies: list[Movie]) -> None:
     ftyp = next((b for b in movies[0].top if b.type == b"ftyp"), None)
     if ftyp is not None:
         with movies[0].data() as src:
-            copy_range(src, out, ftyp.offset, ftyp.size)
+            copy_range(src, out, ftyp.offset, ftyp.size, where=str(movies[0].path))
     tables = []
     frames = 0
     for movie in movies:

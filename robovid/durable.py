@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from robovid.errors import TruncatedVideoError
+
 TEMP_MARK = ".robovid-tmp-"
 
 
@@ -103,14 +105,25 @@ def write_bytes_durably(final_path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def copy_range(src: BinaryIO, dst: BinaryIO, start: int, length: int, block: int = 1 << 20) -> None:
-    """Copy ``length`` bytes of ``src`` from ``start`` to the current position of ``dst``."""
+def copy_range(
+    src: BinaryIO, dst: BinaryIO, start: int, length: int, block: int = 1 << 20, where: str | None = None
+) -> None:
+    """Copy ``length`` bytes of ``src`` (named ``where`` in errors) from ``start`` to the current position of ``dst``.
+
+    TruncatedVideoError (an EOFError) if ``src`` ends first: its sample table points past its end.
+    """
     src.seek(start)
     remaining = length
     while remaining:
         chunk = src.read(min(block, remaining))
         if not chunk:
-            raise EOFError(f"{getattr(src, 'name', 'input')}: ended {remaining} bytes early.")
+            name = where or getattr(src, "name", None)
+            raise TruncatedVideoError(
+                f"{name if isinstance(name, str) else 'video'}: the file ends {remaining} bytes before the sample "
+                f"data its movie box points at (bytes {start}..{start + length - 1}): it was cut short (an "
+                "interrupted copy, a full disk). What was being written from it is not committed. Restore the file "
+                "from its source or a backup, or encode it again."
+            )
         dst.write(chunk)
         remaining -= len(chunk)
 

@@ -34,6 +34,11 @@ class VideoFormatError(RobovidError, ValueError):
     """A video file is not in a form robovid can read or append to."""
 
 
+class TruncatedVideoError(VideoFormatError, EOFError):
+    """A video file ends before the sample data its own movie box points at (cut short by a copy, a full disk or
+    a crash); nothing is taken from it. Also an ``EOFError``, what robovid raised for it before."""
+
+
 class MismatchedVideosError(RobovidError, ValueError):
     """Videos to be joined differ in codec, size, pixel format or frame rate."""
 

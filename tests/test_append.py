@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from conftest import EpisodeVideo
@@ -41,7 +42,11 @@ from robovid.append import (
     recover_chunk,
     undo_append,
 )
-from robovid.errors import MismatchedVideosError, VideoFormatError
+from robovid.errors import (
+    MismatchedVideosError,
+    TruncatedVideoError,
+    VideoFormatError,
+)
 from robovid.probe import get_video_info
 from robovid.settings import EncoderSettings
 from robovid.synthetic import read_index
@@ -294,6 +299,47 @@ def test_appending_a_mismatched_episode_raises_and_leaves_the_chunk_byte_identic
     assert str(other) in str(error.value)
     assert sha256(chunk) == digest
     assert temp_leftovers(tmp_path) == []
+
+
+def remux(source: Path, target: Path, faststart: bool = False, frame_slots: list[int] | None = None) -> Path:
+    """``source``'s packets (same codec setup) into ``target`` with PyAV: moov first (``faststart``), and/or frame
+    ``i`` at time ``frame_slots[i]`` frame periods (its pts and dts set per frame, so durations can differ)."""
+    with (
+        av.open(str(source)) as src,
+        av.open(str(target), "w", options={"movflags": "faststart"} if faststart else {}) as out,
+    ):
+        stream = out.add_stream_from_template(src.streams.video[0])
+        packets = [p for p in src.demux(video=0) if p.dts is not None]
+        period = int(packets[1].pts - packets[0].pts)
+        for i, packet in enumerate(packets):
+            if frame_slots is not None:
+                packet.pts = packet.dts = frame_slots[i] * period
+                packet.duration = period
+            packet.stream = stream
+            out.mux(packet)
+    return target
+
+
+def test_appending_an_episode_cut_short_names_it_and_the_chunk_takes_the_next_episode(
+    tmp_path: Path, episode_video: EpisodeVideo
+) -> None:
+    """Its movie box first (faststart), a partial copy keeps the whole sample table: the samples it points at run
+    past the end of the file. A named error (an EOFError before, which the service logged as unexpected)."""
+    chunk = tmp_path / "chunk.mp4"
+    for source in (0, 1):
+        append_video(chunk, episode_video(source, vcodec="h264"))
+    whole = remux(episode_video(2, vcodec="h264"), tmp_path / "faststart.mp4", faststart=True)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:-50])
+
+    with pytest.raises(TruncatedVideoError) as error:
+        append_video(chunk, cut)
+
+    assert isinstance(error.value, VideoFormatError) and isinstance(error.value, EOFError)
+    assert str(cut) in str(error.value) and "cut short" in str(error.value)
+    assert_every_reader_sees(chunk, [0, 1])
+    append_video(chunk, episode_video(3, vcodec="h264"))
+    assert_every_reader_sees(chunk, [0, 1, 3])
 
 
 def test_appending_an_episode_with_another_pixel_format_raises(tmp_path: Path, episode_video: EpisodeVideo) -> None:

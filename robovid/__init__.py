@@ -36,6 +36,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "RobovidError",
         "StreamingError",
         "TruncatedVideoError",
+        "UnevenFrameTimingError",
         "UnreadableFrameError",
         "UnsafePathError",
         "VerificationError",
@@ -121,6 +122,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import RobovidError as RobovidError
     from robovid.errors import StreamingError as StreamingError
     from robovid.errors import TruncatedVideoError as TruncatedVideoError
+    from robovid.errors import UnevenFrameTimingError as UnevenFrameTimingError
     from robovid.errors import UnreadableFrameError as UnreadableFrameError
     from robovid.errors import UnsafePathError as UnsafePathError
     from robovid.errors import VerificationError as VerificationError

@@ -25,7 +25,7 @@ import numpy as np
 
 from robovid import _mp4, _records
 from robovid.durable import copy_range
-from robovid.errors import MismatchedVideosError, VideoFormatError
+from robovid.errors import MismatchedVideosError, UnevenFrameTimingError, VideoFormatError
 
 
 @dataclass(frozen=True)
@@ -258,8 +258,24 @@ def _sample_entry_signature(movie: Movie) -> bytes:
     return entry_type + fixed + b"".join(c.serialize() for c in children if c.type != b"btrt")
 
 
+def check_constant_rate(movie: Movie) -> None:
+    """UnevenFrameTimingError unless every frame of ``movie`` lasts as long as the others (checked before it is
+    appended or joined: readers look frame i up at i / fps, and its frames and those after it would not be there)."""
+    durations = np.unique(movie.table.durations)
+    if durations.shape[0] > 1:
+        ticks = ", ".join(str(int(d)) for d in durations[:6])
+        raise UnevenFrameTimingError(
+            f"{movie.path}: its frames are not all equally long ({durations.shape[0]} different durations: {ticks} "
+            f"ticks of 1/{movie.media_timescale} s), so it cannot be appended or joined: readers look a frame up at "
+            "index / fps, and its frames (and the chunk's after it) would not be there. Re-encode it at a constant "
+            "frame rate first, for example with robovid.reencode_video(path, new_path), and append that file."
+        )
+
+
 def check_compatible(chunk: Movie, episode: Movie) -> None:
-    """MismatchedVideosError unless ``episode`` can follow ``chunk`` by stream copy (same codec setup and timing)."""
+    """MismatchedVideosError unless ``episode`` can follow ``chunk`` by stream copy (same codec setup and timing);
+    UnevenFrameTimingError if the episode's own frames are not all equally long."""
+    check_constant_rate(episode)
     differences = []
     if _sample_entry_signature(chunk) != _sample_entry_signature(episode):
         differences.append("codec configuration, frame size or pixel format")

@@ -35,6 +35,7 @@ from robovid._movie import (
     Movie,
     VideoSegment,
     check_compatible,
+    check_constant_rate,
     concat_tables,
     count_frames,
     moov_bytes,
@@ -114,7 +115,8 @@ def append_video(
 
     Stream copy: the episode's compressed samples are copied byte for byte. The chunk
     and the episode must share codec configuration, size, pixel format and frame rate
-    (MismatchedVideosError otherwise, before anything is written). Crash-safe: after a
+    (MismatchedVideosError otherwise, before anything is written), and the episode's frames must all be equally
+    long (UnevenFrameTimingError: re-encode it at a constant rate, :func:`robovid.reencode_video`). Crash-safe: after a
     crash at any point, the chunk reads as either before or after this append. Two
     processes appending to one chunk are serialized by an exclusive ``flock``.
     ``episode_video_path`` may also be a readable, seekable binary file object (an
@@ -136,6 +138,7 @@ def append_movie(chunk_path: Path, episode: Movie, records: list[dict[str, Any]]
     """
     if episode.num_frames == 0:
         raise VideoFormatError(f"{episode.path}: the episode video holds no frames.")
+    check_constant_rate(episode)  # also for a new chunk file, which check_compatible never sees
     if records is not None:
         episode = dataclasses.replace(episode, records=records)
     make_dirs_durably(chunk_path.parent)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import structlog
 
-from robovid._movie import check_compatible, read_movie, write_movie
+from robovid._movie import check_compatible, check_constant_rate, read_movie, write_movie
 from robovid.durable import atomic_output
 
 log = structlog.get_logger(__name__)
@@ -28,7 +28,7 @@ def concatenate_video_files(
     Unlike the reference, no ffconcat list is built (any file name works), every input
     is checked before anything is written (missing file: FileNotFoundError naming it;
     codec, size, pixel format, frame rate or the encoder settings robovid recorded in them
-    differing: MismatchedVideosError), the
+    differing: MismatchedVideosError; frames not all equally long: UnevenFrameTimingError), the
     output is written beside its destination, fsynced and renamed into place, and
     timestamps are rebuilt from the sample tables, so they are monotonic by construction.
     Writes ``sum(input sizes)`` bytes once: use :func:`robovid.append_video` to grow a
@@ -45,6 +45,7 @@ def concatenate_video_files(
     if missing:
         raise FileNotFoundError(f"Input video not found: {', '.join(missing)}")
     movies = [read_movie(p) for p in paths]
+    check_constant_rate(movies[0])  # check_compatible checks each later one
     for movie in movies[1:]:
         check_compatible(movies[0], movie)
     with atomic_output(output_video_path) as temp, open(temp, "wb") as out:

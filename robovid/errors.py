@@ -43,6 +43,12 @@ class MismatchedVideosError(RobovidError, ValueError):
     """Videos to be joined differ in codec, size, pixel format or frame rate."""
 
 
+class UnevenFrameTimingError(RobovidError, ValueError):
+    """An episode video whose frames are not all equally long (variable frame rate): appended or joined, its
+    chunk's timestamps would no longer follow the frame rate. Refused before anything is written; re-encode it
+    at a constant rate (:func:`robovid.reencode_video`)."""
+
+
 class EpisodeError(RobovidError, ValueError):
     """An episode folder cannot be turned into video; its PNGs are kept."""
 

@@ -25,6 +25,7 @@ from videocheck import (
     index_of_chw,
     pyav_frames,
     pyav_indices,
+    pyav_packet_dts,
     require_torchcodec,
     sha256,
     temp_leftovers,
@@ -45,9 +46,11 @@ from robovid.append import (
 from robovid.errors import (
     MismatchedVideosError,
     TruncatedVideoError,
+    UnevenFrameTimingError,
     VideoFormatError,
 )
 from robovid.probe import get_video_info
+from robovid.reencode import reencode_video
 from robovid.settings import EncoderSettings
 from robovid.synthetic import read_index
 
@@ -318,6 +321,32 @@ def remux(source: Path, target: Path, faststart: bool = False, frame_slots: list
             packet.stream = stream
             out.mux(packet)
     return target
+
+
+def test_appending_an_episode_with_uneven_frame_timing_is_refused_before_anything_is_written(
+    tmp_path: Path, episode_video: EpisodeVideo
+) -> None:
+    """Frame 2 lasts two frame periods (frame 3 comes late): the same codec setup, frame size and typical frame
+    duration as the chunk, so nothing else tells it apart; appended, it broke every later frame's timestamps."""
+    chunk = tmp_path / "chunk.mp4"
+    for source in (0, 1):
+        append_video(chunk, episode_video(source, vcodec="h264"))
+    digest = sha256(chunk)
+    uneven = remux(episode_video(2, vcodec="h264"), tmp_path / "uneven.mp4", frame_slots=[0, 1, 2, 4, 5, 6])
+    assert len(set(np.diff(pyav_packet_dts(uneven)).tolist())) == 2, "the test file is not uneven"
+
+    with pytest.raises(UnevenFrameTimingError) as error:
+        append_video(chunk, uneven)
+    with pytest.raises(UnevenFrameTimingError):
+        append_video(tmp_path / "new-chunk.mp4", uneven)  # nor does it start a chunk file
+
+    message = str(error.value)
+    assert str(uneven) in message and "constant frame rate" in message and "reencode_video" in message
+    assert sha256(chunk) == digest and not (tmp_path / "new-chunk.mp4").exists()
+    assert temp_leftovers(tmp_path) == []
+    fixed = tmp_path / "fixed.mp4"
+    reencode_video(uneven, fixed)  # what the message says to do: then the episode appends
+    assert append_video(tmp_path / "fixed-chunk.mp4", fixed).num_frames == FRAMES
 
 
 def test_appending_an_episode_cut_short_names_it_and_the_chunk_takes_the_next_episode(

@@ -29,6 +29,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"failed: {len(report['failed'])}")
     for failure in report["failed"]:
         print(f"  {failure['camera']!r} episode {failure['episode']}: {failure['reason']}")
+    print(f"deferred (not the episode's fault; the next rescan or run retries it): {len(report['deferred'])}")
+    for deferral in report["deferred"]:
+        print(f"  {deferral['camera']!r} episode {deferral['episode']}: {deferral['reason']}")
     print(
         f"last hour: {report['recorded_s_last_hour']:.0f} s of recording (all cameras) processed in "
         f"{report['busy_s_last_hour']:.0f} s of busy time: real-time factor {report['realtime_factor_last_hour']:.2f} "
@@ -60,7 +63,8 @@ def status_report(root: Path) -> dict[str, Any]:
         else:
             pending += 1
             pending_bytes += frame_bytes
-    failures = [vars(f) for f in RootState(root, read_only=True).failures()]
+    state = RootState(root, read_only=True)
+    failures = [vars(f) for f in state.failures()]
     return {
         "done": len(rows),
         "recorded_s_done": sum(r["num_frames"] / r["fps"] for r in rows),
@@ -69,6 +73,7 @@ def status_report(root: Path) -> dict[str, Any]:
         "kept_in_committed_folders": kept,
         "unreadable": unreadable,
         "failed": failures,
+        "deferred": [vars(d) for d in state.deferrals()],
         "recorded_s_last_hour": recorded_recent,
         "busy_s_last_hour": busy,
         "realtime_factor_last_hour": recorded_recent / busy if busy else 0.0,

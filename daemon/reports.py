@@ -10,7 +10,7 @@ from robovid.errors import FrameMismatchError
 
 from .discover import EpisodeRef, folder_signature
 from .errors import CommitFailedError, DuplicateEpisodeError, EpisodeContinuedError
-from .state import Failure, RootState
+from .state import Deferral, Failure, RootState
 
 log = structlog.get_logger("robovid_watch")
 
@@ -60,6 +60,29 @@ def report_failure(state: RootState, ref: EpisodeRef, error: BaseException, unex
         error_type=error_type,
         exc_info=error if unexpected else None,
         **_what_to_do(error),
+    )
+
+
+DEFERRED_ACTION = (
+    "the PNGs were kept and nothing is held against the episode: check the Ray cluster (`ray status`, worker "
+    "memory); the next rescan or run takes the episode again"
+)
+"""What an ``episode_not_encoded`` event (a ``--ray`` task lost, not the episode's fault) tells the operator."""
+
+
+def report_deferred(state: RootState, ref: EpisodeRef, error: BaseException) -> None:
+    """Record (for ``robovid status``) and log an episode set aside for a fault not its own; no failure record."""
+    state.record_deferral(
+        Deferral(ref.camera, ref.episode, str(ref.path), str(error), type(error).__name__, time.time())
+    )
+    log.error(
+        "episode_not_encoded",
+        camera=ref.camera,
+        episode=ref.episode,
+        path=str(ref.path),
+        detail=str(error),
+        error_type=type(error).__name__,
+        action=DEFERRED_ACTION,
     )
 
 

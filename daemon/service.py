@@ -53,7 +53,7 @@ from .lerobot import LeRobotMode, Verdict
 from .migrate import migrate_state
 from .notify import sd_notify
 from .recovery import recover_intents
-from .reports import forget_commit_failures, report_failure
+from .reports import forget_commit_failures, report_deferred, report_failure
 from .stages import Context, Offload, Outcome, process_episode
 from .state import RetakeRequest, RootState
 from .stop_signals import StopRequest, block_stop_signals, stop_signals_blocked
@@ -377,6 +377,7 @@ class Service:
                 self.lerobot.committed(ref.episode, outcome.frames)
             self._candidates.pop(key, None)
             self.state.clear_failure(*key)
+            self.state.clear_deferral(*key)
             self._log_outcome(ref, outcome)
             return
         if isinstance(error, RootReplacedError):
@@ -393,10 +394,11 @@ class Service:
             )
         elif isinstance(error, InterruptedError):
             log.info("episode_abandoned", camera=ref.camera, episode=ref.episode, reason="stop requested; PNGs kept")
-        elif isinstance(error, RemoteTaskError):  # the cluster's fault, not the episode's: nothing recorded
+        elif isinstance(error, RemoteTaskError):  # the cluster's fault, not the episode's: no failure record
             self.counters.failed += 1
-            self._parked.add(key)  # not again in this run; the next one takes it
-            log.error("episode_not_encoded", camera=ref.camera, episode=ref.episode, detail=str(error))
+            self.metrics.stats.episode_failed()
+            self._parked.add(key)  # not again until a rescan or the next run
+            report_deferred(self.state, ref, error)
         elif isinstance(error, EpisodeChangedError):
             log.info("episode_changed", camera=ref.camera, episode=ref.episode, detail=str(error))
         elif is_disk_full(error):

@@ -33,6 +33,7 @@ from robovid.durable import (
 )
 from robovid.layout import (
     chunk_dirs,
+    deferred_dir,
     failed_dir,
     journal_dir,
     legacy_lock_path,
@@ -114,6 +115,18 @@ class Failure:
     failed_at: float
 
 
+@dataclass
+class Deferral:
+    """An episode set aside for a fault not its own (its ``--ray`` task was lost); the next rescan or run retries it."""
+
+    camera: str
+    episode: int
+    path: str
+    reason: str
+    error_type: str
+    deferred_at: float
+
+
 class RootState:
     """Paths and records of the service's state directory."""
 
@@ -124,6 +137,7 @@ class RootState:
         self.dir = state_dir(root)
         self.journal_dir = journal_dir(root)
         self.failed_dir = failed_dir(root)
+        self.deferred_dir = deferred_dir(root)
         self.tmp_dir = tmp_dir(root)
         self.retake_dir = retakes_dir(root)
         self._lock_fd: int | None = None
@@ -132,7 +146,14 @@ class RootState:
 
     def prepare(self) -> None:
         """Create the state folders (again, if someone deleted them while the service ran)."""
-        for directory in (self.dir, self.journal_dir, self.failed_dir, self.tmp_dir, self.retake_dir):
+        for directory in (
+            self.dir,
+            self.journal_dir,
+            self.failed_dir,
+            self.deferred_dir,
+            self.tmp_dir,
+            self.retake_dir,
+        ):
             make_dirs_durably(directory)
 
     def acquire_lock(self) -> None:
@@ -235,7 +256,7 @@ class RootState:
         metadata file it was replacing. Only those whose writing process is gone are removed.
         """
         removed = [Path(e.path) for e in os.scandir(self.tmp_dir)]
-        for directory in (self.journal_dir, self.failed_dir, self.retake_dir):
+        for directory in (self.journal_dir, self.failed_dir, self.deferred_dir, self.retake_dir):
             removed += [Path(e.path) for e in os.scandir(directory) if is_temp_path(Path(e.path))]
         with contextlib.suppress(FileNotFoundError):  # seal records the service was writing (it alone writes them)
             removed += [Path(e.path) for e in os.scandir(sealed_dir(self.root)) if is_temp_path(Path(e.path))]
@@ -274,6 +295,19 @@ class RootState:
     def failures(self) -> list[Failure]:
         loaded = (self._load(path, lambda data: Failure(**data)) for path in _entries(self.failed_dir))
         return [failure for failure in loaded if failure is not None]
+
+    # deferrals: not the episode's fault, not parked by its folder -----------------------------
+    def record_deferral(self, deferral: Deferral) -> None:
+        write_bytes_durably(self.deferred_dir / _entry_name(deferral.camera, deferral.episode), _json(asdict(deferral)))
+
+    def deferrals(self) -> list[Deferral]:
+        loaded = (self._load(path, lambda data: Deferral(**data)) for path in _entries(self.deferred_dir))
+        return [deferral for deferral in loaded if deferral is not None]
+
+    def clear_deferral(self, camera: str, episode: int) -> None:
+        path = self.deferred_dir / _entry_name(camera, episode)
+        if path.exists():
+            unlink_durably([path])
 
     # records read back are untrusted input ----------------------------------------------
     def _load(self, path: Path, build: Callable[[dict[str, Any]], T]) -> T | None:

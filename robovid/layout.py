@@ -159,6 +159,12 @@ def failed_dir(root: StrPath) -> Path:
     return state_dir(root) / "failed"
 
 
+def deferred_dir(root: StrPath) -> Path:
+    """One record per episode set aside for a fault not its own (a ``--ray`` task lost): retried by the next
+    rescan or run, shown by ``robovid status``."""
+    return state_dir(root) / "deferred"
+
+
 def tmp_dir(root: StrPath) -> Path:
     """Encodes too large for memory, while they are verified."""
     return state_dir(root) / "tmp"

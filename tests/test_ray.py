@@ -16,6 +16,7 @@ import os
 # inherit it) then uses 127.0.0.1 instead of the machine's interface address.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
+import json
 import shutil
 import signal
 import subprocess
@@ -24,11 +25,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
-from daemon_harness import PointHooks, daemon_env, wait_for
+from daemon_harness import PointHooks, daemon_env, run_cli, wait_for
 from frame_oracle import Ledger, check_frames
+from prom import metric, read_metrics
 
 from robovid_watch.ray_offload import TASK_NAME
 from robovid_watch.state import RootState
@@ -171,16 +174,20 @@ def test_a_worker_killed_mid_task_loses_nothing_and_appends_nothing_twice(tmp_pa
     assert cluster.points.passes(TASK_POINT) - before == 4 + 1, "Ray ran the killed task once more"
 
 
-def test_a_task_lost_past_its_retries_is_not_held_against_the_episode(tmp_path: Path, cluster: Cluster) -> None:
+def test_a_task_lost_past_its_retries_is_not_held_against_the_episode(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, cluster: Cluster
+) -> None:
     """Its worker killed at every try (1 + TASK_RETRIES): the episode is not recorded as failed, its PNGs stay,
     the run exits 1 naming the lost task, and the next run takes the episode. (Within a run, a rescan would
-    take it again too: rescans are an hour apart here so that this run leaves it.)"""
+    take it again too: rescans are an hour apart here so that this run leaves it.) It is visible meanwhile:
+    `robovid status` lists it as deferred with the reason, and the failed-attempts counter counts it."""
     from robovid_watch.ray_offload import TASK_RETRIES
 
     ledger = recording(tmp_path, range(1))
     cluster.points.hold(TASK_POINT)
     before = cluster.points.passes(TASK_POINT)
-    process = driver(tmp_path, cluster, "--workers", "1", ROBOVID_RESCAN_S="3600")
+    metrics = tmp_path_factory.mktemp("metrics")
+    process = driver(tmp_path, cluster, "--workers", "1", ROBOVID_RESCAN_S="3600", ROBOVID_METRICS_DIR=str(metrics))
     try:
         for attempt in range(1 + TASK_RETRIES):
             wait_for(lambda n=attempt: cluster.points.passes(TASK_POINT) > before + n, f"try {attempt + 1} held")
@@ -199,9 +206,23 @@ def test_a_task_lost_past_its_retries_is_not_held_against_the_episode(tmp_path: 
     assert RootState(tmp_path).failures() == []
     verdict = check_frames(tmp_path, ledger)
     assert len({(k.camera, k.episode) for k in verdict.as_png}) == 1, (out + err)[-6000:]
+    (lost,) = {(k.camera, k.episode) for k in verdict.as_png}
+    report = _status(tmp_path)
+    assert report["failed"] == [], report
+    assert [(d["camera"], d["episode"], d["error_type"]) for d in report["deferred"]] == [(*lost, "RemoteTaskError")]
+    assert "after 3 retries" in report["deferred"][0]["reason"], report
+    assert metric(read_metrics(metrics / "robovid_watch.prom"), "robovid_episodes_failed_total") == 1
     code, output = run_driver(tmp_path, cluster)
     assert code == 0, output[-3000:]
     check_frames(tmp_path, ledger, final=True)
+    assert _status(tmp_path)["deferred"] == [], "the episode done, its deferral is gone"
+
+
+def _status(root: Path) -> dict[str, Any]:
+    done = run_cli("status", "--json", str(root), root=root)
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,7 @@ import numpy as np
 from robovid._stop import StopFlag
 from robovid.depth import depth_frame, frame_samples, read_depth_frame
 from robovid.depth_fingerprint import DepthFingerprint, compare_depth, depth_fingerprint
-from robovid.durable import atomic_output
-from robovid.encode import EncodeResult, _frame_rate, encode_stream
+from robovid.encode import EncodeResult, _check_encodable, _frame_rate, encode_result, encode_stream, publish_encode
 from robovid.errors import EmptyEpisodeError, FrameMismatchError, FrameSizeError, VerificationError
 from robovid.frames import list_episode_frames
 from robovid.layout import FRAME_RE
@@ -67,10 +66,7 @@ def encode_depth_frames(
     frame_paths: Sequence[Path], video_path: Path, fps: float | Fraction, settings: EncoderSettings
 ) -> DepthEncodeResult:
     """Encode depth frames into ``video_path``, published atomically (nothing there on error)."""
-    with atomic_output(video_path) as temp, open(temp, "w+b") as out:
-        result = encode_depth_frames_into(out, frame_paths, fps, settings)
-    result.video_path = video_path
-    return result
+    return publish_encode(video_path, lambda out: encode_depth_frames_into(out, frame_paths, fps, settings))
 
 
 def encode_depth_frames_into(
@@ -96,21 +92,10 @@ def encode_depth_frames_into(
     reader = _DepthFrames(frame_paths, settings, fingerprints, stats)
     frames = iter(reader)
     first = next(frames)
-    if first.width < 16 or first.height < 16:
-        raise FrameSizeError(
-            f"{frame_paths[0]}: frame size {first.width}x{first.height} is too small (16x16 at least)."
-        )
+    _check_encodable(first.width, first.height, settings, frame_paths[0])
     encode_stream(out, first, _chain(first, frames), _frame_rate(fps), settings, stop)
-    out.flush()
-    return DepthEncodeResult(
-        video_path=None,
-        num_frames=len(frame_paths),
-        width=first.width,
-        height=first.height,
-        size_bytes=out.seek(0, 2),
-        encode_s=time.perf_counter() - started,
-        read_cpu_s=reader.cpu_s,
-        depth_fingerprints=reader.fingerprints,
+    return encode_result(
+        DepthEncodeResult, out, first, len(frame_paths), started, reader.cpu_s, depth_fingerprints=reader.fingerprints
     )
 
 

@@ -13,11 +13,11 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 import av
 import numpy as np
@@ -60,6 +60,9 @@ class EncodeResult:
     """Source frames (RGB) kept for verification, by frame index."""
     fingerprints: list[Fingerprint] = field(default_factory=list)
     """Every source frame's fingerprint, in order (empty unless asked for), for verification."""
+
+
+Result = TypeVar("Result", bound=EncodeResult)
 
 
 def encode_video_frames(
@@ -174,8 +177,15 @@ def encode_frames(
     is returned too. ``stop``, when set, abandons the encode between frames
     (InterruptedError; nothing published).
     """
+    return publish_encode(
+        video_path, lambda out: encode_frames_into(out, frame_paths, fps, settings, keep, stop, fingerprints)
+    )
+
+
+def publish_encode(video_path: Path, encode_into: Callable[[BinaryIO], Result]) -> Result:
+    """Run ``encode_into`` on a temp file beside ``video_path``, then publish it atomically (nothing there on error)."""
     with atomic_output(video_path) as temp, open(temp, "w+b") as out:
-        result = encode_frames_into(out, frame_paths, fps, settings, keep, stop, fingerprints)
+        result = encode_into(out)
     result.video_path = video_path
     return result
 
@@ -207,17 +217,38 @@ def encode_frames_into(
         encode_stream(out, first, reader, rate, settings, stop)
     finally:
         reader.close()
+    return encode_result(
+        EncodeResult,
+        out,
+        first,
+        len(frame_paths),
+        started,
+        reader.cpu_s,
+        kept_frames=reader.kept,
+        fingerprints=reader.fingerprints,
+    )
+
+
+def encode_result(
+    result_type: type[Result],
+    out: BinaryIO,
+    first: av.VideoFrame,
+    num_frames: int,
+    started: float,
+    read_cpu_s: float,
+    **fields: Any,
+) -> Result:
+    """The result of an encode into ``out`` (flushed here) that began at ``started`` (``time.perf_counter()``)."""
     out.flush()
-    return EncodeResult(
+    return result_type(
         video_path=None,
-        num_frames=len(frame_paths),
+        num_frames=num_frames,
         width=first.width,
         height=first.height,
         size_bytes=out.seek(0, 2),
         encode_s=time.perf_counter() - started,
-        read_cpu_s=reader.cpu_s,
-        kept_frames=reader.kept,
-        fingerprints=reader.fingerprints,
+        read_cpu_s=read_cpu_s,
+        **fields,
     )
 
 

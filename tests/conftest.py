@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from daemon_harness import PointHooks
 
+import robovid._faults as faults
 from robovid import fidelity
 from robovid.encode import EncodeResult, encode_frames
 from robovid.settings import EncoderSettings
@@ -100,3 +101,14 @@ def s3_server() -> Iterator[object]:
 
     with moto_server() as server:
         yield server
+
+
+@pytest.fixture
+def held_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Hold every stream encoder thread at ``stream:before-encode`` until the test removes the hold file."""
+    points = tmp_path / "points"
+    points.mkdir()
+    monkeypatch.setattr(faults, "_POINTS_DIR", str(points))
+    (points / "stream:before-encode.hold").touch()
+    yield points
+    (points / "stream:before-encode.hold").unlink(missing_ok=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ import pytest
 from daemon_harness import rows_by_key, start_daemon, wait_for
 from frame_oracle import FrameId, Ledger, check_frames
 
-import robovid._faults as faults
 from robovid import RGBEncoderConfig, StreamingVideoEncoder
 from robovid.frames import read_frame_rgb
 from robovid.layout import episode_dir, frame_path, stream_dir
@@ -39,16 +37,6 @@ RECORD = FRAME_BYTES + TRAILER.size
 SEGMENT = 4
 FED = 10
 """Frames 0-3 in raw-000000, 4-7 in raw-000001, 8-9 in raw-000002."""
-
-
-@pytest.fixture
-def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    points = tmp_path / "points"
-    points.mkdir()
-    monkeypatch.setattr(faults, "_POINTS_DIR", str(points))
-    (points / "stream:before-encode.hold").touch()
-    yield points
-    (points / "stream:before-encode.hold").unlink(missing_ok=True)
 
 
 def stream_and_die(root: Path, held: Path) -> list[np.ndarray]:
@@ -89,11 +77,11 @@ def zero_fill(path: Path, start: int, length: int) -> None:
     ids=["partial-last-record", "earlier-log-lost-its-tail", "zero-filled-last-record", "zero-filled-block"],
 )
 def test_a_torn_crash_log_is_salvaged_up_to_its_first_lost_frame_and_committed(
-    tmp_path: Path, held: Path, cut: dict[int, int], zeroed: dict[int, tuple[int, int]], end: int, torn: int
+    tmp_path: Path, held_encoder: Path, cut: dict[int, int], zeroed: dict[int, tuple[int, int]], end: int, torn: int
 ) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    stream_and_die(root, held)
+    stream_and_die(root, held_encoder)
     folder = stream_dir(root, CAM, 0)
     for number, size in cut.items():
         os.truncate(raw_path(folder, number), size)
@@ -115,11 +103,11 @@ def test_a_torn_crash_log_is_salvaged_up_to_its_first_lost_frame_and_committed(
     assert len(check_frames(root, ledger, final=True).in_segment) == end
 
 
-def test_a_crash_log_written_before_records_had_trailers_is_still_salvaged(tmp_path: Path, held: Path) -> None:
+def test_a_crash_log_written_before_records_had_trailers_is_still_salvaged(tmp_path: Path, held_encoder: Path) -> None:
     """A handoff an older robovid left (``stream.json`` without ``log_format``, bare records) after an upgrade."""
     root = tmp_path / "root"
     root.mkdir()
-    fed = stream_and_die(root, held)
+    fed = stream_and_die(root, held_encoder)
     folder = stream_dir(root, CAM, 0)
     info = json.loads((folder / STREAM_JSON).read_text())
     del info["log_format"]

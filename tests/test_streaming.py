@@ -9,7 +9,6 @@ fed, in order, each showing its own content (the index burnt into it).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -17,7 +16,6 @@ import numpy as np
 import pytest
 
 import robovid
-import robovid._faults as faults
 from robovid import FrameSizeError, RGBEncoderConfig, StreamingError, StreamingVideoEncoder
 from robovid.frames import read_frame_rgb
 from robovid.layout import episode_dir, frame_path, stream_dir
@@ -41,17 +39,6 @@ def decoded_indices(path: Path) -> list[tuple[int, int]]:
         return [
             read_index(np.asarray(frame.to_ndarray(format="rgb24"), np.uint8)) for frame in container.decode(video=0)
         ]
-
-
-@pytest.fixture
-def held_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Hold every stream encoder thread at ``stream:before-encode`` until the test removes the hold file."""
-    points = tmp_path / "points"
-    points.mkdir()
-    monkeypatch.setattr(faults, "_POINTS_DIR", str(points))
-    (points / "stream:before-encode.hold").touch()
-    yield points
-    (points / "stream:before-encode.hold").unlink(missing_ok=True)
 
 
 def passes(points: Path, name: str) -> int:

@@ -13,9 +13,20 @@ import signal
 from pathlib import Path
 
 import pytest
-from daemon_harness import Episode, check_invariants, finish_and_check, png_digest, record, rows_by_key, run_daemon
+from daemon_harness import (
+    Episode,
+    check_invariants,
+    finish_and_check,
+    png_digest,
+    record,
+    rows_by_key,
+    run_cli,
+    run_daemon,
+)
 
+from robovid.errors import MergeError
 from robovid.layout import existing_segments_dir, legacy_segments_dir, legacy_state_dir, state_dir
+from robovid.merge import merge_roots
 from robovid.metadata import read_segments
 
 CAMERAS = ["a", "b"]
@@ -78,3 +89,25 @@ def test_an_older_robovid_holding_the_old_lock_keeps_the_root(tmp_path: Path) ->
         os.close(fd)
     assert result.returncode == 75, result.stderr[-2000:]
     assert legacy_segments_dir(tmp_path).is_dir() and not (state_dir(tmp_path) / "segments").exists()
+
+
+def test_repair_and_merge_keep_out_of_a_root_an_older_robovid_holds_by_its_old_lock(tmp_path: Path) -> None:
+    root = tmp_path / "robot"
+    _processed(root, range(1))
+    _to_old_layout(root)
+    (legacy_state_dir(root) / "lock").write_text("4242")  # what an older robovid-watch writes there
+    fd = os.open(legacy_state_dir(root) / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # an older robovid-watch at work on this root
+        repaired = run_cli("verify", "--repair", str(root), root=root)
+        with pytest.raises(MergeError, match=r"in use by another robovid process \(pid 4242"):
+            merge_roots(tmp_path / "dest", [root])
+    finally:
+        os.close(fd)
+    assert repaired.returncode == 1, repaired.stderr[-2000:]
+    assert "in use by another robovid process (pid 4242" in repaired.stderr, repaired.stderr[-2000:]
+    assert not (tmp_path / "dest").exists() or not read_segments(tmp_path / "dest").num_rows
+    # with the older service gone, both run on the old layout
+    assert run_cli("verify", "--repair", str(root), root=root).returncode == 0
+    merge_roots(tmp_path / "dest", [root])
+    assert len(read_segments(tmp_path / "dest")) == 2

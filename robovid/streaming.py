@@ -211,6 +211,11 @@ class _CameraStream:
         with contextlib.suppress(StreamingError):
             self.log.close(sync)
 
+    def discard(self) -> None:
+        """Delete the folder of a stream whose threads never started (nothing was fed), then unlock."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.release()
+
     def release(self) -> None:
         if self.lock_fd is not None:
             os.close(self.lock_fd)
@@ -295,7 +300,7 @@ class StreamingVideoEncoder:
                 self._dropped_frames[key] = 0
         except BaseException:
             for stream in self._streams.values():
-                stream.release()
+                stream.discard()  # nothing was fed: no camera's episode stays reserved by this failed start
             self._streams.clear()
             self._threads.clear()
             raise

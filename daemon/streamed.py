@@ -196,7 +196,7 @@ def process_streamed(ctx: Context, ref: EpisodeRef) -> Outcome:
     folder = stream_dir(ctx.root, ref.camera, ref.episode)
     key = (ref.camera, ref.episode)
     finished, info = Finished.read(folder), StreamInfo.read(folder)
-    if finished is None or info is None:
+    if finished is None or (info is None and finished.num_frames > 0):  # stream.json comes with the first frame
         raise EpisodeChangedError(f"{folder}: the episode is still being streamed; it is taken once finished.")
     with ctx.camera_lock(ref.camera):
         recover_intents(ctx, camera=ref.camera)
@@ -210,7 +210,7 @@ def process_streamed(ctx: Context, ref: EpisodeRef) -> Outcome:
             "with the same index. Both were kept: move the handoff folder and the episode folder away, or re-record "
             "under a new index."
         )
-    if finished.num_frames == 0:  # started, never fed
+    if finished.num_frames == 0 or info is None:  # started, never fed (so no stream.json)
         _remove_handoff(folder)
         (ref.path / ctx.marker).unlink(missing_ok=True)
         with contextlib.suppress(OSError):

@@ -345,3 +345,31 @@ def test_a_handoff_with_a_damaged_record_is_reported_and_the_service_goes_on(
     assert daemon.stop() == 0
     assert name in daemon.events_named("stream_salvage_failed")[0]["detail"]
     assert (folder / name).read_text() == content  # kept for a person to look at
+
+
+def test_a_streamed_episode_finished_with_no_frame_is_cleaned_not_retried_forever(
+    tmp_path: Path, daemon_stopper: list[Daemon]
+) -> None:
+    """An episode started and finished with no frame fed (a recorder that aborted a take) has finished.json but no
+    stream.json (written at the first frame): robovid-watch retried it every rescan as 'still being streamed'."""
+    root = tmp_path / "root"
+    root.mkdir()
+    ledger = Ledger(root)
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, handoff=True, segment_frames=4)
+    for episode, count in ((0, 0), (1, 1)):
+        encoder.start_episode(["front"], root, episode_index=episode)
+        for image in fed_frames(ledger, "front", episode, count):
+            encoder.feed_frame("front", image)
+        encoder.finish_episode()
+
+    daemon = start_daemon(root)
+    daemon_stopper.append(daemon)
+    wait_for(lambda: committed(root, [("front", 1)]), "the one-frame episode committed", daemon=daemon)
+    wait_for(lambda: not stream_dir(root, "front", 0).exists(), "the empty episode's handoff removed", daemon=daemon)
+    wait_for(lambda: not episode_dir(root, "front", 0).exists(), "the empty episode's folder removed", daemon=daemon)
+    assert daemon.stop() == 0
+
+    assert ("front", 0) not in rows_by_key(root)
+    assert not daemon.events_named("episode_changed")
+    verdict = check_frames(root, ledger, final=True)
+    assert len(verdict.in_segment) == 1 and not verdict.as_png

@@ -358,9 +358,13 @@ class SpillWriter(threading.Thread):
             self.png_dir.mkdir(parents=True, exist_ok=True)
             while (index := self.indices.get()) is not None:
                 number, offset = divmod(index, self.segment_frames)
-                with open(raw_path(self.folder, number), "rb") as log:
+                raw = raw_path(self.folder, number)
+                with open(raw, "rb") as log:
                     log.seek(offset * self.record_bytes)
-                    rgb = np.frombuffer(log.read(self.frame_bytes), np.uint8).reshape(self.shape)
+                    record = log.read(self.record_bytes)
+                if not log_record_ok(index, record, self.frame_bytes):
+                    raise StreamingError(f"{raw}: the record of frame {index} does not match its trailer.")
+                rgb = np.frombuffer(record, np.uint8, self.frame_bytes).reshape(self.shape)
                 write_png(self.png_dir, index, rgb, self.durable)
                 self.counts += channel_counts(rgb)
                 if offset == self.segment_frames - 1 and number > self.first // self.segment_frames:

@@ -83,12 +83,27 @@ class CrashLog:
             self._start()
         assert self._fd is not None
         data = memoryview(rgb.data).cast("B")
-        for view in (data, memoryview(log_trailer(index, data))):  # the trailer last: a record is whole once it is
-            while view:
-                view = view[os.write(self._fd, view) :]
+        start = os.fstat(self._fd).st_size
+        try:
+            for view in (data, memoryview(log_trailer(index, data))):  # the trailer last: a record is whole once it is
+                while view:
+                    view = view[os.write(self._fd, view) :]
+        except OSError as error:
+            self._take_back(self._fd, index, start, error)
         with self._cond:
             self._written = index + 1
             self._cond.notify_all()
+
+    def _take_back(self, fd: int, index: int, start: int, error: OSError) -> None:
+        """A record cut short (disk full) is cut off, so the next one is written where it belongs; then raise."""
+        try:
+            os.ftruncate(fd, start)
+        except OSError as truncate_error:
+            self.error = truncate_error  # records are read at fixed offsets: no later frame may follow this one
+        raise StreamingError(
+            f"Frame {index} could not be written to the crash log in {self.folder} ({error}); it was not fed. Free "
+            "disk space, then feed it again."
+        ) from error
 
     def wait_durable(self, timeout: float | None = None) -> int:
         """Wait until every frame written so far is durable (or ``timeout``); the durable count."""

@@ -6,13 +6,19 @@ started twice, a camera name misspelt, a disk that fails mid-frame) and checks w
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from robovid import RGBEncoderConfig, StreamingError, StreamingVideoEncoder
-from robovid.layout import stream_dir
+from robovid.frames import read_frame_rgb
+from robovid.layout import episode_dir, frame_path, stream_dir
 from robovid.synthetic import render_frame, scene
 
 WIDTH, HEIGHT = 64, 48
@@ -39,3 +45,47 @@ def test_a_start_episode_refused_for_one_camera_reserves_the_episode_for_none(tm
     encoder.start_episode(["a"], tmp_path, episode_index=5)
     encoder.feed_frame("a", frames(5, 1)[0])
     assert encoder.finish_episode()["a"][0] == stream_dir(tmp_path, "a", 5)
+
+
+@contextlib.contextmanager
+def files_limited_to(size_bytes: int) -> Iterator[None]:
+    """A real short write: the kernel writes a file up to RLIMIT_FSIZE, then fails with EFBIG (as a full disk does)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_frame_the_crash_log_could_not_hold_is_refused_and_fed_again_without_shifting_later_frames(
+    tmp_path: Path, held_encoder: Path
+) -> None:
+    """A crash-log write cut short (disk full) left a partial record, and the raw OSError said nothing; the frame
+    fed again after it landed behind that partial record, but log records are read at fixed offsets: the spilled
+    PNG of frame 3 was made of frame 3's half and frame 3's retry, and finish_episode handed it off as frame 3."""
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, queue_maxsize=1, handoff=True, segment_frames=100)
+    encoder.start_episode(["cam"], tmp_path, episode_index=0)
+    fed = frames(0, 8)
+    encoder.feed_frame("cam", fed[0])
+    deadline = time.monotonic() + 60
+    while not (held_encoder / "stream:before-encode.passed").exists():
+        assert time.monotonic() < deadline, "timed out waiting for the encoder thread to take frame 0"
+        time.sleep(0.01)
+    encoder.feed_frame("cam", fed[1])  # queued
+    encoder.feed_frame("cam", fed[2])  # spilled: the log holds records 0, 1, 2
+    record_bytes = WIDTH * HEIGHT * 3 + 8
+
+    with files_limited_to(3 * record_bytes + 1000), pytest.raises((OSError, StreamingError)) as refused:
+        encoder.feed_frame("cam", fed[3])
+
+    for image in fed[3:]:
+        encoder.feed_frame("cam", image)
+    (held_encoder / "stream:before-encode.hold").unlink()
+    encoder.finish_episode()
+    png_dir = episode_dir(tmp_path, "cam", 0)
+    assert [read_frame_rgb(frame_path(png_dir, i)).tobytes() for i in range(2, 8)] == [f.tobytes() for f in fed[2:]]
+    assert refused.type is StreamingError and "Frame 3 could not be written" in str(refused.value)
+    assert "feed it again" in str(refused.value)

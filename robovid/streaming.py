@@ -92,13 +92,8 @@ class _CameraStream:
     def feed(self, image: Any) -> None:
         rgb = as_rgb_frame(image)
         if self.shape is None:
-            self.shape = rgb.shape
-            height, width = rgb.shape[:2]
-            settings = settings_dict(self.thread.settings)
-            fps = _frame_rate(self.thread.fps)
-            StreamInfo(self.key, self.episode, fps, width, height, self.thread.segment_frames, settings).write(
-                self.workdir
-            )
+            self._write_info(rgb.shape)
+            self.shape = rgb.shape  # only once stream.json is written: without it no frame can be salvaged or taken
         elif rgb.shape != self.shape:
             raise FrameSizeError(
                 f"Camera {self.key!r} frame {self.fed} is {rgb.shape[1]}x{rgb.shape[0]}, the episode's first was "
@@ -126,6 +121,20 @@ class _CameraStream:
         else:
             self.queue.put_nowait(rgb)
         self.fed += 1
+
+    def _write_info(self, shape: tuple[int, ...]) -> None:
+        height, width = shape[:2]
+        settings = settings_dict(self.thread.settings)
+        info = StreamInfo(
+            self.key, self.episode, _frame_rate(self.thread.fps), width, height, self.thread.segment_frames, settings
+        )
+        try:
+            info.write(self.workdir)
+        except OSError as error:
+            raise StreamingError(
+                f"Frame 0 of {self.key!r} could not be fed: {self.workdir / STREAM_JSON} could not be written "
+                f"({error}). Free disk space, then feed it again."
+            ) from error
 
     def check_alive(self) -> None:
         if self.thread.is_alive():

@@ -7,6 +7,7 @@ started twice, a camera name misspelt, a disk that fails mid-frame) and checks w
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import signal
 import time
@@ -15,10 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tmpfs import small_tmpfs
 
 from robovid import RGBEncoderConfig, StreamingError, StreamingVideoEncoder
 from robovid.frames import read_frame_rgb
 from robovid.layout import episode_dir, frame_path, stream_dir
+from robovid.stream_files import Finished, StreamInfo
+from robovid.stream_log import salvage
 from robovid.synthetic import render_frame, scene
 
 WIDTH, HEIGHT = 64, 48
@@ -89,3 +93,43 @@ def test_a_frame_the_crash_log_could_not_hold_is_refused_and_fed_again_without_s
     assert [read_frame_rgb(frame_path(png_dir, i)).tobytes() for i in range(2, 8)] == [f.tobytes() for f in fed[2:]]
     assert refused.type is StreamingError and "Frame 3 could not be written" in str(refused.value)
     assert "feed it again" in str(refused.value)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until its file system is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, bytes(4096))
+    finally:
+        os.close(fd)
+
+
+def test_a_first_frame_refused_for_a_full_disk_is_fed_again_with_the_stream_record_that_lets_it_be_salvaged(
+    tmp_path: Path, held_encoder: Path
+) -> None:
+    """The first frame noted its size before it wrote stream.json; when that write failed (a full disk) the frame fed
+    again skipped it, so the episode had frames but no stream.json: robovid-watch's salvage of it found 'no frame'
+    and deleted the handoff with every frame in its crash log (finished, robovid-watch never took it)."""
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        root = disk / "root"
+        encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, handoff=True, segment_frames=4)
+        encoder.start_episode(["cam"], root, episode_index=0)
+        fed = frames(0, 6)
+        fill(disk / "filler")
+        with pytest.raises((OSError, StreamingError)) as refused:
+            encoder.feed_frame("cam", fed[0])
+        (disk / "filler").unlink()
+        for image in fed:  # the encoder is held: every frame waits in the crash log
+            encoder.feed_frame("cam", image)
+        stream = encoder._streams["cam"]
+        stream.halt()  # the threads stop, every file stays, as after a kill
+        stream.release()
+        folder, png_dir = stream_dir(root, "cam", 0), episode_dir(root, "cam", 0)
+
+        assert StreamInfo.read(folder) is not None
+        assert salvage(folder, png_dir) == Finished(6, 0, salvaged=True)
+        assert [read_frame_rgb(frame_path(png_dir, i)).tobytes() for i in range(6)] == [f.tobytes() for f in fed]
+        assert refused.type is StreamingError and "Frame 0 of 'cam' could not be fed" in str(refused.value)
+        assert "feed it again" in str(refused.value)

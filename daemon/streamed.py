@@ -41,9 +41,9 @@ import structlog
 
 from robovid._faults import fault_point
 from robovid._movie import check_compatible, read_movie, write_movie
-from robovid.durable import fsync_dir, make_dirs_durably, write_bytes_durably
+from robovid.durable import fsync_dir, is_temp_path, make_dirs_durably, write_bytes_durably
 from robovid.encode import encode_frames_into
-from robovid.errors import FrameSequenceError, RobovidError, VerificationError
+from robovid.errors import FrameSequenceError, RobovidError, StreamingError, VerificationError
 from robovid.fingerprint import Fingerprint
 from robovid.layout import episode_dir, frame_path, parse_episode_dir, stream_dir, streams_dir
 from robovid.lerobot_stats import FrameStatsAccumulator, feature_stats_to_json, image_stats_from_counts
@@ -160,7 +160,8 @@ def _salvage_if_dead(folder: Path, png_dir: Path) -> Finished | None:
         if Finished.read(folder) is not None:  # finished between the read and the lock
             return Finished.read(folder)
         finished = salvage(folder, png_dir)
-        if finished is None:  # no frame was ever fed
+        if finished is None:  # no stream.json: no frame was ever fed, unless its write failed
+            _check_holds_no_frame(folder)
             shutil.rmtree(folder)
             fsync_dir(folder.parent)
             return None
@@ -178,6 +179,17 @@ def _salvage_if_dead(folder: Path, png_dir: Path) -> Finished | None:
         return finished
     finally:
         os.close(fd)
+
+
+def _check_holds_no_frame(folder: Path) -> None:
+    """StreamingError when a handoff without ``stream.json`` holds more than its lock: frames it cannot read."""
+    kept = sorted(p.name for p in folder.iterdir() if p.name != WRITER_LOCK and not is_temp_path(p))
+    if kept:
+        raise StreamingError(
+            f"{folder} holds {', '.join(kept[:5])} but no stream.json (an older robovid could lose it to a full disk), "
+            "so its frames cannot be read and it was kept: write its stream.json (robovid.stream_files."
+            "StreamInfo: camera, episode, fps, width, height, segment_frames, settings) or move the folder away."
+        )
 
 
 class _CountAll(FrameStatsAccumulator):

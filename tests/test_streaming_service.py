@@ -217,6 +217,30 @@ def test_prepare_removes_only_the_staging_folders_of_recorders_that_died_startin
     assert sorted(p.name for p in camera_dir.iterdir()) == sorted([held.name, fresh.name])
 
 
+def test_salvage_keeps_a_handoff_that_holds_frames_without_its_stream_record(tmp_path: Path) -> None:
+    """A handoff without stream.json was taken for one no frame was fed to and deleted with its crash log; an older
+    robovid left such handoffs when a full disk failed the stream.json write (tests/test_stream_misuse.py)."""
+    from structlog.testing import capture_logs
+
+    from robovid_watch.streamed import prepare
+
+    folder = stream_dir(tmp_path, "cam", 2)
+    folder.mkdir(parents=True)
+    (folder / "writer.lock").touch()
+    (folder / "raw-000000.rgb").write_bytes(bytes(WIDTH * HEIGHT * 3 + 8))
+    empty = stream_dir(tmp_path, "cam", 3)  # started, never fed: removed
+    empty.mkdir()
+    (empty / "writer.lock").touch()
+
+    with capture_logs() as logs:
+        prepare(tmp_path, ".complete", set())
+
+    assert sorted(p.name for p in folder.iterdir()) == ["raw-000000.rgb", "writer.lock"]
+    assert not empty.exists()
+    failed = [e for e in logs if e["event"] == "stream_salvage_failed"]
+    assert len(failed) == 1 and "no stream.json" in failed[0]["detail"] and failed[0]["episode"] == 2
+
+
 def test_a_streamed_episode_is_taken_and_cleaned_with_another_completion_marker(
     tmp_path: Path, daemon_stopper: list[Daemon]
 ) -> None:

@@ -26,6 +26,7 @@ synced by a thread of its own as frames come (:mod:`robovid.stream_log`, README 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import queue
 import shutil
@@ -231,6 +232,22 @@ class _CameraStream:
             self.lock_fd = None
 
 
+def _checked_episode(video_keys: list[str], episode_index: Any) -> int:
+    """The episode index as an int; StreamingError for an index or camera keys robovid-watch could never take."""
+    if isinstance(episode_index, bool) or not hasattr(episode_index, "__index__") or operator.index(episode_index) < 0:
+        raise StreamingError(
+            f"episode_index must be an integer, 0 or more (got {episode_index!r}): robovid-watch takes the episode "
+            "folders named episode-NNNNNN only."
+        )
+    for key in video_keys:
+        if not key or key.startswith(".") or "/" in key or "\0" in key or video_keys.count(key) > 1:
+            raise StreamingError(
+                f"Camera key {key!r} (of {video_keys}) cannot name one folder of its own: give each camera once, by "
+                "a name with no '/' that does not start with '.' (as LeRobot's observation.images.front)."
+            )
+    return operator.index(episode_index)
+
+
 class StreamingVideoEncoder:
     """Per-camera encoder threads for encoding while recording; LeRobot's API, and no frame is ever dropped.
 
@@ -296,10 +313,10 @@ class StreamingVideoEncoder:
                 f"Depth cameras ({', '.join(depth_video_keys)}) cannot be streamed by robovid yet; record them as "
                 "16-bit PNGs instead."
             )
+        episode = _checked_episode(video_keys, self._next_episode if episode_index is None else episode_index)
         if self._episode_active:
             self.cancel_episode()
         root = Path(temp_dir)
-        episode = self._next_episode if episode_index is None else episode_index
         self._dropped_frames.clear()
         self.spilled_frames.clear()
         try:

@@ -133,3 +133,30 @@ def test_a_first_frame_refused_for_a_full_disk_is_fed_again_with_the_stream_reco
         assert [read_frame_rgb(frame_path(png_dir, i)).tobytes() for i in range(6)] == [f.tobytes() for f in fed]
         assert refused.type is StreamingError and "Frame 0 of 'cam' could not be fed" in str(refused.value)
         assert "feed it again" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("keys", "episode", "named"),
+    [
+        (["cam"], -1, "episode_index"),  # an episode-0000-1 folder: never taken
+        (["cam"], 1.5, "episode_index"),
+        (["wrist/left"], 0, "'wrist/left'"),  # a camera 'wrist' with a folder 'left': never taken
+        (["../cam"], 0, "'../cam'"),  # a folder beside streams/
+        (["cam", "cam"], 0, "'cam'"),  # one camera's stream overwritten by the other's
+    ],
+)
+def test_an_episode_index_or_camera_key_robovid_watch_could_never_take_is_refused_at_start(
+    tmp_path: Path, keys: list[str], episode: object, named: str
+) -> None:
+    """start_episode took them: the episode's frames went to folders robovid-watch never takes (or overwrote another
+    camera's stream), so finish_episode handed off an episode that was never committed."""
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, handoff=True)
+    encoder.start_episode(["front"], tmp_path, episode_index=9)  # a refused start leaves the episode open as it was
+
+    with pytest.raises(StreamingError, match=named):
+        encoder.start_episode(keys, tmp_path, episode_index=episode)  # type: ignore[arg-type]
+
+    encoder.feed_frame("front", frames(9, 1)[0])
+    assert encoder.finish_episode()["front"][0] == stream_dir(tmp_path, "front", 9)
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["front"]
+    assert sorted(p.name for p in stream_dir(tmp_path, "front", 9).parent.parent.iterdir()) == ["front"]

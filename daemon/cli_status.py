@@ -32,6 +32,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"deferred (not the episode's fault; the next rescan or run retries it): {len(report['deferred'])}")
     for deferral in report["deferred"]:
         print(f"  {deferral['camera']!r} episode {deferral['episode']}: {deferral['reason']}")
+    print(f"crash suspects (in flight during a native crash; processed alone): {len(report['crash_suspects'])}")
+    for suspect in report["crash_suspects"]:
+        print(
+            f"  {suspect['camera']!r} episode {suspect['episode']}: {suspect['crashes']} crashes "
+            f"({suspect['sure_crashes']} surely its own); logs: {', '.join(suspect['crash_logs'])}"
+        )
+    if report["crash_logs"]:
+        print(f"native crash logs kept: {len(report['crash_logs'])} (newest: {report['crash_logs'][-1]})")
     print(
         f"last hour: {report['recorded_s_last_hour']:.0f} s of recording (all cameras) processed in "
         f"{report['busy_s_last_hour']:.0f} s of busy time: real-time factor {report['realtime_factor_last_hour']:.2f} "
@@ -44,6 +52,7 @@ def status_report(root: Path) -> dict[str, Any]:
     """Counts for `robovid status` (also used by tests)."""
     from robovid.metadata import read_segments
 
+    from .crashguard import crash_records, kept_crash_logs
     from .state import RootState
 
     rows = read_segments(root).to_pylist()
@@ -65,6 +74,7 @@ def status_report(root: Path) -> dict[str, Any]:
             pending_bytes += frame_bytes
     state = RootState(root, read_only=True)
     failures = [vars(f) for f in state.failures()]
+    failed_keys = {(f["camera"], f["episode"]) for f in failures}
     return {
         "done": len(rows),
         "recorded_s_done": sum(r["num_frames"] / r["fps"] for r in rows),
@@ -74,6 +84,10 @@ def status_report(root: Path) -> dict[str, Any]:
         "unreadable": unreadable,
         "failed": failures,
         "deferred": [vars(d) for d in state.deferrals()],
+        "crash_suspects": [
+            vars(c) for c in crash_records(state) if (c.camera, c.episode) not in failed_keys and Path(c.path).exists()
+        ],
+        "crash_logs": kept_crash_logs(root),
         "recorded_s_last_hour": recorded_recent,
         "busy_s_last_hour": busy,
         "realtime_factor_last_hour": recorded_recent / busy if busy else 0.0,

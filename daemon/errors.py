@@ -64,6 +64,12 @@ class RowNotStorableError(EpisodeError):
     UTF-8): found before the chunk is touched, so the episode fails alone and its PNGs are kept."""
 
 
+class EncoderCrashedError(EpisodeError):
+    """The service crashed natively (a segfault or abort, e.g. inside the encoder library) twice while this episode
+    alone was being processed: it is parked, its PNGs kept, so the service goes on with every other episode. The
+    message names the kept crash logs and what to try (another ``ROBOVID_VCODEC``) and how to retry."""
+
+
 class CommitFailedError(RobovidError, RuntimeError):
     """An episode's metadata row could not be committed for a reason that is not its frames' (a disk error,
     a segment table robovid cannot write): the append was taken back and the PNGs kept. The message says what
@@ -104,6 +110,7 @@ __all__ = [
     "CommitFailedError",
     "ConfigError",
     "DuplicateEpisodeError",
+    "EncoderCrashedError",
     "EpisodeChangedError",
     "EpisodeContinuedError",
     "JournalReplacedError",

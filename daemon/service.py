@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import structlog
 from watchdog.observers.api import BaseObserver
 
-from robovid._faults import fault_point
+from robovid._faults import fault_point, fault_scope
 from robovid.errors import EpisodeError, MetadataError, UnsafePathError, VerificationError, VideoFormatError
 from robovid.layout import check_inside, images_dir
 from robovid.metadata import SegmentStore, find_segment, read_segments
@@ -31,6 +31,7 @@ from . import retakes, streamed
 from .chunks import last_locations_in_rows, seal_at_start, seal_idle
 from .cleaning import leftovers
 from .config import Settings
+from .crashguard import CrashGuard
 from .discover import (
     EpisodeRef,
     FpsSource,
@@ -100,6 +101,7 @@ class Service:
         self.stop = StopRequest()
         """Set by the stop signals' handler (robovid_watch.main): it takes no lock, see :mod:`.stop_signals`."""
         self.state = RootState(self.root)
+        self.guard = CrashGuard(self.state, settings.vcodec)
         self.counters = Counters()
         self._hints: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._candidates: dict[tuple[str, int], EpisodeRef] = {}
@@ -128,6 +130,7 @@ class Service:
             migrate_state(self.root)
             return self._run_locked()
         finally:
+            self.guard.close()
             self.state.release_lock()
 
     def _run_locked(self) -> int:
@@ -136,6 +139,7 @@ class Service:
         self.lerobot.load_committed(SegmentStore(self.root).rows())
         removed = self.state.clear_temp_files()
         forget_commit_failures(self.state)
+        crashed = self.guard.start()
         try:
             recover_intents(ctx)
         except OSError as error:
@@ -144,10 +148,19 @@ class Service:
             log.error("disk_full", detail=str(error), action="recovery resumes once space is freed on the root")
         seal_at_start(self.root)
         self.metrics.start()
+        for ref, crash in crashed:  # native crashes of the previous runs: these episodes are parked
+            self._fail(ref, crash)
         images_dir(self.root).mkdir(parents=True, exist_ok=True)
         with stop_signals_blocked():  # its threads inherit the mask: SIGTERM goes to the main thread
             observer = start_observer(self.root, self._hints) if self.watch else None
-        log.info("started", root=str(self.root), workers=self.settings.workers, stale_temp_removed=removed)
+        log.info(
+            "started",
+            root=str(self.root),
+            workers=self.settings.workers,
+            stale_temp_removed=removed,
+            crash_file=str(self.guard.crash_file),
+            crash_logs=self.guard.crash_logs(),
+        )
         self._rescan()
         sd_notify("READY=1")
         next_rescan = time.monotonic() + self.settings.rescan_s
@@ -187,7 +200,13 @@ class Service:
         self.state.check_root()  # a stop caused by a replaced root is not a clean stop
         if self._unreadable_metadata is not None:
             raise self._unreadable_metadata
-        log.info("stopped", episodes_done=self.counters.done, failed=self.counters.failed)
+        log.info(
+            "stopped",
+            episodes_done=self.counters.done,
+            failed=self.counters.failed,
+            crash_file=str(self.guard.crash_file),
+            crash_logs=self.guard.crash_logs(),
+        )
         return 0
 
     def request_stop(self) -> None:
@@ -317,7 +336,7 @@ class Service:
             return
         self._judge_lerobot()
         for key, ref in sorted(self._candidates.items(), key=lambda item: (item[1].episode, item[1].camera)):
-            if len(self._in_flight) >= self.settings.workers or self.stop.is_set():
+            if len(self._in_flight) >= self.settings.workers or self.stop.is_set() or self._suspect_in_flight():
                 return
             if not ref.path.exists():
                 del self._candidates[key]
@@ -325,6 +344,8 @@ class Service:
                 continue
             if not self._is_ready(ref):
                 continue
+            if self._in_flight and self.guard.is_suspect(key):
+                return  # it runs alone once the others are done: a crash then is surely its own
             retake = None
             if key in ctx.done and self.state.intent(*key) is None:
                 retake = self.state.retake_request(*key)
@@ -340,6 +361,9 @@ class Service:
             self._in_flight[key] = future
             future.add_done_callback(self._completion_callback(ref))
 
+    def _suspect_in_flight(self) -> bool:
+        return any(self.guard.is_suspect(key) for key in self._in_flight)
+
     def _completion_callback(self, ref: EpisodeRef) -> Callable[[Future[Outcome]], None]:
         def done(future: Future[Outcome]) -> None:
             self._completed.put((ref, future))
@@ -349,12 +373,15 @@ class Service:
 
     def _run_one(self, ctx: Context, ref: EpisodeRef, fps: int, retake: RetakeRequest | None) -> Outcome:
         bound = log.bind(camera=ref.camera, episode=ref.episode)
-        bound.info("episode_started", path=str(ref.path), fps=fps)
+        bound.info(
+            "episode_started", path=str(ref.path), fps=fps, alone=self.guard.is_suspect((ref.camera, ref.episode))
+        )
         if retake is not None:
             retakes.log_started(ref.camera, ref.episode, retake)
-        if streamed.has_handoff(self.root, ref):
-            return streamed.process_streamed(ctx, ref)
-        return process_episode(ctx, ref, fps, retake)
+        with self.guard.in_flight(ref), fault_scope(ref.episode):
+            if streamed.has_handoff(self.root, ref):
+                return streamed.process_streamed(ctx, ref)
+            return process_episode(ctx, ref, fps, retake)
 
     def _collect_finished(self) -> None:
         while True:
@@ -378,6 +405,7 @@ class Service:
             self._candidates.pop(key, None)
             self.state.clear_failure(*key)
             self.state.clear_deferral(*key)
+            self.guard.forget(key)
             self._log_outcome(ref, outcome)
             return
         if isinstance(error, RootReplacedError):

@@ -33,8 +33,10 @@ from robovid.durable import (
 )
 from robovid.layout import (
     chunk_dirs,
+    crashes_dir,
     deferred_dir,
     failed_dir,
+    inflight_dir,
     journal_dir,
     legacy_lock_path,
     lerobot_dirs,
@@ -258,6 +260,9 @@ class RootState:
         removed = [Path(e.path) for e in os.scandir(self.tmp_dir)]
         for directory in (self.journal_dir, self.failed_dir, self.deferred_dir, self.retake_dir):
             removed += [Path(e.path) for e in os.scandir(directory) if is_temp_path(Path(e.path))]
+        for directory in (inflight_dir(self.root), crashes_dir(self.root)):  # robovid_watch.crashguard's records
+            with contextlib.suppress(FileNotFoundError):
+                removed += [Path(e.path) for e in os.scandir(directory) if is_temp_path(Path(e.path))]
         with contextlib.suppress(FileNotFoundError):  # seal records the service was writing (it alone writes them)
             removed += [Path(e.path) for e in os.scandir(sealed_dir(self.root)) if is_temp_path(Path(e.path))]
         for directory in [segments_dir(self.root), *chunk_dirs(self.root), *lerobot_dirs(self.root)]:

@@ -205,6 +205,21 @@ def quarantine_dir(root: StrPath) -> Path:
     return state_dir(root) / "quarantine"
 
 
+def inflight_dir(root: StrPath) -> Path:
+    """One marker per episode robovid-watch is working on right now (removed when its attempt ends)."""
+    return state_dir(root) / "inflight"
+
+
+def crashes_dir(root: StrPath) -> Path:
+    """Episodes in flight when robovid-watch crashed natively (one record each), and the kept crash logs."""
+    return state_dir(root) / "crashes"
+
+
+def crash_file_path(root: StrPath) -> Path:
+    """Where a running robovid-watch's ``faulthandler`` writes the tracebacks of a native crash (segfault, abort)."""
+    return state_dir(root) / "crash.log"
+
+
 def lerobot_export_marker(root: StrPath) -> Path:
     """Present once robovid exported the root as a LeRobot dataset: its info.json is robovid's, not a recorder's."""
     return state_dir(root) / "lerobot-export"

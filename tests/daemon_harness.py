@@ -154,11 +154,15 @@ class PointHooks:
     def env(self) -> dict[str, str]:
         return {"ROBOVID_TEST_POINTS": str(self.directory)}
 
-    def hold(self, name: str) -> None:
-        (self.directory / f"{name}.hold").touch()
+    def hold(self, name: str, episode: int | None = None) -> None:
+        """Hold every thread at the point, or only one working on ``episode``."""
+        self._hold_file(name, episode).touch()
 
-    def release(self, name: str) -> None:
-        (self.directory / f"{name}.hold").unlink(missing_ok=True)
+    def release(self, name: str, episode: int | None = None) -> None:
+        self._hold_file(name, episode).unlink(missing_ok=True)
+
+    def _hold_file(self, name: str, episode: int | None) -> Path:
+        return self.directory / (f"{name}.hold" if episode is None else f"{name}.episode-{episode}.hold")
 
     def passes(self, name: str) -> int:
         """How many times the daemon has reached the point."""

@@ -29,6 +29,7 @@ BENCHMARKS = (
     "bench_verify",
     "bench_streaming",
     "bench_e2e",
+    "bench_memory",
     "bench_remote",
     "bench_ray",
     "bench_merge",

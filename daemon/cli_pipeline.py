@@ -78,6 +78,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .errors import EXIT_CONFIG, EXIT_LOCKED, MetadataError, RootLockedError, RootReplacedError
+    from .memory import limit_malloc_arenas
     from .service import Service
 
     overrides: dict[str, Any] = {"root": args.root}
@@ -103,6 +104,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
         bar.update(1)
         bar.set_postfix_str(status)
 
+    limit_malloc_arenas(settings.malloc_arenas)  # before any worker thread exists
     service = Service(settings, once=True, on_progress=on_progress, offload=offload)
     try:
         service.run()

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     video_file_size_mb: float = Field(200.0, gt=0)
     chunk_size: int = Field(1000, ge=1)
     workers: int = Field(2, ge=1, le=64)
+    malloc_arenas: int = Field(2, ge=0, le=1024)
+    """glibc malloc arenas (daemon/memory.py); 0 leaves glibc's own limit (8 per core)."""
     complete_marker: str = ".complete"
     settle_s: float = Field(0.0, ge=0)
     rescan_s: float = Field(30.0, gt=0)

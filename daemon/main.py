@@ -20,6 +20,7 @@ from .errors import (
     RootReplacedError,
 )
 from .logs import configure_logging, log_run_ended
+from .memory import limit_malloc_arenas
 from .service import Service
 from .stop_signals import stop_signals_handled
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robovid-watch: {error}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.log_format)
+    limit_malloc_arenas(settings.malloc_arenas)  # before any worker thread exists
     log = structlog.get_logger("robovid_watch")
     service = Service(settings)
     try:

@@ -307,6 +307,8 @@ class StreamingVideoEncoder:
         ``episode_index`` names the episode's folders (default: one more than the last episode this
         encoder streamed, from 0). StreamingError if another process streams the same episode, or
         (``handoff``) it was already streamed or recorded as PNGs and not yet taken by robovid-watch.
+        An episode still open is cancelled, as LeRobot's encoder does, except a ``handoff`` episode with
+        frames fed: StreamingError, nothing deleted (finish or cancel it first).
         """
         if depth_video_keys:
             raise StreamingError(
@@ -315,7 +317,8 @@ class StreamingVideoEncoder:
             )
         episode = _checked_episode(video_keys, self._next_episode if episode_index is None else episode_index)
         if self._episode_active:
-            self.cancel_episode()
+            self._refuse_to_discard_fed_frames(episode)
+            self.cancel_episode()  # LeRobot's semantics where nothing durable is lost (no handoff, or nothing fed)
         root = Path(temp_dir)
         self._dropped_frames.clear()
         self.spilled_frames.clear()
@@ -334,6 +337,19 @@ class StreamingVideoEncoder:
             stream.thread.start()
         self._episode_index = episode
         self._episode_active = True
+
+    def _refuse_to_discard_fed_frames(self, next_episode: int) -> None:
+        """StreamingError when the open episode is a handoff holding frames fed: cancelling would delete them."""
+        fed = {key: stream.fed for key, stream in self._streams.items()}
+        if not self.handoff or not any(fed.values()):
+            return
+        cameras = ", ".join(f"{key!r} ({count} frames fed)" for key, count in fed.items())
+        raise StreamingError(
+            f"start_episode(episode_index={next_episode}) refused: episode {self._episode_index} is still open, "
+            f"cameras {cameras}, and its frames are durable in its handoff folders; starting another would delete "
+            "them. Call finish_episode() to keep it (robovid-watch commits it) or cancel_episode() to discard it, "
+            "then start the next episode."
+        )
 
     def _open(self, key: str, root: Path, episode: int) -> _CameraStream:
         png_dir = episode_dir(root, key, episode)

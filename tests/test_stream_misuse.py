@@ -160,3 +160,52 @@ def test_an_episode_index_or_camera_key_robovid_watch_could_never_take_is_refuse
     assert encoder.finish_episode()["front"][0] == stream_dir(tmp_path, "front", 9)
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["front"]
     assert sorted(p.name for p in stream_dir(tmp_path, "front", 9).parent.parent.iterdir()) == ["front"]
+
+
+def test_start_episode_refuses_to_discard_an_open_handoff_episode_with_frames_fed(tmp_path: Path) -> None:
+    """start_episode while a handoff episode was open cancelled it (LeRobot's semantics) and deleted its handoff
+    folders: every frame fed, durable in the crash log and promised to robovid-watch, was lost without a word."""
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, handoff=True)
+    encoder.start_episode(["front", "wrist"], tmp_path, episode_index=4)
+    fed = frames(4, 4)
+    for image in fed[:3]:
+        encoder.feed_frame("front", image)
+    encoder.feed_frame("wrist", fed[0])
+
+    with pytest.raises(StreamingError) as refused:
+        encoder.start_episode(["front", "wrist"], tmp_path, episode_index=5)
+
+    message = str(refused.value)
+    assert "episode 4 is still open" in message
+    assert "'front' (3 frames fed)" in message and "'wrist' (1 frames fed)" in message
+    assert "finish_episode()" in message and "cancel_episode()" in message
+    assert not stream_dir(tmp_path, "front", 5).exists()
+    encoder.feed_frame("front", fed[3])  # the open episode is still usable
+    folders = {key: result[0] for key, result in encoder.finish_episode().items()}
+    assert folders == {"front": stream_dir(tmp_path, "front", 4), "wrist": stream_dir(tmp_path, "wrist", 4)}
+    assert Finished.read(folders["front"]) == Finished(4, 4)
+    assert Finished.read(folders["wrist"]) == Finished(1, 1)
+    encoder.start_episode(["front", "wrist"], tmp_path, episode_index=5)  # after finish_episode: the next one starts
+    encoder.close()
+
+
+@pytest.mark.parametrize("handoff", [False, True])
+def test_start_episode_still_cancels_an_open_episode_where_nothing_durable_is_lost(
+    tmp_path: Path, handoff: bool
+) -> None:
+    """LeRobot's semantics stay where cancelling loses nothing robovid promised to keep: without handoff (LeRobot's
+    own use: its episode is discarded as LeRobot's encoder does), or a handoff episode no frame was fed to."""
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, handoff=handoff)
+    encoder.start_episode(["front"], tmp_path, episode_index=1)
+    if not handoff:
+        encoder.feed_frame("front", frames(1, 1)[0])
+
+    encoder.start_episode(["front"], tmp_path, episode_index=2)
+
+    assert not stream_dir(tmp_path, "front", 1).exists()
+    encoder.feed_frame("front", frames(2, 1)[0])
+    video = encoder.finish_episode()["front"][0]
+    assert video.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "images") == (
+        [".cache"] if handoff else [video.parent.name]
+    )

@@ -140,12 +140,38 @@ class _CameraStream:
     def check_alive(self) -> None:
         if self.thread.is_alive():
             return
+        failure = "is not alive"
         with contextlib.suppress(queue.Empty):
             status, message = self.results.get_nowait()
             self.results.put(("error", message) if status == "error" else (status, message))
             if status == "error":
-                raise StreamingError(f"Encoder thread for {self.key} crashed: {message}")
-        raise StreamingError(f"Encoder thread for {self.key} is not alive")
+                failure = f"crashed: {message.rstrip('.')}"
+        todo = (
+            "They stay there while the episode is open: call finish_episode() (it raises this error again) to hand "
+            "them to robovid-watch, or cancel_episode() to delete them."
+            if self.handoff
+            else "Call cancel_episode() to delete them, or finish_episode() to end the episode and keep them there."
+        )
+        raise StreamingError(
+            f"Encoder thread for {self.key} {failure}. Frame {self.fed} was not fed. {self._where_fed_frames_are()} "
+            + todo
+        )
+
+    def _where_fed_frames_are(self, ended: bool = False) -> str:
+        """Where the frames fed are after the encoder thread failed, and who takes them (``ended``: by finish)."""
+        kept = (
+            f"The {self.fed} frames fed to episode {self.episode} of {self.key!r} are kept in {self.workdir} "
+            "(its closed segments and crash log)"
+        )
+        if self.spilled_from is not None:
+            kept += f" and, from frame {self.spilled_from}, as PNGs in {self.png_dir}"
+        if self.handoff:
+            when = "now" if ended else "once finish_episode() has ended the episode (or this process exits)"
+            return (
+                f"{kept}; robovid-watch takes them over {when}: it writes them as PNGs to {self.png_dir} and encodes "
+                "them itself or, if it cannot either, keeps the PNGs and reports episode_failed saying what to do."
+            )
+        return f"{kept}; without handoff nothing turns them into video (robovid-watch does, with handoff=True)."
 
     def _close_spill(self) -> None:
         if self.spill is not None:
@@ -168,7 +194,11 @@ class _CameraStream:
         self.log.close()  # power_safe: every frame's log bytes are durable (segments and PNGs are already)
         status, data = self.results.get()
         if status == "error":
-            raise StreamingError(f"Encoder thread for {self.key} failed: {data}")
+            where = self._where_fed_frames_are(ended=True)
+            raise StreamingError(
+                f"Encoder thread for {self.key} failed: {data.rstrip('.')}. The episode is ended. {where}"
+                + ("" if self.handoff else f" Delete {self.workdir} once you no longer need them.")
+            )
         prefix = self.fed if self.spilled_from is None else self.spilled_from
         counts = self.thread.counts + (self.spill.counts if self.spill is not None else 0)
         stats = lerobot_shaped(image_stats_from_counts(counts, self.fed)) if self.fed >= 2 else None

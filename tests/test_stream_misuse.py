@@ -209,3 +209,24 @@ def test_start_episode_still_cancels_an_open_episode_where_nothing_durable_is_lo
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "images") == (
         [".cache"] if handoff else [video.parent.name]
     )
+
+
+def test_without_handoff_an_encoder_thread_failure_names_the_folder_that_keeps_the_frames_fed(tmp_path: Path) -> None:
+    """Without handoff the failed encoder's error ('Encoder thread for cam crashed: FrameSizeError ...') did not say
+    that the frames fed stay in a temp folder of the root's that nothing takes over, nor what to do with them."""
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264)
+    encoder.start_episode(["cam"], tmp_path, episode_index=0)
+    tiny = np.zeros((8, 8, 3), np.uint8)  # too small to encode: the thread fails at its first frame
+    encoder.feed_frame("cam", tiny)
+    encoder._streams["cam"].thread.join(timeout=60)
+    (workdir,) = [p for p in tmp_path.iterdir() if p.name != "images"]
+
+    with pytest.raises(StreamingError) as crashed:
+        encoder.feed_frame("cam", tiny)
+    with pytest.raises(StreamingError) as failed:
+        encoder.finish_episode()
+
+    assert f"The 1 frames fed to episode 0 of 'cam' are kept in {workdir}" in str(crashed.value)
+    assert "nothing turns them into video" in str(crashed.value) and "cancel_episode()" in str(crashed.value)
+    assert f"Delete {workdir} once you no longer need them" in str(failed.value)
+    assert sorted(p.name for p in workdir.iterdir()) == ["raw-000000.rgb", "stream.json"]

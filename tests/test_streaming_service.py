@@ -18,13 +18,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from daemon_harness import Daemon, PointHooks, rows_by_key, start_daemon, wait_for
 from frame_oracle import FrameId, Ledger, check_frames
 
 import robovid._faults as faults
-from robovid import RGBEncoderConfig, StreamingVideoEncoder
-from robovid.layout import episode_dir, segments_dir, stream_dir, streams_dir
+from robovid import RGBEncoderConfig, StreamingError, StreamingVideoEncoder
+from robovid.frames import read_frame_rgb
+from robovid.layout import episode_dir, frame_path, segments_dir, stream_dir, streams_dir
 from robovid.synthetic import render_frame, scene
 
 H264 = RGBEncoderConfig(vcodec="h264", crf=22, preset="veryfast")
@@ -397,3 +399,39 @@ def test_a_streamed_episode_finished_with_no_frame_is_cleaned_not_retried_foreve
     assert not daemon.events_named("episode_changed")
     verdict = check_frames(root, ledger, final=True)
     assert len(verdict.in_segment) == 1 and not verdict.as_png
+
+
+def test_the_frames_fed_before_the_encoder_thread_failed_are_where_its_error_says_and_robovid_watch_keeps_them(
+    tmp_path: Path, daemon_stopper: list[Daemon]
+) -> None:
+    """An encoder thread that failed (8x8 frames: too small to encode) was reported as 'Encoder thread for front
+    crashed: FrameSizeError ...', saying nothing of the frames already fed: they were in the handoff's crash log,
+    and robovid-watch salvaged them as PNGs and kept them when it could not encode them either."""
+    root = tmp_path / "root"
+    root.mkdir()
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, handoff=True, segment_frames=4)
+    encoder.start_episode(["front"], root, episode_index=0)
+    tiny = [np.full((8, 8, 3), 40 * i, np.uint8) for i in range(3)]
+    encoder.feed_frame("front", tiny[0])
+    encoder.feed_frame("front", tiny[1])
+    encoder._streams["front"].thread.join(timeout=60)  # it fails at its first frame
+    folder, png_dir = stream_dir(root, "front", 0), episode_dir(root, "front", 0)
+
+    with pytest.raises(StreamingError) as crashed:
+        encoder.feed_frame("front", tiny[2])
+    with pytest.raises(StreamingError) as failed:
+        encoder.finish_episode()
+
+    message = str(crashed.value)
+    assert "FrameSizeError" in message and "Frame 2 was not fed" in message
+    assert f"The 2 frames fed to episode 0 of 'front' are kept in {folder}" in message
+    assert "robovid-watch takes them over once finish_episode() has ended the episode" in message
+    assert f"PNGs to {png_dir}" in message and "cancel_episode() to delete them" in message
+    assert f"kept in {folder}" in str(failed.value) and "robovid-watch takes them over now" in str(failed.value)
+    daemon = start_daemon(root)
+    daemon_stopper.append(daemon)
+    wait_for(lambda: daemon.events_named("episode_failed"), "the salvaged episode reported", daemon=daemon)
+    assert daemon.stop() == 0
+    assert daemon.events_named("stream_salvaged")[0]["frames"] == 2
+    assert daemon.events_named("episode_failed")[0]["error_type"] == "FrameSizeError"
+    assert [read_frame_rgb(frame_path(png_dir, i)).tobytes() for i in range(2)] == [f.tobytes() for f in tiny[:2]]

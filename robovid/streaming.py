@@ -471,8 +471,30 @@ class StreamingVideoEncoder:
         self._episode_active = False
 
     def close(self) -> None:
-        """Cancel an episode in progress; safe to call again."""
+        """End the encoder; safe to call again.
+
+        An episode still open is cancelled, as LeRobot's encoder does, except a ``handoff`` episode
+        with frames fed: those are durable, so they stay in its handoff folders, unlocked, and
+        robovid-watch salvages and commits them as it does a recorder's that died mid-episode
+        (call :meth:`cancel_episode` first to discard them).
+        """
         if self._closed:
             return
-        self.cancel_episode()
+        fed = {key: stream.fed for key, stream in self._streams.items()}
+        if self._episode_active and self.handoff and any(fed.values()):
+            for stream in self._streams.values():
+                stream.halt()
+                stream.release()
+            log.warning(
+                "stream_left_for_salvage",
+                episode=self._episode_index,
+                frames=fed,
+                detail="close() with the episode still open: its frames fed stay in its handoff folders, and "
+                "robovid-watch salvages and commits them; call cancel_episode() before close() to discard them",
+            )
+            self._streams.clear()
+            self._threads.clear()
+            self._episode_active = False
+        else:
+            self.cancel_episode()
         self._closed = True

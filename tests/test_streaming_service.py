@@ -435,3 +435,31 @@ def test_the_frames_fed_before_the_encoder_thread_failed_are_where_its_error_say
     assert daemon.events_named("stream_salvaged")[0]["frames"] == 2
     assert daemon.events_named("episode_failed")[0]["error_type"] == "FrameSizeError"
     assert [read_frame_rgb(frame_path(png_dir, i)).tobytes() for i in range(2)] == [f.tobytes() for f in tiny[:2]]
+
+
+def test_close_with_a_handoff_episode_open_leaves_its_frames_for_robovid_watch_to_commit(
+    tmp_path: Path, daemon_stopper: list[Daemon]
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    ledger = Ledger(root)
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264, handoff=True, segment_frames=4)
+    encoder.start_episode(["front", "wrist"], root, episode_index=3)
+    for front, wrist in zip(fed_frames(ledger, "front", 3, 10), fed_frames(ledger, "wrist", 3, 10), strict=True):
+        encoder.feed_frame("front", front)
+        encoder.feed_frame("wrist", wrist)
+    encoder.close()  # the recorder shuts down without finishing the episode (LeRobot's close() cancels it)
+    encoder.close()  # safe to call again
+    for camera in ("front", "wrist"):  # its frames are still on disk, unlocked, not marked finished
+        assert (
+            any(stream_dir(root, camera, 3).iterdir()) and not (stream_dir(root, camera, 3) / "finished.json").exists()
+        )
+
+    daemon = start_daemon(root)
+    daemon_stopper.append(daemon)
+    wait_for(lambda: committed(root, [("front", 3), ("wrist", 3)]), "the closed episode committed", daemon=daemon)
+    wait_for(lambda: not any(streams_dir(root).rglob("*.mp4")), "the handoffs removed", daemon=daemon)
+    assert daemon.stop() == 0
+    assert sorted(e["frames"] for e in daemon.events_named("stream_salvaged")) == [10, 10]
+    verdict = check_frames(root, ledger, final=True)
+    assert len(verdict.in_segment) == 2 * 10 and not verdict.as_png

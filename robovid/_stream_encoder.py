@@ -22,7 +22,7 @@ from av.video.reformatter import VideoReformatter
 from robovid._faults import fault_point
 from robovid._movie import check_compatible, read_movie, write_movie
 from robovid.durable import atomic_output
-from robovid.encode import _check_encodable, _frame_rate
+from robovid.encode import FrameRate, _check_encodable, _frame_rate
 from robovid.encoder_config import VideoEncoderConfig
 from robovid.errors import FrameFormatError
 from robovid.fingerprint import fingerprint
@@ -91,7 +91,7 @@ class _CameraEncoderThread(threading.Thread):
     def __init__(
         self,
         video_path: Path,
-        fps: int,
+        fps: FrameRate,
         video_encoder: VideoEncoderConfig,
         frame_queue: queue.Queue[Any],
         result_queue: queue.Queue[Any],

@@ -9,6 +9,7 @@ written to a temp file beside the destination, fsynced and renamed into place.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import queue
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, TypeAlias, TypeVar, cast
 
 import av
 import numpy as np
@@ -40,6 +41,9 @@ DEMOTE_EVERY_FRAMES = 64
 """How often (in frames) encoder threads are checked for real-time scheduling."""
 PREFETCH_FRAMES = 8
 """Decoded frames waiting for the encoder; bounds memory (8 x 2.7 MB at 1280x720)."""
+FrameRate: TypeAlias = int | float | Fraction | np.integer[Any] | np.floating[Any]
+"""What an ``fps`` argument may be: any real number, numpy scalars included (LeRobot reads fps from dataset
+metadata as ``np.int64``); :func:`_frame_rate` checks its value."""
 
 
 @dataclass
@@ -68,7 +72,7 @@ Result = TypeVar("Result", bound=EncodeResult)
 def encode_video_frames(
     imgs_dir: Path | str,
     video_path: Path | str,
-    fps: int,
+    fps: FrameRate,
     vcodec: str | VideoEncoderConfig | None = "libsvtav1",
     pix_fmt: str | int | None = "yuv420p",
     g: int | None = 2,
@@ -96,6 +100,7 @@ def encode_video_frames(
     ``video_path`` is kept (with a warning) unless ``overwrite``.
     """
     video_path = Path(video_path)
+    rate = _frame_rate(fps)
     settings = _call_settings(vcodec, pix_fmt, g, crf, fast_decode, preset, video_encoder, encoder_threads)
     if video_path.exists() and not overwrite:
         log.warning("video_exists_skipping_encode", path=str(video_path))
@@ -105,9 +110,9 @@ def encode_video_frames(
     if settings.depth is not None:  # a DepthEncoderConfig: 16-bit depth frames (robovid.depth_encode)
         from robovid.depth_encode import encode_depth_frames, list_depth_frames
 
-        encode_depth_frames(list_depth_frames(Path(imgs_dir)), video_path, fps, settings)
+        encode_depth_frames(list_depth_frames(Path(imgs_dir)), video_path, rate, settings)
         return
-    encode_frames(list_episode_frames(Path(imgs_dir)), video_path, fps, settings)
+    encode_frames(list_episode_frames(Path(imgs_dir)), video_path, rate, settings)
 
 
 _SEED_DEFAULTS = {"pix_fmt": "yuv420p", "g": 2, "crf": 30, "fast_decode": 0, "preset": None}
@@ -163,7 +168,7 @@ def _call_settings(
 def encode_frames(
     frame_paths: Sequence[Path],
     video_path: Path,
-    fps: float | Fraction,
+    fps: FrameRate,
     settings: EncoderSettings,
     keep: Collection[int] = (),
     stop: StopFlag | None = None,
@@ -193,7 +198,7 @@ def publish_encode(video_path: Path, encode_into: Callable[[BinaryIO], Result]) 
 def encode_frames_into(
     out: BinaryIO,
     frame_paths: Sequence[Path],
-    fps: float | Fraction,
+    fps: FrameRate,
     settings: EncoderSettings,
     keep: Collection[int] = (),
     stop: StopFlag | None = None,
@@ -252,11 +257,14 @@ def encode_result(
     )
 
 
-def _frame_rate(fps: float | Fraction) -> Fraction:
-    """fps as an exact rate (29.97 -> 2997/100); ValueError for anything not a positive number."""
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not 0 < fps <= 1000:
+def _frame_rate(fps: FrameRate) -> Fraction:
+    """fps as an exact rate, a float or numpy float by its shortest decimal (29.97 -> 2997/100); ValueError for a
+    bool, NaN, infinity, anything <= 0 or > 1000, or not a real number."""
+    if isinstance(fps, (bool, np.bool_)) or not isinstance(fps, numbers.Real) or not 0 < fps <= 1000:
         raise ValueError(f"Invalid fps ({fps!r}). It must be a number from 1 to 1000, such as 30.")
-    return Fraction(str(fps)) if isinstance(fps, float) else Fraction(fps)
+    if isinstance(fps, numbers.Rational):  # int, Fraction, numpy integers
+        return Fraction(int(fps.numerator), int(fps.denominator))
+    return Fraction(str(fps) if isinstance(fps, np.floating) else repr(float(fps)))
 
 
 def _check_encodable(width: int, height: int, settings: EncoderSettings, path: Path) -> None:

@@ -40,7 +40,7 @@ import structlog
 
 from robovid._stream_encoder import SEGMENT_FRAMES, _CameraEncoderThread, as_rgb_frame, join_videos, lerobot_shaped
 from robovid.durable import fsync_dir, make_dirs_durably
-from robovid.encode import _frame_rate, encode_frames
+from robovid.encode import FrameRate, _frame_rate, encode_frames
 from robovid.encoder_config import VideoEncoderConfig, rgb_encoder_defaults
 from robovid.errors import FrameSizeError, StreamingError
 from robovid.layout import episode_dir, frame_path, stream_dir
@@ -293,7 +293,7 @@ class StreamingVideoEncoder:
 
     def __init__(
         self,
-        fps: int,
+        fps: FrameRate,
         rgb_encoder: VideoEncoderConfig | None = None,
         depth_encoder: VideoEncoderConfig | None = None,
         queue_maxsize: int = 30,
@@ -307,6 +307,7 @@ class StreamingVideoEncoder:
             raise ValueError(f"queue_maxsize must be 1 or more (got {queue_maxsize}): the queue is bounded.")
         if segment_frames < 1:
             raise ValueError(f"segment_frames must be 1 or more (got {segment_frames}).")
+        _frame_rate(fps)  # checked here, not at the first frame of a recording
         self.fps = fps
         self._rgb_encoder = rgb_encoder or rgb_encoder_defaults()
         self._depth_encoder = depth_encoder

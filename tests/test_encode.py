@@ -6,8 +6,11 @@ import os
 import random
 import threading
 from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -134,6 +137,58 @@ def test_invalid_options_raise_naming_the_supported_values_and_write_nothing(
         encode_video_frames(episode_pngs[0].parent, video, FPS, **kwargs)
     assert f"({bad_value})" in str(error.value)
     assert supported in str(error.value)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("fps", "rate"),
+    [
+        (np.int64(30), Fraction(30)),
+        (np.int32(30), Fraction(30)),
+        (np.uint16(25), Fraction(25)),
+        (np.float64(29.97), Fraction(2997, 100)),
+        (np.float32(29.97), Fraction(2997, 100)),
+        (Fraction(30000, 1001), Fraction(30000, 1001)),
+    ],
+    ids=repr,
+)
+def test_numpy_scalar_fps_encodes_at_its_exact_rate(
+    tmp_path: Path, episode_pngs: list[Path], fps: Any, rate: Fraction
+) -> None:
+    """LeRobot passes fps read from dataset metadata, numpy scalars; a float's rate is its decimal, as for a float."""
+    video = tmp_path / "out.mp4"
+    encode_video_frames(episode_pngs[0].parent, video, fps, vcodec="h264")
+
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].average_rate == rate
+
+
+NOT_AN_FPS: list[Any] = [
+    True,
+    np.bool_(True),
+    float("nan"),
+    np.float64("nan"),
+    float("inf"),
+    np.float32("inf"),
+    0,
+    np.int64(0),
+    -30,
+    np.float64(-29.97),
+    1001,
+    np.int64(1001),
+    "30",
+    None,
+    [30],
+]
+
+
+@pytest.mark.parametrize("fps", NOT_AN_FPS, ids=repr)
+def test_an_fps_that_is_not_a_rate_is_refused_and_writes_nothing(
+    tmp_path: Path, episode_pngs: list[Path], fps: Any
+) -> None:
+    video = tmp_path / "out.mp4"
+    with pytest.raises(ValueError, match=r"Invalid fps \(.*\)\. It must be a number from 1 to 1000, such as 30\."):
+        encode_video_frames(episode_pngs[0].parent, video, fps, vcodec="h264")
     assert leftovers(tmp_path) == []
 
 

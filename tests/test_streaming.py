@@ -9,7 +9,9 @@ fed, in order, each showing its own content (the index burnt into it).
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -148,6 +150,29 @@ def test_a_frame_of_another_size_is_refused_naming_both(tmp_path: Path) -> None:
     with pytest.raises(robovid.FrameFormatError, match="H x W x 3"):
         encoder.feed_frame(CAM, np.zeros((48, 64), np.uint8))
     encoder.close()
+
+
+@pytest.mark.parametrize(
+    ("fps", "rate"), [(np.int64(30), Fraction(30)), (np.float32(29.97), Fraction(2997, 100))], ids=repr
+)
+def test_numpy_scalar_fps_streams_at_its_exact_rate(tmp_path: Path, fps: Any, rate: Fraction) -> None:
+    """LeRobot builds its streaming encoder with the dataset metadata's fps, a numpy scalar."""
+    encoder = StreamingVideoEncoder(fps=fps, rgb_encoder=H264)
+    encoder.start_episode([CAM], tmp_path)
+    for image in frames(0, 3):
+        encoder.feed_frame(CAM, image)
+    video, _ = encoder.finish_episode()[CAM]
+    encoder.close()
+
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].average_rate == rate
+    assert decoded_indices(video) == [(0, i) for i in range(3)]
+
+
+@pytest.mark.parametrize("fps", [np.int64(0), float("nan"), True, "30"], ids=repr)
+def test_an_fps_that_is_not_a_rate_is_refused_when_the_encoder_is_built(fps: Any) -> None:
+    with pytest.raises(ValueError, match=r"Invalid fps .* It must be a number from 1 to 1000"):
+        StreamingVideoEncoder(fps=fps, rgb_encoder=H264)
 
 
 def test_frames_of_other_dtypes_are_encoded_as_they_are_or_refused_never_saturated(tmp_path: Path) -> None:

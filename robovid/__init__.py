@@ -26,6 +26,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "FrameTimestampError",
         "InfoJsonError",
         "InvalidEncoderOptionError",
+        "InvalidToleranceError",
         "LeRobotMetadataError",
         "MergeError",
         "MergeMismatchError",
@@ -112,6 +113,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import FrameTimestampError as FrameTimestampError
     from robovid.errors import InfoJsonError as InfoJsonError
     from robovid.errors import InvalidEncoderOptionError as InvalidEncoderOptionError
+    from robovid.errors import InvalidToleranceError as InvalidToleranceError
     from robovid.errors import LeRobotMetadataError as LeRobotMetadataError
     from robovid.errors import MergeError as MergeError
     from robovid.errors import MergeMismatchError as MergeMismatchError

@@ -8,17 +8,18 @@ frame. The frame's own timestamp (also counted from the first frame) must then l
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, SupportsFloat, TypeAlias
 
 import fsspec
 import numpy as np
 import numpy.typing as npt
 import structlog
 
-from robovid.errors import FrameTimestampError, VideoFormatError
+from robovid.errors import FrameTimestampError, InvalidToleranceError, VideoFormatError
 
 if TYPE_CHECKING:
     import torch
@@ -38,14 +39,13 @@ def is_local_path(video_path: Path | str) -> bool:
 def check_request(timestamps: Sequence[float], tolerance_s: float, video_path: Path | str) -> list[float]:
     """Return ``timestamps`` as floats, or raise if the request cannot be served.
 
-    Empty ``timestamps`` and a negative or NaN ``tolerance_s`` raise ``ValueError``;
-    a negative, NaN or infinite timestamp raises :class:`FrameTimestampError`.
+    Empty ``timestamps`` raise ``ValueError``, a ``tolerance_s`` that is not a number of seconds >= 0
+    :class:`InvalidToleranceError`; a negative, NaN or infinite timestamp raises :class:`FrameTimestampError`.
     """
     query = [float(ts) for ts in timestamps]
     if not query:
         raise ValueError(f"No timestamps given for {video_path}: pass at least one timestamp (seconds).")
-    if not tolerance_s >= 0:
-        raise ValueError(f"tolerance_s={tolerance_s} for {video_path}; it must be a number of seconds >= 0.")
+    check_tolerance_s(tolerance_s, video_path)
     bad = [ts for ts in query if not (ts >= 0 and math.isfinite(ts))]
     if bad:
         raise FrameTimestampError(
@@ -53,6 +53,21 @@ def check_request(timestamps: Sequence[float], tolerance_s: float, video_path: P
             "Timestamps are seconds from the first frame of the video, 0 or more; check how they were computed."
         )
     return query
+
+
+def check_tolerance_s(tolerance_s: object, video_path: Path | str) -> None:
+    """:class:`InvalidToleranceError` unless ``tolerance_s`` is a number of seconds >= 0 (None has no meaning: the
+    reference compares with it, and LeRobot always passes its dataset's ``tolerance_s``, 1e-4 by default)."""
+    seconds = math.nan
+    if isinstance(tolerance_s, SupportsFloat) and not isinstance(tolerance_s, bool):
+        with contextlib.suppress(TypeError, ValueError):  # a torch tensor of several values, say
+            seconds = float(tolerance_s)
+    if not seconds >= 0:
+        raise InvalidToleranceError(
+            f"tolerance_s={tolerance_s!r} for {video_path}: it must be a number of seconds >= 0, how far a frame may "
+            "be from its queried timestamp. Pass your dataset's tolerance_s (LeRobot's default is 1e-4); "
+            "there is no 'no check' value (None), but any frame is accepted with math.inf."
+        )
 
 
 def refuse_depth_as_colour(pix_fmt: str | None, video_path: Path | str) -> None:

@@ -17,6 +17,11 @@ class FrameTimestampError(RobovidError, ValueError):
     """A queried timestamp has no frame within the tolerance."""
 
 
+class InvalidToleranceError(RobovidError, ValueError, TypeError):
+    """A decode's ``tolerance_s`` is not a number of seconds >= 0 (None, negative, NaN, not a number). A
+    ``ValueError`` as robovid raised for a negative one, and a ``TypeError`` as the reference raised for None."""
+
+
 class InvalidEncoderOptionError(RobovidError, ValueError):
     """An encoder option (codec, pixel format, g, crf, preset, ...) is not supported."""
 

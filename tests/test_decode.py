@@ -19,7 +19,7 @@ from robovid.decode import (
     decode_video_frames_torchvision,
     get_safe_default_codec,
 )
-from robovid.errors import BackendUnavailableError, FrameTimestampError
+from robovid.errors import BackendUnavailableError, FrameTimestampError, InvalidToleranceError
 from robovid.synthetic import read_index, render_frame, scene
 
 FPS = 30
@@ -113,6 +113,23 @@ def test_tolerance_bound_is_inclusive(av1_video: Path, backend: str) -> None:
 def test_negative_or_non_finite_timestamp_raises(av1_video: Path, backend: str, timestamp_s: float) -> None:
     with pytest.raises(FrameTimestampError, match="negative or not finite"):
         decode_video_frames(av1_video, [timestamp_s], tolerance_s=0.04, backend=backend)
+
+
+@pytest.mark.parametrize("tolerance_s", [None, -1e-4, math.nan, np.float64(math.nan), "1e-4", True], ids=repr)
+def test_a_tolerance_that_is_not_seconds_raises_saying_what_to_pass(
+    av1_video: Path, backend: str, tolerance_s: object
+) -> None:
+    """None has no meaning (the reference compares frames' distances with it: a bare TypeError); it, a negative
+    and a NaN tolerance raise a named error that is still the TypeError / ValueError they were."""
+    with pytest.raises(InvalidToleranceError, match=r"tolerance_s=.* must be a number of seconds >= 0.*1e-4") as caught:
+        decode_video_frames(av1_video, [0.0], tolerance_s=tolerance_s, backend=backend)  # type: ignore[arg-type]
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, ValueError)
+    assert str(av1_video) in str(caught.value)
+
+
+def test_an_infinite_tolerance_accepts_the_nearest_frame(av1_video: Path, backend: str) -> None:
+    frames = decode_video_frames(av1_video, [LAST_FRAME_S + 5.0], tolerance_s=math.inf, backend=backend)
+    assert frame_ids(frames) == [(EPISODE, NUM_FRAMES - 1)]
 
 
 def test_empty_timestamps_raise_value_error(av1_video: Path, backend: str) -> None:

@@ -38,6 +38,7 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "StreamingError",
         "TruncatedVideoError",
         "UnevenFrameTimingError",
+        "UnknownCameraError",
         "UnreadableFrameError",
         "UnsafePathError",
         "VerificationError",
@@ -125,6 +126,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (``X as X``: re-exported)
     from robovid.errors import StreamingError as StreamingError
     from robovid.errors import TruncatedVideoError as TruncatedVideoError
     from robovid.errors import UnevenFrameTimingError as UnevenFrameTimingError
+    from robovid.errors import UnknownCameraError as UnknownCameraError
     from robovid.errors import UnreadableFrameError as UnreadableFrameError
     from robovid.errors import UnsafePathError as UnsafePathError
     from robovid.errors import VerificationError as VerificationError

@@ -124,6 +124,14 @@ class StreamingError(RobovidError, RuntimeError):
     """A :class:`robovid.StreamingVideoEncoder` call out of order, or its encoder failed (LeRobot raises RuntimeError)."""
 
 
+class UnknownCameraError(RobovidError, KeyError):
+    """A :class:`robovid.StreamingVideoEncoder` was fed a frame for a camera its episode did not open. A
+    ``KeyError`` as LeRobot's encoder raises; its message is printed as written (not quoted, as a KeyError's)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class RepairError(RobovidError, RuntimeError):
     """``robovid verify --repair`` cannot run on a root (another robovid process holds it, or it is not a folder)."""
 

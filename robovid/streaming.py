@@ -42,7 +42,7 @@ from robovid._stream_encoder import SEGMENT_FRAMES, _CameraEncoderThread, as_rgb
 from robovid.durable import fsync_dir, make_dirs_durably
 from robovid.encode import FrameRate, _frame_rate, encode_frames
 from robovid.encoder_config import VideoEncoderConfig, rgb_encoder_defaults
-from robovid.errors import FrameSizeError, StreamingError
+from robovid.errors import FrameSizeError, StreamingError, UnknownCameraError
 from robovid.layout import episode_dir, frame_path, stream_dir
 from robovid.lerobot_stats import image_stats_from_counts
 from robovid.stream_files import (
@@ -418,7 +418,13 @@ class StreamingVideoEncoder:
         """
         if not self._episode_active:
             raise StreamingError("No active episode. Call start_episode() first.")
-        stream = self._streams[video_key]
+        stream = self._streams.get(video_key)
+        if stream is None:
+            raise UnknownCameraError(
+                f"No camera {video_key!r} in episode {self._episode_index}: its open cameras are "
+                f"{', '.join(map(repr, self._streams))}. Feed one of those, or list {video_key!r} in start_episode's "
+                "video_keys."
+            )
         stream.check_alive()
         stream.feed(image)
         if stream.spilled_from is not None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import robovid
-from robovid import FrameSizeError, RGBEncoderConfig, StreamingError, StreamingVideoEncoder
+from robovid import FrameSizeError, RGBEncoderConfig, StreamingError, StreamingVideoEncoder, UnknownCameraError
 from robovid.frames import read_frame_rgb
 from robovid.layout import episode_dir, frame_path, stream_dir
 from robovid.stream_files import Finished, StreamInfo, published_segments, read_segment_data
@@ -173,6 +173,29 @@ def test_numpy_scalar_fps_streams_at_its_exact_rate(tmp_path: Path, fps: Any, ra
 def test_an_fps_that_is_not_a_rate_is_refused_when_the_encoder_is_built(fps: Any) -> None:
     with pytest.raises(ValueError, match=r"Invalid fps .* It must be a number from 1 to 1000"):
         StreamingVideoEncoder(fps=fps, rgb_encoder=H264)
+
+
+def test_a_frame_for_a_camera_not_opened_is_refused_naming_the_open_ones(tmp_path: Path) -> None:
+    """LeRobot raises a bare KeyError('cam'); robovid's is still a KeyError, and says what is open."""
+    other = "observation.images.wrist"
+    encoder = StreamingVideoEncoder(fps=30, rgb_encoder=H264)
+    encoder.start_episode([CAM, other], tmp_path)
+    fed = frames(0, 2)
+    encoder.feed_frame(CAM, fed[0])
+
+    with pytest.raises(KeyError) as caught:
+        encoder.feed_frame("observation.images.top", fed[1])
+
+    assert isinstance(caught.value, UnknownCameraError)
+    assert str(caught.value) == (
+        f"No camera 'observation.images.top' in episode 0: its open cameras are {CAM!r}, {other!r}. Feed one of "
+        "those, or list 'observation.images.top' in start_episode's video_keys."
+    )
+    encoder.feed_frame(CAM, fed[1])  # the episode goes on
+    encoder.feed_frame(other, fed[0])
+    results = encoder.finish_episode()
+    encoder.close()
+    assert decoded_indices(results[CAM][0]) == [(0, 0), (0, 1)]
 
 
 def test_frames_of_other_dtypes_are_encoded_as_they_are_or_refused_never_saturated(tmp_path: Path) -> None:

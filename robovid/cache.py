@@ -102,13 +102,22 @@ def default_max_size() -> int:
         raw = os.environ.get(name, "").strip()
         if not raw:
             continue
-        if not raw.isdigit() or int(raw) < 1:
+        size = _whole_number(raw)
+        if size is None or size < 1:
             raise ValueError(
                 f"{name}={raw!r}: the decoder cache size must be a whole number of decoders, 1 or more "
                 f"(default {DEFAULT_MAX_SIZE}). robovid's cache is always bounded: 'none' or -1 are refused."
             )
-        return int(raw)
+        return size
     return DEFAULT_MAX_SIZE
+
+
+def _whole_number(text: str) -> int | None:
+    """``int(text)`` ('+5', '1_000' too), or None for text that is not a whole number."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 class VideoDecoderCache:

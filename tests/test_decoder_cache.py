@@ -95,7 +95,14 @@ def test_the_default_size_is_100_or_what_the_environment_says(monkeypatch: pytes
     assert VideoDecoderCache(max_size=5).max_size == 5  # an explicit size wins over both
 
 
-@pytest.mark.parametrize("value", ["none", "-1", "0", "lots", "2.5"])
+@pytest.mark.parametrize(("value", "size"), [("+5", 5), (" 6 ", 6), ("1_000", 1000), ("007", 7)])
+def test_the_environment_size_is_what_int_reads_in_it(monkeypatch: pytest.MonkeyPatch, value: str, size: int) -> None:
+    """'+5' was refused: only plain digits were taken."""
+    monkeypatch.setenv("ROBOVID_VIDEO_DECODER_CACHE_SIZE", value)
+    assert VideoDecoderCache().max_size == size
+
+
+@pytest.mark.parametrize("value", ["none", "-1", "0", "lots", "2.5", "+0", "-0", "-5", "²", "5e2", "0x10"])
 def test_a_bad_size_in_the_environment_is_refused_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:

@@ -10,7 +10,8 @@ A config goes into ``encode_video_frames(..., video_encoder=config)`` and
 ``reencode_video`` (as the frozen :class:`~robovid.settings.EncoderSettings` of
 :meth:`VideoEncoderConfig.to_settings`); robovid records it in the MP4's comment tag, so
 ``get_video_info(path)`` reports it back as ``video.*`` keys and
-``RGBEncoderConfig.from_video_info(get_video_info(path))`` rebuilds an equal config.
+``RGBEncoderConfig.from_video_info(get_video_info(path))`` rebuilds an equal config, except that
+``g``/``crf`` None come back as the defaults, as in LeRobot (README, "Differences").
 """
 
 from __future__ import annotations
@@ -167,7 +168,12 @@ class VideoEncoderConfig:
 
     @classmethod
     def from_video_info(cls: type[_Config], video_info: dict[str, Any] | None) -> _Config:
-        """Rebuild a config from ``video.*`` keys (``get_video_info`` or a dataset's ``info.json``); defaults fill gaps."""
+        """Rebuild a config from ``video.*`` keys (``get_video_info`` or a dataset's ``info.json``); defaults fill gaps.
+
+        A None value is a gap too, as in LeRobot, whose merge writes null where its sources disagree: a recorded
+        ``g=None`` or ``crf=None`` (the encoder's own default) comes back as the class default (2, 30). The info
+        dict still holds the None.
+        """
         return cls(**cls._kwargs_from_video_info(video_info))
 
 

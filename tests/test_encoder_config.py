@@ -6,6 +6,7 @@ robovid adds or does differently.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -142,6 +143,23 @@ def test_the_config_comes_back_from_the_file_alone(tmp_path: Path, frames_dir: P
 
     assert RGBEncoderConfig.from_video_info(info) == config
     assert info["is_depth_map"] is False
+
+
+def test_g_and_crf_none_are_recorded_but_come_back_as_the_defaults_as_in_lerobot(
+    tmp_path: Path, frames_dir: Path
+) -> None:
+    """README, Differences: from_video_info takes None for "use the default", as LeRobot's does and documents (its
+    merge writes null where the sources disagree); the file records None, so the exact config is one step away."""
+    config = RGBEncoderConfig(vcodec="h264", g=None, crf=None)
+    video = tmp_path / "out.mp4"
+    encode_video_frames(frames_dir, video, FPS, video_encoder=config)
+
+    info = get_video_info(video)
+
+    assert (info["video.g"], info["video.crf"]) == (None, None)
+    rebuilt = RGBEncoderConfig.from_video_info(info)
+    assert (rebuilt.g, rebuilt.crf) == (RGBEncoderConfig.g, RGBEncoderConfig.crf) == (2, 30)
+    assert dataclasses.replace(rebuilt, g=info["video.g"], crf=info["video.crf"]) == config
 
 
 def test_settings_survive_appends_and_concatenation(tmp_path: Path, frames_dir: Path) -> None:

@@ -334,11 +334,12 @@ def write_png(folder: Path, index: int, rgb: npt.NDArray[np.uint8], durable: boo
 class SpillWriter(threading.Thread):
     """Writes spilled frames as PNGs, reading them back from the crash log.
 
-    The recorder's thread only appends each frame to the log and puts its index here (the PNG
-    compression, ~17 ms of CPU a 640x480 frame, happens on this thread). A log file holding only
-    spilled frames is deleted once they are all PNGs; frames still waiting here stay in the log
-    (page cache, then disk), so a backlog costs no memory that a crash would lose. ``durable``: each
-    PNG is fsynced, and the folder before a log goes, so the frames never rest on an unsynced copy.
+    The recorder's thread only appends each frame to the log and puts its index here; the PNG
+    compression happens on this thread (what spilling costs is measured by ``bench_streaming``,
+    benchmarks/README.md). A log file holding only spilled frames is deleted once they are all PNGs;
+    frames still waiting here stay in the log (page cache, then disk), so a backlog costs no memory
+    that a crash would lose. ``durable``: each PNG is fsynced, and the folder before a log goes, so
+    the frames never rest on an unsynced copy.
     """
 
     def __init__(

@@ -42,7 +42,7 @@ from robovid.layout import crash_file_path, crashes_dir, inflight_dir
 
 from .discover import EpisodeRef, folder_signature
 from .errors import EncoderCrashedError
-from .state import RootState, _entries, _entry_name, _json
+from .state import RootState, entries, entry_name, json_bytes
 
 log = structlog.get_logger("robovid_watch")
 
@@ -103,7 +103,7 @@ class CrashGuard:
         for directory in (self.crashes_dir, self.inflight_dir):
             make_dirs_durably(directory)
         markers = [
-            (path, self.state._load(path, lambda data: InFlight(**data))) for path in _entries(self.inflight_dir)
+            (path, self.state.load_record(path, lambda data: InFlight(**data))) for path in entries(self.inflight_dir)
         ]
         in_flight = [marker for _, marker in markers if marker is not None]
         kept = self._keep_crash_file()
@@ -132,9 +132,9 @@ class CrashGuard:
     @contextlib.contextmanager
     def in_flight(self, ref: EpisodeRef) -> Iterator[None]:
         """Mark ``ref`` in flight (durably) for the block; called on the worker thread that processes it."""
-        path = self.inflight_dir / _entry_name(ref.camera, ref.episode)
+        path = self.inflight_dir / entry_name(ref.camera, ref.episode)
         marker = InFlight(ref.camera, ref.episode, str(ref.path), threading.get_ident(), time.time())
-        write_bytes_durably(path, _json(asdict(marker)))
+        write_bytes_durably(path, json_bytes(asdict(marker)))
         try:
             yield
         finally:
@@ -152,7 +152,7 @@ class CrashGuard:
             record = self._records.pop(key, None)
         if record is not None:
             with contextlib.suppress(OSError):  # the state folder deleted under it: the next start drops the record
-                unlink_durably([self.crashes_dir / _entry_name(*key)])
+                unlink_durably([self.crashes_dir / entry_name(*key)])
 
     # judging a crash -------------------------------------------------------------------
     def _keep_crash_file(self) -> Path | None:
@@ -183,7 +183,9 @@ class CrashGuard:
             record.sure_crashes += int(sure)
             record.crash_logs = [*record.crash_logs, str(kept)][-KEEP_CRASH_LOGS:]
             record.last_crash_at = time.time()
-            write_bytes_durably(self.crashes_dir / _entry_name(record.camera, record.episode), _json(asdict(record)))
+            write_bytes_durably(
+                self.crashes_dir / entry_name(record.camera, record.episode), json_bytes(asdict(record))
+            )
             if record.sure_crashes >= PARK_AFTER_CRASHES:
                 to_fail.append((EpisodeRef(marker.episode, marker.camera, Path(marker.path)), self._error(record)))
         log.error(
@@ -199,8 +201,8 @@ class CrashGuard:
 
     def _record_for(self, marker: InFlight) -> CrashRecord:
         """The episode's crash record, fresh when there is none or its folder changed since."""
-        path = self.crashes_dir / _entry_name(marker.camera, marker.episode)
-        record = self.state._load(path, _record_from_json)
+        path = self.crashes_dir / entry_name(marker.camera, marker.episode)
+        record = self.state.load_record(path, _record_from_json)
         signature = folder_signature(Path(marker.path))
         if record is None or record.signature != signature:
             record = CrashRecord(marker.camera, marker.episode, marker.path, signature)
@@ -208,8 +210,8 @@ class CrashGuard:
 
     def _current_records(self) -> Iterator[CrashRecord]:
         """The crash records still about their folder as it is; the others are removed."""
-        for path in _entries(self.crashes_dir):
-            record = self.state._load(path, _record_from_json)
+        for path in entries(self.crashes_dir):
+            record = self.state.load_record(path, _record_from_json)
             if record is not None and record.signature == folder_signature(Path(record.path)):
                 yield record
             elif record is not None:
@@ -228,7 +230,7 @@ class CrashGuard:
 
 def crash_records(state: RootState) -> list[CrashRecord]:
     """Every crash record of the root (for ``robovid status``)."""
-    loaded = (state._load(path, _record_from_json) for path in _entries(crashes_dir(state.root)))
+    loaded = (state.load_record(path, _record_from_json) for path in entries(crashes_dir(state.root)))
     return [record for record in loaded if record is not None]
 
 
@@ -244,7 +246,7 @@ def kept_crash_logs(root: Path) -> list[str]:
 
 
 def _record_from_json(data: dict[str, object]) -> CrashRecord:
-    return CrashRecord(**data)  # type: ignore[arg-type]  # a wrong type is caught as damage by RootState._load
+    return CrashRecord(**data)  # type: ignore[arg-type]  # a wrong type is caught as damage by RootState.load_record
 
 
 def _crashed_thread(crash_log: Path) -> int | None:

@@ -61,7 +61,8 @@ def camera_id(camera: str) -> str:
     return hashlib.sha1(camera.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def _entry_name(camera: str, episode: int) -> str:
+def entry_name(camera: str, episode: int) -> str:
+    """The file name of a (camera, episode) record in any of the state folders."""
     return f"{camera_id(camera)}--{episode:06d}.json"
 
 
@@ -274,48 +275,50 @@ class RootState:
     # journal ---------------------------------------------------------------------------
     def write_intent(self, intent: Intent) -> None:
         self.check_root()  # the last moment before a chunk file is touched
-        write_bytes_durably(self.journal_dir / _entry_name(intent.camera, intent.episode), _json(intent.to_json()))
+        write_bytes_durably(self.journal_dir / entry_name(intent.camera, intent.episode), json_bytes(intent.to_json()))
 
     def intents(self) -> list[Intent | DamagedIntent]:
         """Every journaled intent; a damaged one is quarantined and comes back as a :class:`DamagedIntent`."""
         out: list[Intent | DamagedIntent] = []
-        for path in _entries(self.journal_dir):
-            intent = self._load(path, Intent.from_json)
+        for path in entries(self.journal_dir):
+            intent = self.load_record(path, Intent.from_json)
             out.append(intent if intent is not None else _damaged(path))
         return out
 
     def intent(self, camera: str, episode: int) -> Intent | None:
-        return self._load(self.journal_dir / _entry_name(camera, episode), Intent.from_json)
+        return self.load_record(self.journal_dir / entry_name(camera, episode), Intent.from_json)
 
     def clear_intent(self, camera: str, episode: int) -> None:
-        unlink_durably([self.journal_dir / _entry_name(camera, episode)])
+        unlink_durably([self.journal_dir / entry_name(camera, episode)])
 
     # failures --------------------------------------------------------------------------
     def record_failure(self, failure: Failure) -> None:
-        write_bytes_durably(self.failed_dir / _entry_name(failure.camera, failure.episode), _json(asdict(failure)))
+        write_bytes_durably(self.failed_dir / entry_name(failure.camera, failure.episode), json_bytes(asdict(failure)))
 
     def failure(self, camera: str, episode: int) -> Failure | None:
-        return self._load(self.failed_dir / _entry_name(camera, episode), lambda data: Failure(**data))
+        return self.load_record(self.failed_dir / entry_name(camera, episode), lambda data: Failure(**data))
 
     def failures(self) -> list[Failure]:
-        loaded = (self._load(path, lambda data: Failure(**data)) for path in _entries(self.failed_dir))
+        loaded = (self.load_record(path, lambda data: Failure(**data)) for path in entries(self.failed_dir))
         return [failure for failure in loaded if failure is not None]
 
     # deferrals: not the episode's fault, not parked by its folder -----------------------------
     def record_deferral(self, deferral: Deferral) -> None:
-        write_bytes_durably(self.deferred_dir / _entry_name(deferral.camera, deferral.episode), _json(asdict(deferral)))
+        write_bytes_durably(
+            self.deferred_dir / entry_name(deferral.camera, deferral.episode), json_bytes(asdict(deferral))
+        )
 
     def deferrals(self) -> list[Deferral]:
-        loaded = (self._load(path, lambda data: Deferral(**data)) for path in _entries(self.deferred_dir))
+        loaded = (self.load_record(path, lambda data: Deferral(**data)) for path in entries(self.deferred_dir))
         return [deferral for deferral in loaded if deferral is not None]
 
     def clear_deferral(self, camera: str, episode: int) -> None:
-        path = self.deferred_dir / _entry_name(camera, episode)
+        path = self.deferred_dir / entry_name(camera, episode)
         if path.exists():
             unlink_durably([path])
 
     # records read back are untrusted input ----------------------------------------------
-    def _load(self, path: Path, build: Callable[[dict[str, Any]], T]) -> T | None:
+    def load_record(self, path: Path, build: Callable[[dict[str, Any]], T]) -> T | None:
         """The record at ``path`` (None when there is none); a damaged one is quarantined, then None.
 
         Damaged means anything this version cannot use as it is: not a regular file, not UTF-8
@@ -350,7 +353,7 @@ class RootState:
         )
 
     def clear_failure(self, camera: str, episode: int) -> None:
-        path = self.failed_dir / _entry_name(camera, episode)
+        path = self.failed_dir / entry_name(camera, episode)
         if path.exists():
             unlink_durably([path])
 
@@ -358,13 +361,13 @@ class RootState:
     def request_retake(self, request: RetakeRequest) -> None:
         """Durable when this returns; written without the root lock (the service reads it on its next pass)."""
         make_dirs_durably(self.retake_dir)
-        write_bytes_durably(self.retake_dir / _entry_name(request.camera, request.episode), _json(asdict(request)))
+        write_bytes_durably(self.retake_dir / entry_name(request.camera, request.episode), json_bytes(asdict(request)))
 
     def retake_request(self, camera: str, episode: int) -> RetakeRequest | None:
-        return self._load(self.retake_dir / _entry_name(camera, episode), lambda data: RetakeRequest(**data))
+        return self.load_record(self.retake_dir / entry_name(camera, episode), lambda data: RetakeRequest(**data))
 
     def clear_retake(self, camera: str, episode: int) -> None:
-        path = self.retake_dir / _entry_name(camera, episode)
+        path = self.retake_dir / entry_name(camera, episode)
         if path.exists():
             unlink_durably([path])
 
@@ -389,7 +392,8 @@ def _nonblocking(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NONBLOCK)
 
 
-def _json(data: dict[str, Any]) -> bytes:
+def json_bytes(data: dict[str, Any]) -> bytes:
+    """A record's bytes as every state folder stores them (sorted keys, ASCII)."""
     return json.dumps(data, sort_keys=True, ensure_ascii=True).encode()
 
 
@@ -404,7 +408,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _entries(directory: Path) -> list[Path]:
+def entries(directory: Path) -> list[Path]:
     """The records of a state folder, sorted (temp files of an interrupted write are not records)."""
     with contextlib.suppress(FileNotFoundError):
         return [

@@ -13,7 +13,7 @@ they are fsynced PNGs. The durability contract (README "Streaming"):
   the folder when a new log file appears; the count is raised only after those calls returned.
   So a power cut loses at most the frames fed during the last sync or two (typically a few
   frames; ``benchmarks/bench_streaming.py`` measures the lag). The recorder's thread never waits
-  for the disk: one slow ``fdatasync`` (100 ms under load here) does not stall a 30 fps loop.
+  for the disk: a slow ``fdatasync`` delays only the durable count, never a ``feed_frame``.
 - **``finish_episode`` returned**: every frame of the episode is durable (segments, PNGs, the
   ``finished.json`` record).
 

@@ -13,7 +13,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from daemon_harness import rows_by_key, run_cli, run_daemon, start_daemon, wait_for
+from daemon_harness import Daemon, rows_by_key, run_cli, run_daemon, start_daemon, wait_for
 from frame_oracle import Ledger, check_frames, poll_until
 
 from robovid.append import count_frames
@@ -92,8 +92,10 @@ def test_a_restart_whose_recovery_cannot_commit_takes_the_append_back_and_starts
     check_frames(root, ledger, final=True)
 
 
-def test_a_commit_failing_while_running_takes_the_append_back_and_the_camera_goes_on(tmp_path: Path) -> None:
-    root = tmp_path / "root"
+def _commit_failing_for_episode_1(root: Path) -> tuple[Daemon, Ledger, Path]:
+    """A 1-worker service on ``root`` that committed episode 0, then failed episode 1's commit (segments hidden).
+
+    Returns the running service, the ledger and where the segment table was put aside."""
     root.mkdir()
     ledger = Ledger(root)
     ledger.write_episode("cam", 0)
@@ -103,6 +105,16 @@ def test_a_commit_failing_while_running_takes_the_append_back_and_the_camera_goe
         aside = _hide_segments(root)
         ledger.write_episode("cam", 1)
         wait_for(lambda: bool(daemon.events_named("episode_failed")), "episode 1 failed", daemon=daemon)
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon, ledger, aside
+
+
+def test_a_commit_failing_while_running_takes_the_append_back_and_the_camera_goes_on(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    daemon, ledger, aside = _commit_failing_for_episode_1(root)
+    try:
         assert daemon.events_named("append_undone"), "the append was not taken back"
         assert count_frames(chunk_path(root, "cam", 0, 0)) == 8
         _restore_segments(root, aside)
@@ -121,17 +133,8 @@ def test_a_commit_failure_blames_the_disk_or_the_metadata_not_the_frames_and_a_r
     """The event, the failure record and `robovid status` say the row could not be committed and what to do
     (disk, `robovid verify --repair`, restart), never to fix the frames; the PNGs are kept and a restart retries it."""
     root = tmp_path / "root"
-    root.mkdir()
-    ledger = Ledger(root)
-    ledger.write_episode("cam", 0)
-    daemon = start_daemon(root, ROBOVID_WORKERS="1")
-    try:
-        wait_for(lambda: ("cam", 0) in rows_by_key(root), "episode 0 committed", daemon=daemon)
-        aside = _hide_segments(root)
-        ledger.write_episode("cam", 1)
-        wait_for(lambda: bool(daemon.events_named("episode_failed")), "episode 1 failed", daemon=daemon)
-    finally:
-        assert daemon.stop() == 0
+    daemon, ledger, aside = _commit_failing_for_episode_1(root)
+    assert daemon.stop() == 0
     (event,) = daemon.events_named("episode_failed")
     assert event["episode"] == 1 and event["error_type"] == "CommitFailedError", event
     assert "NotADirectoryError" in event["reason"] and "frames are not at fault" in event["reason"], event

@@ -91,27 +91,19 @@ def undo_uncommitted(ctx: Context, camera: str, episode: int, segment: VideoSegm
     try:
         undo_append(segment)
     except (OSError, RobovidError) as undo_error:
-        log.error(
-            "append_not_undone",
-            camera=camera,
-            episode=episode,
-            chunk=str(segment.path),
-            detail=f"{type(error).__name__}: {error}; undo failed: {undo_error}",
-            action=f"the PNGs were kept; frames {segment.first_frame}..{segment.first_frame + segment.num_frames - 1} "
-            "of the chunk file belong to no row (robovid verify reports them)",
+        undone, event = False, "append_not_undone"
+        detail = f"{type(error).__name__}: {error}; undo failed: {undo_error}"
+        action = (
+            f"the PNGs were kept; frames {segment.first_frame}..{segment.first_frame + segment.num_frames - 1} "
+            "of the chunk file belong to no row (robovid verify reports them)"
         )
-        ctx.state.clear_intent(camera, episode)
-        return False
-    log.error(
-        "append_undone",
-        camera=camera,
-        episode=episode,
-        chunk=str(segment.path),
-        detail=f"{type(error).__name__}: {error}",
-        action="the row could not be committed, so the append was taken back; the PNGs were kept",
-    )
+    else:
+        undone, event = True, "append_undone"
+        detail = f"{type(error).__name__}: {error}"
+        action = "the row could not be committed, so the append was taken back; the PNGs were kept"
+    log.error(event, camera=camera, episode=episode, chunk=str(segment.path), detail=detail, action=action)
     ctx.state.clear_intent(camera, episode)
-    return True
+    return undone
 
 
 def commit_or_undo(ctx: Context, ref: EpisodeRef, segment: VideoSegment, row: SegmentRow) -> None:
